@@ -1,0 +1,5 @@
+"""``python -m maillage``: the same as the ``maillage`` command."""
+
+from maillage.deploy.cli import main
+
+raise SystemExit(main())

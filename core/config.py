@@ -1,0 +1,294 @@
+"""The one collectivité config file (TOML), validated on load into frozen objects.
+
+Every part of Maillage reads this file: the Synapse renderer, the launcher, and
+later the bots, the bridge and the portal. A wrong value stops everything before
+anything starts, with one message per problem naming the key, the value found
+and what is expected.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+import zoneinfo
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from maillage.i18n import t
+
+CONFIG_FILENAME = "maillage.toml"
+
+
+class ConfigError(Exception):
+    """The config cannot be used; ``str()`` is the message for the admin, in French."""
+
+    def __init__(self, path: Path | None, problems: list[str]) -> None:
+        self.path = path
+        self.problems = problems
+        where = f" ({path})" if path else ""
+        lines = [t("config.invalid", where=where), *(f"  - {p}" for p in problems)]
+        super().__init__("\n".join(lines))
+
+
+# --- value checks shared by several keys --------------------------------------
+
+# Matrix spec, "Server name": hostname (IPv4, [IPv6] or DNS name) and optional port.
+_DNS_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+
+
+def _check_server_name(value: str) -> str:
+    host, port = value, None
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(t("config.expected.server_name"))
+            port = rest[1:]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(t("config.expected.server_name")) from None
+    else:
+        if value.count(":") == 1:
+            host, port = value.split(":")
+        if not host or len(host) > 255 or not _DNS_NAME.match(host):
+            raise ValueError(t("config.expected.server_name"))
+    if port is not None and not (port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError(t("config.expected.server_name"))
+    return value
+
+
+def _check_http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(t("config.expected.url"))
+    return value if value.endswith("/") else value + "/"
+
+
+def _check_timezone(value: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(t("config.expected.timezone")) from None
+    return value
+
+
+def _check_ip(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError(t("config.expected.ip")) from None
+    return value
+
+
+ServerName = Annotated[str, AfterValidator(_check_server_name)]
+HttpUrl = Annotated[str, AfterValidator(_check_http_url)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class Collectivite(_Section):
+    nom: str = Field(min_length=1, max_length=120)
+    nom_serveur: ServerName
+    langue: Literal["fr", "en"] = "fr"
+    fuseau_horaire: Annotated[str, AfterValidator(_check_timezone)] = "Europe/Paris"
+
+
+class Reseau(_Section):
+    adresse_ecoute: Annotated[str, AfterValidator(_check_ip)] = "127.0.0.1"
+    url_publique: HttpUrl | None = None
+    port_synapse: Port = 8008
+    port_caldav: Port = 5232
+    port_webdav: Port = 8090
+
+
+class Donnees(_Section):
+    repertoire: str = "."
+
+
+class ServeurDav(_Section):
+    """An external DAV server; an empty ``url`` means the embedded one."""
+
+    url: Annotated[str, AfterValidator(lambda v: _check_http_url(v) if v else v)] = ""
+    utilisateur: str = "maillage"
+
+
+class Smtp(_Section):
+    hote: str = ""
+    port: Port = 587
+    securite: Literal["starttls", "tls", "aucune"] = "starttls"
+    utilisateur: str = ""
+    expediteur: str = ""
+
+    @model_validator(mode="after")
+    def _sender_needed(self) -> Smtp:
+        if self.hote and "@" not in self.expediteur:
+            raise ValueError(t("config.expected.sender"))
+        return self
+
+
+class Federation(_Section):
+    partenaires: list[ServerName] = []
+    ouverte: bool = False
+
+
+class Synapse(_Section):
+    taille_max_fichier_mo: int = Field(default=100, ge=1, le=4096)
+
+
+class Demo(_Section):
+    activee: bool = False
+
+
+class Config(_Section):
+    collectivite: Collectivite
+    reseau: Reseau = Reseau()
+    donnees: Donnees = Donnees()
+    webdav: ServeurDav = ServeurDav()
+    caldav: ServeurDav = ServeurDav()
+    smtp: Smtp = Smtp()
+    federation: Federation = Federation()
+    synapse: Synapse = Synapse()
+    demo: Demo = Demo()
+
+    # Where the file was read from; relative paths in it are relative to its folder.
+    source: Path = Field(default=Path(CONFIG_FILENAME), exclude=True)
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _path(cls, value: Any) -> Path:
+        return Path(value)
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> Config:
+        ports = {
+            "reseau.port_synapse": self.reseau.port_synapse,
+            "reseau.port_caldav": self.reseau.port_caldav,
+            "reseau.port_webdav": self.reseau.port_webdav,
+        }
+        seen: dict[int, str] = {}
+        for key, port in ports.items():
+            if port in seen:
+                raise ValueError(t("config.duplicate_port", port=port, first=seen[port], second=key))
+            seen[port] = key
+        return self
+
+    @property
+    def data_dir(self) -> Path:
+        return (self.source.parent / self.donnees.repertoire).resolve()
+
+    @property
+    def public_baseurl(self) -> str:
+        return self.reseau.url_publique or f"http://localhost:{self.reseau.port_synapse}/"
+
+    @property
+    def synapse_url(self) -> str:
+        """Where the stack itself reaches Synapse (loopback, not the public URL)."""
+        return f"http://{_url_host(self.reseau.adresse_ecoute)}:{self.reseau.port_synapse}"
+
+
+def _url_host(address: str) -> str:
+    if address in ("0.0.0.0", "::"):
+        return "127.0.0.1"
+    return f"[{address}]" if ":" in address else address
+
+
+# --- loading ------------------------------------------------------------------
+
+
+def config_path(config: str | os.PathLike[str] | None, data_dir: str | os.PathLike[str] | None) -> Path:
+    """The config file named by ``--config`` or found in ``--data-dir``."""
+    if config:
+        return Path(config)
+    if data_dir:
+        return Path(data_dir) / CONFIG_FILENAME
+    env = os.environ.get("MAILLAGE_CONFIG")
+    return Path(env) if env else Path("donnees") / CONFIG_FILENAME
+
+
+def load_config(path: Path) -> Config:
+    try:
+        raw = tomllib.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(path, [t("config.missing_file")]) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, [t("config.not_toml", detail=exc)]) from None
+    return parse_config(raw, source=path)
+
+
+def parse_config(raw: dict[str, Any], *, source: Path) -> Config:
+    try:
+        return Config.model_validate({**raw, "source": source.resolve()})
+    except ValidationError as exc:
+        raise ConfigError(source, [_describe(error) for error in exc.errors()]) from None
+
+
+def _describe(error: Any) -> str:
+    key = ".".join(str(part) for part in error["loc"]) or t("config.whole_file")
+    kind = error["type"]
+    if kind == "missing":
+        return t("config.key_missing", key=key)
+    if kind == "extra_forbidden":
+        return t("config.key_unknown", key=key)
+    value = _show(error.get("input"))
+    return t("config.bad_value", key=key, value=value, expected=_expected(error))
+
+
+def _show(value: Any) -> str:
+    text = repr(value) if not isinstance(value, str) else f'"{value}"'
+    return text if len(text) <= 80 else text[:77] + "…"
+
+
+def _expected(error: Any) -> str:
+    kind, ctx = error["type"], error.get("ctx") or {}
+    if kind == "value_error":
+        return str(ctx.get("error", error["msg"]))
+    if kind.startswith("int_"):
+        return t("config.expected.int")
+    if kind.startswith("string_too"):
+        return t("config.expected.length", minimum=ctx.get("min_length", 1), maximum=ctx.get("max_length", "∞"))
+    if kind.startswith("string_"):
+        return t("config.expected.text")
+    if kind.startswith("bool_"):
+        return t("config.expected.bool")
+    if kind.startswith("list_"):
+        return t("config.expected.list")
+    if kind == "literal_error":
+        return t("config.expected.one_of", choices=ctx.get("expected", ""))
+    if kind in ("greater_than_equal", "less_than_equal"):
+        return t("config.expected.range", detail=error["msg"])
+    if kind.startswith("model_") or kind == "dict_type":
+        return t("config.expected.table")
+    return str(error["msg"])
+
+
+def check_data_dir(config: Config) -> Path:
+    """The data directory, created if needed; refuses one the stack cannot write to."""
+    directory = config.data_dir
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / ".maillage-ecriture"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            config.source,
+            [t("config.data_dir_unwritable", value=str(directory), reason=exc.strerror or exc)],
+        ) from None
+    return directory

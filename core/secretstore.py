@@ -1,0 +1,136 @@
+"""Secrets generated once per stack and kept apart from the config.
+
+They live in ``<data>/secrets/`` (folder 0700, files 0600): ``secrets.toml`` for
+shared secrets and passwords, ``signing.key`` for the homeserver's signing key in
+Synapse's own format. They are never printed nor logged; files found with wider
+permissions are brought back to 0600 and the admin is told.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import stat
+import sys
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+from maillage.i18n import t
+
+SECRETS_DIRNAME = "secrets"
+
+
+class SecretsError(Exception):
+    """A secret file cannot be used safely; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Secrets:
+    registration_shared_secret: str
+    macaroon_secret_key: str
+    form_secret: str
+    dav_password: str
+    # The stack's own admin account (provisioning), created at first start.
+    admin_password: str = ""
+    admin_access_token: str = ""
+    # Given by the admin, never generated: the SMTP relay's password.
+    smtp_password: str = ""
+
+    def __repr__(self) -> str:  # never let a secret reach a log through repr()
+        return "Secrets(…)"
+
+
+def _token(length: int = 48) -> str:
+    return secrets.token_urlsafe(length)
+
+
+def secrets_dir(data_dir: Path) -> Path:
+    return data_dir / SECRETS_DIRNAME
+
+
+def write_private(path: Path, content: str) -> None:
+    """Write a file readable by its owner only, atomically (no window at 0644)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(content)
+    os.chmod(temporary, 0o600)
+    os.replace(temporary, path)
+
+
+def check_private(path: Path, warn: Callable[[str], None] | None = None) -> None:
+    """Refuse a secret file owned by someone else; narrow one readable by others."""
+    info = path.stat()
+    if info.st_uid != os.getuid():
+        raise SecretsError(t("secrets.not_owned", path=path))
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o077:
+        os.chmod(path, 0o600)
+        (warn or _stderr)(t("secrets.permissions_fixed", path=path, mode=oct(mode)))
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def ensure_secrets(data_dir: Path, warn: Callable[[str], None] | None = None) -> Secrets:
+    """The stack's secrets, generated on first use and reused afterwards."""
+    folder = secrets_dir(data_dir)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(folder, 0o700)
+    path = folder / "secrets.toml"
+    if path.exists():
+        loaded = load_secrets(data_dir, warn)
+    else:
+        loaded = Secrets(
+            registration_shared_secret=_token(),
+            macaroon_secret_key=_token(),
+            form_secret=_token(),
+            dav_password=_token(24),
+            admin_password=_token(24),
+        )
+        save_secrets(data_dir, loaded)
+    ensure_signing_key(folder / "signing.key", warn)
+    return loaded
+
+
+def load_secrets(data_dir: Path, warn: Callable[[str], None] | None = None) -> Secrets:
+    path = secrets_dir(data_dir) / "secrets.toml"
+    check_private(path, warn)
+    try:
+        raw = tomllib.loads(path.read_text("utf-8"))
+        known = {field.name for field in fields(Secrets)}
+        return Secrets(**{key: str(value) for key, value in raw.items() if key in known})
+    except (tomllib.TOMLDecodeError, TypeError, UnicodeDecodeError) as exc:
+        # The exception text never holds a secret value: TOML errors name positions.
+        raise SecretsError(t("secrets.corrupt", path=path, detail=type(exc).__name__)) from None
+
+
+def save_secrets(data_dir: Path, values: Secrets) -> None:
+    lines = ["# Secrets de la pile Maillage : ne pas partager, ne pas versionner."]
+    for field in fields(Secrets):
+        lines.append(f"{field.name} = {json.dumps(getattr(values, field.name))}")
+    write_private(secrets_dir(data_dir) / "secrets.toml", "\n".join(lines) + "\n")
+
+
+def update_secrets(data_dir: Path, **changes: str) -> Secrets:
+    updated = replace(load_secrets(data_dir), **changes)
+    save_secrets(data_dir, updated)
+    return updated
+
+
+def ensure_signing_key(path: Path, warn: Callable[[str], None] | None = None) -> None:
+    """Synapse's ed25519 signing key: losing it breaks federation, so never regenerate."""
+    if path.exists():
+        check_private(path, warn)
+        return
+    from signedjson.key import generate_signing_key, write_signing_keys
+
+    key = generate_signing_key("a_" + secrets.token_hex(2))
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        write_signing_keys(handle, [key])

@@ -1,0 +1,332 @@
+"""`maillage up`, `down` and `status`: the local all-in-one stack.
+
+``up`` is a supervisor: it holds a lock in the data directory, starts each
+service in order and waits for its health check, seeds the demo collectivité on
+first start, then watches its children. Ctrl-C or ``maillage down`` (SIGTERM to
+the supervisor) stops them in reverse order. A child that dies stops the stack
+and shows the tail of its log. The state file lets ``status`` and ``down`` find
+the stack from another terminal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+
+from maillage.config import Config, check_data_dir
+from maillage.deploy import processes
+from maillage.deploy.processes import RunningService, StartError
+from maillage.deploy.provisioning import (
+    demo_accounts,
+    demo_dir,
+    demo_seeded,
+    ensure_admin_token,
+    seed_demo,
+)
+from maillage.deploy.services import Service, log_path, stack_services
+from maillage.i18n import t
+from maillage.secretstore import Secrets, ensure_secrets, load_secrets
+
+EXIT_OK, EXIT_FAILED, EXIT_ALREADY_RUNNING = 0, 1, 3
+
+
+class _StopRequested(Exception):
+    pass
+
+
+def run_dir(config: Config) -> Path:
+    return config.data_dir / "run"
+
+
+def state_path(config: Config) -> Path:
+    return run_dir(config) / "etat.json"
+
+
+@contextmanager
+def stack_lock(config: Config) -> Iterator[bool]:
+    """Held by the supervisor for the stack's lifetime; yields False if someone holds it."""
+    run_dir(config).mkdir(parents=True, exist_ok=True)
+    with (run_dir(config) / "maillage.lock").open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def is_running(config: Config) -> bool:
+    with stack_lock(config) as acquired:
+        return not acquired
+
+
+def read_state(config: Config) -> dict[str, Any]:
+    try:
+        return dict(json.loads(state_path(config).read_text()))
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def _write_state(config: Config, state: dict[str, Any]) -> None:
+    temporary = state_path(config).with_suffix(".tmp")
+    temporary.write_text(json.dumps(state, indent=2, ensure_ascii=False))
+    temporary.replace(state_path(config))
+
+
+# --- up -----------------------------------------------------------------------
+
+
+def up(config: Config, *, out: TextIO = sys.stdout, show_summary: bool = True) -> int:
+    check_data_dir(config)
+    stack_secrets = ensure_secrets(config.data_dir, warn=lambda m: print(m, file=out))
+    with stack_lock(config) as acquired:
+        if not acquired:
+            print(t("up.already_running", data_dir=config.data_dir,
+                    pid=read_state(config).get("pid", "?")), file=out)
+            return EXIT_ALREADY_RUNNING
+        services = stack_services(config, stack_secrets)
+        busy = _busy_port(config, services)
+        if busy:
+            print(busy, file=out)
+            return EXIT_FAILED
+        return _supervise(config, stack_secrets, services, out, show_summary)
+
+
+def _busy_port(config: Config, services: list[Service]) -> str | None:
+    address = config.reseau.adresse_ecoute
+    for service in services:
+        if processes.port_in_use(address, service.port):
+            return t("up.port_in_use", port=service.port, service=service.label,
+                     address=address, key=service.port_key, config=config.source)
+    return None
+
+
+def _supervise(config: Config, stack_secrets: Secrets, services: list[Service],
+               out: TextIO, show_summary: bool) -> int:
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        raise _StopRequested
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    running: list[RunningService] = []
+    state: dict[str, Any] = {"pid": os.getpid(), "pret": False, "config": str(config.source),
+                             "nom_serveur": config.collectivite.nom_serveur, "services": {}}
+    try:
+        print(t("up.starting", name=config.collectivite.nom,
+                server_name=config.collectivite.nom_serveur), file=out, flush=True)
+        for service in services:
+            running.append(_start_one(config, service, state, out))
+        _after_start(config, stack_secrets, out)
+        state["pret"] = True
+        _write_state(config, state)
+        print(t("up.ready"), file=out, flush=True)
+        if show_summary:
+            print_summary(config, out=out, detached=False)
+        return _watch(running, out)
+    except _StopRequested:
+        return EXIT_OK
+    except StartError as exc:
+        _report_failure(str(exc), exc.log, out)
+        return EXIT_FAILED
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if running:
+            print(t("up.stopping"), file=out, flush=True)
+        processes.stop_all(running)
+        state_path(config).unlink(missing_ok=True)
+        if running:
+            print(t("up.stopped"), file=out, flush=True)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _start_one(config: Config, service: Service, state: dict[str, Any], out: TextIO) -> RunningService:
+    print(t("up.waiting", service=service.label), file=out, flush=True)
+    running = processes.start(service, log_path(config.data_dir, service))
+    state["services"][service.name] = {
+        "pid": running.pid, "url": service.url, "libelle": service.label, "journal": str(running.log),
+    }
+    _write_state(config, state)
+    seconds = processes.wait_ready(running, on_wait=lambda s: print(
+        t("up.still_waiting", service=service.label, seconds=int(s)), file=out, flush=True))
+    print(t("up.ready_service", service=service.label, seconds=f"{seconds:.1f}"), file=out, flush=True)
+    return running
+
+
+def _after_start(config: Config, stack_secrets: Secrets, out: TextIO) -> None:
+    """Provisioning that needs the homeserver up: the admin account, the demo."""
+    token = asyncio.run(ensure_admin_token(config, stack_secrets))
+    if not config.demo.activee or demo_seeded(config):
+        return
+    print(t("up.demo_seeding"), file=out, flush=True)
+    try:
+        asyncio.run(seed_demo(config, token))
+    except Exception as exc:  # the stack is up; the demo resumes at next start
+        print(t("up.demo_failed", detail=exc), file=out, flush=True)
+        return
+    print(t("up.demo_done"), file=out, flush=True)
+
+
+def _watch(running: list[RunningService], out: TextIO) -> int:
+    while True:
+        for child in running:
+            code = child.process.poll()
+            if code is not None:
+                _report_failure(t("up.child_died", service=child.service.label, code=code),
+                                child.log, out)
+                return EXIT_FAILED
+        time.sleep(0.5)
+
+
+def _report_failure(message: str, log: Path | None, out: TextIO) -> None:
+    print(message, file=out, flush=True)
+    if log:
+        print(t("up.log_tail", service=log.stem, path=log), file=out)
+        print(processes.tail(log), file=out, flush=True)
+
+
+def up_detached(config: Config, *, out: TextIO = sys.stdout) -> int:
+    """Start the supervisor in the background, follow its progress, return once ready."""
+    check_data_dir(config)
+    if is_running(config):
+        print(t("up.already_running", data_dir=config.data_dir,
+                pid=read_state(config).get("pid", "?")), file=out)
+        return EXIT_ALREADY_RUNNING
+    log = config.data_dir / "logs" / "maillage.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    start_offset = log.stat().st_size if log.exists() else 0
+    with log.open("ab") as output:
+        supervisor = subprocess.Popen(
+            [sys.executable, "-m", "maillage", "--config", str(config.source), "up", "--no-summary"],
+            stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    code = _follow(log, start_offset, supervisor, config, out)
+    if code == EXIT_OK:
+        print_summary(config, out=out, detached=True)
+    elif code != EXIT_ALREADY_RUNNING:
+        print(t("up.detach_failed", path=log), file=out)
+    return code
+
+
+def _follow(log: Path, offset: int, supervisor: subprocess.Popen[bytes], config: Config,
+            out: TextIO) -> int:
+    with log.open("rb") as handle:
+        handle.seek(offset)
+        while True:
+            chunk = handle.read()
+            if chunk:
+                out.write(chunk.decode("utf-8", "replace"))
+                out.flush()
+            code = supervisor.poll()
+            if code is not None:
+                out.write(handle.read().decode("utf-8", "replace"))
+                return code if code != EXIT_OK else EXIT_FAILED
+            state = read_state(config)
+            if state.get("pret") and state.get("pid") == supervisor.pid:
+                return EXIT_OK
+            time.sleep(0.2)
+
+
+def print_summary(config: Config, *, out: TextIO, detached: bool) -> None:
+    state = read_state(config)
+    services = state.get("services", {})
+    lines = ["", t("summary.title", name=config.collectivite.nom),
+             t("summary.server_name", server_name=config.collectivite.nom_serveur),
+             t("summary.homeserver", url=config.public_baseurl)]
+    caldav = config.caldav.url or services.get("caldav", {}).get("url", "")
+    webdav = config.webdav.url or services.get("webdav", {}).get("url", "")
+    lines += [t("summary.caldav", url=caldav), t("summary.webdav", url=webdav), "",
+              t("summary.how_to", url=config.public_baseurl)]
+    accounts = demo_accounts(config)
+    if accounts:
+        lines += ["", t("summary.demo_accounts", path=demo_dir(config) / "comptes.json")]
+        lines += [t("summary.demo_account", user_id=a["user_id"], password=a["password"],
+                    service=a["service"]) for a in accounts]
+    lines += ["", t("summary.stop_detached" if detached else "summary.stop")]
+    print("\n".join(lines), file=out, flush=True)
+
+
+# --- status and down ----------------------------------------------------------
+
+
+def status(config: Config) -> dict[str, Any]:
+    running = is_running(config)
+    state = read_state(config) if running else {}
+    services = []
+    for name, info in state.get("services", {}).items():
+        services.append({"nom": name, "libelle": info["libelle"], "url": info["url"],
+                         "pid": info["pid"], "etat": _service_state(config, name, info, bool(state.get("pret")))})
+    healthy = running and bool(services) and all(s["etat"] == "ok" for s in services)
+    return {"demarre": running, "pret": bool(state.get("pret")), "sain": healthy,
+            "repertoire": str(config.data_dir), "nom_serveur": config.collectivite.nom_serveur,
+            "pid": state.get("pid"), "services": services}
+
+
+def _service_state(config: Config, name: str, info: dict[str, Any], ready: bool) -> str:
+    if not _alive(int(info["pid"])):
+        return "down"
+    # Same check as at start, rebuilt from the config (credentials are not in the state file).
+    check = next((s.health for s in stack_services(config, load_secrets(config.data_dir))
+                  if s.name == name), None)
+    if check is not None and processes.is_healthy(check):
+        return "ok"
+    return "unhealthy" if ready else "starting"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def print_status(report: dict[str, Any], *, out: TextIO) -> None:
+    if not report["demarre"]:
+        print(t("status.not_running", data_dir=report["repertoire"]), file=out)
+        return
+    print(t("status.header", data_dir=report["repertoire"]), file=out)
+    for service in report["services"]:
+        print(t("status.line", service=service["nom"], state=t(f"status.state.{service['etat']}"),
+                url=service["url"]), file=out)
+
+
+def down(config: Config, *, out: TextIO = sys.stdout, timeout: float = 90.0) -> int:
+    if not is_running(config):
+        print(t("down.not_running", data_dir=config.data_dir), file=out)
+        return EXIT_OK
+    state = read_state(config)
+    pid = int(state.get("pid", 0))
+    if pid:
+        print(t("down.waiting", pid=pid), file=out, flush=True)
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not is_running(config):
+            print(t("down.done"), file=out)
+            return EXIT_OK
+        time.sleep(0.2)
+    for info in state.get("services", {}).values():
+        if _alive(int(info["pid"])):
+            os.kill(int(info["pid"]), signal.SIGKILL)
+    if pid and _alive(pid):
+        os.kill(pid, signal.SIGKILL)
+    print(t("down.forced"), file=out)
+    return EXIT_FAILED

@@ -1,0 +1,204 @@
+"""The stack's own admin account, and the demo collectivité seeded on first start."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import string
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from maillage.config import Config
+from maillage.secretstore import Secrets, update_secrets, write_private
+from maillage.synapse_admin import (
+    AdminApiError,
+    SynapseAdmin,
+    register_with_shared_secret,
+)
+
+ADMIN_LOCALPART = "maillage-admin"
+
+
+async def ensure_admin_token(config: Config, stack_secrets: Secrets) -> str:
+    """A working access token for the stack's admin account, creating the account once."""
+    base = config.synapse_url
+    if stack_secrets.admin_access_token:
+        try:
+            async with SynapseAdmin(base, stack_secrets.admin_access_token) as admin:
+                await admin.whoami()
+            return stack_secrets.admin_access_token
+        except AdminApiError:
+            pass  # token revoked: log in again below
+    try:
+        result = await register_with_shared_secret(
+            base, stack_secrets.registration_shared_secret, ADMIN_LOCALPART,
+            stack_secrets.admin_password, admin=True, displayname="Maillage (administration)",
+        )
+        token = str(result["access_token"])
+    except AdminApiError as exc:
+        if exc.errcode != "M_USER_IN_USE":
+            raise
+        token = await _password_login(base, ADMIN_LOCALPART, stack_secrets.admin_password)
+    update_secrets(config.data_dir, admin_access_token=token)
+    return token
+
+
+async def _password_login(base_url: str, localpart: str, password: str) -> str:
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
+        response = await http.post("/_matrix/client/v3/login", json={
+            "type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": localpart},
+            "password": password,
+            "initial_device_display_name": "Maillage (provisionnement)",
+        })
+    if not response.is_success:
+        raise AdminApiError("POST", "/_matrix/client/v3/login", response.status_code,
+                            response.json().get("errcode", ""), "login refused")
+    return str(response.json()["access_token"])
+
+
+# --- the demo collectivité -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DemoAgent:
+    localpart: str
+    displayname: str
+    service: str
+    head_of_service: bool = False
+
+
+@dataclass(frozen=True)
+class DemoService:
+    key: str
+    name: str
+    rooms: tuple[str, ...]
+
+
+DEMO_SERVICES = (
+    DemoService("dg", "Direction générale", ("Direction générale — équipe", "Comité de direction")),
+    DemoService("urbanisme", "Urbanisme", ("Urbanisme — équipe", "Urbanisme — permis de construire")),
+    DemoService("st", "Services techniques",
+                ("Services techniques — équipe", "Services techniques — interventions voirie")),
+)
+ALL_AGENTS_ROOM = "Mairie — tous les agents"
+
+DEMO_AGENTS = (
+    DemoAgent("claire.martin", "Claire Martin (DGS)", "dg", head_of_service=True),
+    DemoAgent("thomas.bernard", "Thomas Bernard", "dg"),
+    DemoAgent("karim.benali", "Karim Benali", "urbanisme", head_of_service=True),
+    DemoAgent("sophie.durand", "Sophie Durand", "urbanisme"),
+    DemoAgent("julien.moreau", "Julien Moreau", "st", head_of_service=True),
+    DemoAgent("nadia.petit", "Nadia Petit", "st"),
+)
+
+
+def demo_dir(config: Config) -> Path:
+    return config.data_dir / "demo"
+
+
+def demo_password() -> str:
+    """Readable, and accepted by the homeserver's password policy."""
+    alphabet = string.ascii_letters + string.digits
+    while True:
+        groups = ["".join(secrets.choice(alphabet) for _ in range(4)) for _ in range(4)]
+        password = "-".join(groups)
+        if any(c.isdigit() for c in password) and any(c.islower() for c in password) \
+                and any(c.isupper() for c in password):
+            return password
+
+
+def user_id(config: Config, localpart: str) -> str:
+    return f"@{localpart}:{config.collectivite.nom_serveur}"
+
+
+class DemoProgress:
+    """What is done already: seeding is resumed, never repeated, after a failure."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.data: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+
+    def get(self, key: str) -> Any:
+        return self.data.get(key)
+
+    def set(self, key: str, value: Any) -> None:
+        self.data[key] = value
+        write_private(self.path, json.dumps(self.data, indent=2, ensure_ascii=False))
+
+
+def demo_seeded(config: Config) -> bool:
+    return bool(DemoProgress(demo_dir(config) / "etat.json").get("termine"))
+
+
+def demo_accounts(config: Config) -> list[dict[str, str]]:
+    path = demo_dir(config) / "comptes.json"
+    return list(json.loads(path.read_text())) if path.exists() else []
+
+
+async def seed_demo(config: Config, admin_token: str) -> None:
+    progress = DemoProgress(demo_dir(config) / "etat.json")
+    if progress.get("termine"):
+        return
+    async with SynapseAdmin(config.synapse_url, admin_token) as admin:
+        await _seed_agents(config, admin, progress)
+        all_agents = await _room(admin, progress, "room:tous", ALL_AGENTS_ROOM, None)
+        for service in DEMO_SERVICES:
+            head = next(a for a in DEMO_AGENTS if a.service == service.key and a.head_of_service)
+            space = await _room(admin, progress, f"space:{service.key}", service.name,
+                                user_id(config, head.localpart), space=True)
+            children = [await _room(admin, progress, f"room:{service.key}:{i}", name,
+                                    user_id(config, head.localpart))
+                        for i, name in enumerate(service.rooms)]
+            for child in [*children, all_agents]:
+                await admin.send_state(space, "m.space.child", child,
+                                       {"via": [config.collectivite.nom_serveur]})
+            members = [a for a in DEMO_AGENTS if a.service == service.key]
+            for agent in members:
+                for room in (space, *children):
+                    await admin.force_join(room, user_id(config, agent.localpart))
+        for agent in DEMO_AGENTS:
+            await admin.force_join(all_agents, user_id(config, agent.localpart))
+    progress.set("termine", True)
+
+
+async def _seed_agents(config: Config, admin: SynapseAdmin, progress: DemoProgress) -> None:
+    accounts = demo_accounts(config)
+    known = {account["user_id"] for account in accounts}
+    service_names = {service.key: service.name for service in DEMO_SERVICES}
+    for agent in DEMO_AGENTS:
+        agent_id = user_id(config, agent.localpart)
+        if agent_id in known:
+            continue
+        password = demo_password()
+        await admin.put_user(agent_id, password=password, displayname=agent.displayname)
+        accounts.append({"user_id": agent_id, "password": password,
+                         "displayname": agent.displayname, "service": service_names[agent.service]})
+        # Saved after each account: a crash never leaves an account whose password is lost.
+        write_private(demo_dir(config) / "comptes.json",
+                      json.dumps(accounts, indent=2, ensure_ascii=False))
+
+
+async def _room(
+    admin: SynapseAdmin, progress: DemoProgress, key: str, name: str,
+    moderator: str | None, *, space: bool = False,
+) -> str:
+    existing = progress.get(key)
+    if existing:
+        return str(existing)
+    # Room versions from 12 on give the creator unlimited power: it is not listed.
+    users = {moderator: 50} if moderator else {}
+    body: dict[str, Any] = {
+        "name": name,
+        "preset": "private_chat",
+        "visibility": "private",
+        "power_level_content_override": {"users": users},
+    }
+    if space:
+        body["creation_content"] = {"type": "m.space"}
+    room_id = await admin.create_room(body)
+    progress.set(key, room_id)
+    return room_id

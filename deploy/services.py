@@ -1,0 +1,175 @@
+"""The services of one Maillage stack, in start order.
+
+Each service says how to prepare its files, how to start, where it listens and
+how to know it is ready. ``stack_services`` is the one place where a later part
+of Maillage (bots, bridge, portal) adds its own.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import bcrypt
+import yaml
+
+from maillage.config import Config, _url_host
+from maillage.homeserver.render import render_synapse
+from maillage.secretstore import Secrets, write_private
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """An HTTP request that answers one of ``ok_status`` once the service is ready."""
+
+    url: str
+    method: str = "GET"
+    auth: tuple[str, str] | None = None
+    ok_status: tuple[int, ...] = (200,)
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str  # stable id: state file, logs, status --json
+    label: str  # shown to people
+    argv: list[str]
+    url: str  # what a person or another service connects to
+    health: HealthCheck
+    port: int
+    port_key: str  # the config key to change when the port is taken
+    prepare: Callable[[], None] = lambda: None
+    startup_timeout: float = 120.0
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def _host(config: Config) -> str:
+    return _url_host(config.reseau.adresse_ecoute)
+
+
+def synapse_service(config: Config, secrets: Secrets, *, relaxed_rate_limits: bool = False) -> Service:
+    config_file = config.data_dir / "synapse" / "homeserver.yaml"
+
+    def prepare() -> None:
+        render_synapse(config, secrets, relaxed_rate_limits=relaxed_rate_limits)
+
+    return Service(
+        name="synapse",
+        label="Synapse",
+        argv=[sys.executable, "-m", "synapse.app.homeserver", "--config-path", str(config_file)],
+        url=config.synapse_url,
+        health=HealthCheck(url=f"{config.synapse_url}/health"),
+        port=config.reseau.port_synapse,
+        port_key="reseau.port_synapse",
+        prepare=prepare,
+        startup_timeout=180.0,
+    )
+
+
+def caldav_service(config: Config, secrets: Secrets) -> Service:
+    """Radicale: calendars (VEVENT) and task lists (VTODO) of the stack."""
+    directory = config.data_dir / "caldav"
+    url = f"http://{_host(config)}:{config.reseau.port_caldav}/"
+    user = config.caldav.utilisateur
+
+    def prepare() -> None:
+        (directory / "collections").mkdir(parents=True, exist_ok=True)
+        hashed = bcrypt.hashpw(secrets.dav_password.encode(), bcrypt.gensalt()).decode()
+        write_private(directory / "utilisateurs", f"{user}:{hashed}\n")
+        write_private(
+            directory / "radicale.ini",
+            "\n".join(
+                [
+                    "# Rendered by Maillage at every start; change maillage.toml instead.",
+                    "[server]",
+                    f"hosts = {config.reseau.adresse_ecoute}:{config.reseau.port_caldav}",
+                    "[auth]",
+                    "type = htpasswd",
+                    f"htpasswd_filename = {directory / 'utilisateurs'}",
+                    "htpasswd_encryption = bcrypt",
+                    "[rights]",
+                    "type = owner_only",
+                    "[storage]",
+                    f"filesystem_folder = {directory / 'collections'}",
+                    "[logging]",
+                    "level = warning",
+                    "mask_passwords = True",
+                    "",
+                ]
+            ),
+        )
+
+    return Service(
+        name="caldav",
+        label="Agendas (Radicale)",
+        argv=[sys.executable, "-m", "radicale", "--config", str(directory / "radicale.ini")],
+        url=url,
+        health=HealthCheck(url=url, method="PROPFIND", auth=(user, secrets.dav_password),
+                           ok_status=(207,), headers={"Depth": "0"}),
+        port=config.reseau.port_caldav,
+        port_key="reseau.port_caldav",
+        prepare=prepare,
+        startup_timeout=60.0,
+    )
+
+
+def webdav_service(config: Config, secrets: Secrets) -> Service:
+    """WsgiDAV: the documents of the stack, with persistent dead properties."""
+    directory = config.data_dir / "webdav"
+    url = f"http://{_host(config)}:{config.reseau.port_webdav}/"
+    user = config.webdav.utilisateur
+
+    def prepare() -> None:
+        (directory / "fichiers").mkdir(parents=True, exist_ok=True)
+        settings = {
+            "host": config.reseau.adresse_ecoute,
+            "port": config.reseau.port_webdav,
+            "server": "cheroot",
+            "provider_mapping": {"/": str(directory / "fichiers")},
+            "http_authenticator": {
+                "domain_controller": None,
+                "accept_basic": True,
+                "accept_digest": False,
+                "default_to_digest": False,
+            },
+            "simple_dc": {"user_mapping": {"*": {user: {"password": secrets.dav_password}}}},
+            # Who uploaded a document, and its hash, are WebDAV properties: keep them.
+            "property_manager": {
+                "class": "wsgidav.prop_man.property_manager.ShelvePropertyManager",
+                "kwargs": {"storage_path": str(directory / "proprietes.shelve")},
+            },
+            "lock_storage": True,
+            "dir_browser": {"enable": False},
+            "verbose": 1,
+            "logging": {"enable": True, "enable_loggers": []},
+        }
+        write_private(directory / "wsgidav.yaml", yaml.safe_dump(settings, allow_unicode=True))
+
+    return Service(
+        name="webdav",
+        label="Documents (WsgiDAV)",
+        argv=[sys.executable, "-m", "wsgidav.server.server_cli", "--config", str(directory / "wsgidav.yaml")],
+        url=url,
+        health=HealthCheck(url=url, method="PROPFIND", auth=(user, secrets.dav_password),
+                           ok_status=(207,), headers={"Depth": "0"}),
+        port=config.reseau.port_webdav,
+        port_key="reseau.port_webdav",
+        prepare=prepare,
+        startup_timeout=60.0,
+    )
+
+
+def stack_services(config: Config, secrets: Secrets) -> list[Service]:
+    """Every service the launcher starts, in order; an external DAV server is not started."""
+    services = [synapse_service(config, secrets)]
+    if not config.caldav.url:
+        services.append(caldav_service(config, secrets))
+    if not config.webdav.url:
+        services.append(webdav_service(config, secrets))
+    return services
+
+
+def log_path(data_dir: Path, service: Service) -> Path:
+    return data_dir / "logs" / f"{service.name}.log"

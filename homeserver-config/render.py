@@ -1,0 +1,69 @@
+"""Render Synapse's configuration from the collectivité config.
+
+The YAML is never edited by hand: it is written anew from ``maillage.toml`` and
+the stack's secrets at every start, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from maillage.config import Config
+from maillage.secretstore import Secrets, secrets_dir, write_private
+
+_TEMPLATES = jinja2.Environment(
+    loader=jinja2.PackageLoader("maillage.homeserver", "templates"),
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+    autoescape=False,  # YAML, not HTML: values go through |tojson
+)
+
+
+@dataclass(frozen=True)
+class RenderedSynapse:
+    config_file: Path
+    directory: Path
+
+
+def synapse_dir(config: Config) -> Path:
+    return config.data_dir / "synapse"
+
+
+def render_synapse(
+    config: Config,
+    secrets: Secrets,
+    *,
+    relaxed_rate_limits: bool = False,
+) -> RenderedSynapse:
+    """Write ``homeserver.yaml`` (0600: it holds secrets) and its log config.
+
+    ``relaxed_rate_limits`` exists for the test harness only, which logs in many
+    accounts from one address within seconds.
+    """
+    directory = synapse_dir(config)
+    (directory / "media").mkdir(parents=True, exist_ok=True)
+    values = {
+        "config_path": config.source,
+        "profile": "single-process (SQLite)",
+        "server_name": config.collectivite.nom_serveur,
+        "public_baseurl": config.public_baseurl,
+        "bind_address": config.reseau.adresse_ecoute,
+        "port": config.reseau.port_synapse,
+        "synapse_dir": directory,
+        "logs_dir": config.data_dir / "logs",
+        "signing_key_path": secrets_dir(config.data_dir) / "signing.key",
+        "secrets": secrets,
+        "max_upload_size": f"{config.synapse.taille_max_fichier_mo}M",
+        "partners": list(config.federation.partenaires),
+        "federation_open": config.federation.ouverte,
+        "smtp": config.smtp if config.smtp.hote else None,
+        "app_name": f"Maillage — {config.collectivite.nom}",
+        "relaxed_rate_limits": relaxed_rate_limits,
+    }
+    config_file = directory / "homeserver.yaml"
+    write_private(config_file, _TEMPLATES.get_template("homeserver.yaml.j2").render(values))
+    (directory / "log.yaml").write_text(_TEMPLATES.get_template("log.yaml.j2").render(values))
+    return RenderedSynapse(config_file=config_file, directory=directory)
