@@ -52,7 +52,9 @@ _DNS_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Z
 def _check_server_name(value: str) -> str:
     host, port = value, None
     if value.startswith("["):
-        host, _, rest = value[1:].partition("]")
+        host, closed, rest = value[1:].partition("]")
+        if not closed:
+            raise ValueError(t("config.expected.server_name"))
         if rest:
             if not rest.startswith(":"):
                 raise ValueError(t("config.expected.server_name"))
@@ -261,8 +263,10 @@ def _expected(error: Any) -> str:
         return str(ctx.get("error", error["msg"]))
     if kind.startswith("int_"):
         return t("config.expected.int")
-    if kind.startswith("string_too"):
-        return t("config.expected.length", minimum=ctx.get("min_length", 1), maximum=ctx.get("max_length", "∞"))
+    if kind == "string_too_short":
+        return t("config.expected.min_length", minimum=ctx.get("min_length", 1))
+    if kind == "string_too_long":
+        return t("config.expected.max_length", maximum=ctx.get("max_length", 0))
     if kind.startswith("string_"):
         return t("config.expected.text")
     if kind.startswith("bool_"):

@@ -1,0 +1,90 @@
+"""Fixtures: real Synapse, Radicale and WsgiDAV on free loopback ports, and nio agents.
+
+The servers are started once per test session from the project's own service
+definitions and renderers (what `maillage up` runs), in a temporary directory.
+Their logs are attached to the report of any failing test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from maillage.config import Config
+from maillage.deploy.provisioning import ensure_admin_token
+from maillage.deploy.services import caldav_service, synapse_service, webdav_service
+from maillage.secretstore import Secrets, ensure_secrets
+from tests.harness.matrix import AgentFactory
+from tests.harness.processes_report import failure_sections
+from tests.harness.servers import running, write_config
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@dataclass(frozen=True)
+class ServerStack:
+    config: Config
+    secrets: Secrets
+
+    @property
+    def homeserver(self) -> str:
+        return self.config.synapse_url
+
+    @property
+    def server_name(self) -> str:
+        return self.config.collectivite.nom_serveur
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> ServerStack:
+    config = write_config(tmp_path_factory.mktemp("pile"))
+    return ServerStack(config=config, secrets=ensure_secrets(config.data_dir))
+
+
+@pytest.fixture(scope="session")
+def synapse(stack: ServerStack) -> Iterator[ServerStack]:
+    service = synapse_service(stack.config, stack.secrets, relaxed_rate_limits=True)
+    with running(stack.config, service):
+        yield stack
+
+
+@pytest.fixture(scope="session")
+def admin_token(synapse: ServerStack) -> str:
+    token = asyncio.run(ensure_admin_token(synapse.config, synapse.secrets))
+    return token
+
+
+@pytest.fixture(scope="session")
+def caldav(stack: ServerStack) -> Iterator[str]:
+    service = caldav_service(stack.config, stack.secrets)
+    with running(stack.config, service):
+        yield service.url
+
+
+@pytest.fixture(scope="session")
+def webdav(stack: ServerStack) -> Iterator[str]:
+    service = webdav_service(stack.config, stack.secrets)
+    with running(stack.config, service):
+        yield service.url
+
+
+@pytest.fixture
+async def agents(synapse: ServerStack, admin_token: str, tmp_path: Path) -> AsyncIterator[AgentFactory]:
+    """``await agents("claire")``: a new account, logged in with E2EE, syncing."""
+    factory = AgentFactory(synapse.homeserver, synapse.server_name, admin_token, tmp_path / "nio")
+    yield factory
+    await factory.close()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
+    report = yield
+    if report.failed:  # type: ignore[attr-defined]
+        for title, text in failure_sections():
+            report.sections.append((title, text))  # type: ignore[attr-defined]
+    return report

@@ -1,0 +1,198 @@
+"""Agents in the tests are matrix-nio clients: an implementation independent of the
+bots' mautrix, so every end-to-end test crosses two Matrix codebases."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nio import (
+    AsyncClient,
+    AsyncClientConfig,
+    JoinError,
+    LoginError,
+    MatrixRoom,
+    MegolmEvent,
+    RoomCreateError,
+    RoomMessageText,
+    RoomSendError,
+)
+
+from maillage.synapse_admin import SynapseAdmin
+
+
+class MatrixTimeout(AssertionError):
+    """An awaited event did not arrive: the test fails loudly, saying what it did see."""
+
+
+@dataclass
+class Received:
+    room_id: str
+    sender: str
+    body: str
+    encrypted: bool
+    event_id: str
+    server_timestamp: int
+    arrived: float  # time.perf_counter() when this client saw it
+
+
+@dataclass
+class Agent:
+    client: AsyncClient
+    password: str
+    received: list[Received] = field(default_factory=list)
+    _new_message: asyncio.Event = field(default_factory=asyncio.Event)
+    _sync_task: asyncio.Task[Any] | None = None
+    undecryptable: list[MegolmEvent] = field(default_factory=list)
+
+    @property
+    def user_id(self) -> str:
+        return str(self.client.user_id)
+
+    def start_syncing(self) -> None:
+        self.client.add_event_callback(self._on_text, RoomMessageText)
+        self.client.add_event_callback(self._on_undecryptable, MegolmEvent)
+        self._sync_task = asyncio.create_task(
+            self.client.sync_forever(timeout=30_000, full_state=True)
+        )
+
+    async def _on_text(self, room: MatrixRoom, event: RoomMessageText) -> None:
+        self.received.append(Received(
+            room_id=room.room_id, sender=event.sender, body=event.body,
+            encrypted=bool(event.decrypted), event_id=event.event_id,
+            server_timestamp=event.server_timestamp, arrived=time.perf_counter(),
+        ))
+        self._new_message.set()
+
+    async def _on_undecryptable(self, room: MatrixRoom, event: MegolmEvent) -> None:
+        self.undecryptable.append(event)
+
+    async def synced(self, timeout: float = 30) -> None:
+        """Wait for the next completed sync (after start_syncing)."""
+        await asyncio.wait_for(self.client.synced.wait(), timeout)
+
+    async def wait_for_text(
+        self, room_id: str, predicate: Callable[[Received], bool] | str, *, timeout: float = 30,
+        since: int = 0,
+    ) -> Received:
+        """The first message in ``room_id`` (from index ``since``) matching ``predicate``."""
+        match = predicate if callable(predicate) else (lambda m, body=predicate: m.body == body)
+        deadline = time.monotonic() + timeout
+        checked = since
+        while True:
+            for message in self.received[checked:]:
+                if message.room_id == room_id and match(message):
+                    return message
+            checked = len(self.received)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                seen = [m.body for m in self.received if m.room_id == room_id][-5:]
+                raise MatrixTimeout(
+                    f"{self.user_id} did not receive the expected message in {room_id} within "
+                    f"{timeout} s; last seen there: {seen}; undecryptable: {len(self.undecryptable)}"
+                )
+            self._new_message.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._new_message.wait(), remaining)
+
+    async def send_text(self, room_id: str, body: str) -> str:
+        response = await self.client.room_send(
+            room_id, "m.room.message", {"msgtype": "m.text", "body": body},
+            ignore_unverified_devices=True,
+        )
+        if isinstance(response, RoomSendError):
+            raise AssertionError(f"{self.user_id} could not send to {room_id}: {response.message}")
+        return str(response.event_id)
+
+    async def close(self) -> None:
+        if self._sync_task:
+            self.client.stop_sync_forever()
+            self._sync_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._sync_task
+        await self.client.close()
+
+
+async def login_agent(homeserver: str, user_id: str, password: str, store: Path) -> Agent:
+    """Log in with a password and an E2EE store; starts syncing."""
+    store.mkdir(parents=True, exist_ok=True)
+    client = AsyncClient(
+        homeserver, user_id, store_path=str(store),
+        config=AsyncClientConfig(encryption_enabled=True, store_sync_tokens=True),
+    )
+    response = await client.login(password, device_name="tests maillage")
+    if isinstance(response, LoginError):
+        await client.close()
+        raise AssertionError(f"login of {user_id} refused: {response.message}")
+    agent = Agent(client=client, password=password)
+    agent.start_syncing()
+    await agent.synced()
+    return agent
+
+
+class AgentFactory:
+    """Creates accounts through the Admin API and returns logged-in nio agents."""
+
+    def __init__(self, homeserver: str, server_name: str, admin_token: str, stores: Path) -> None:
+        self.homeserver = homeserver
+        self.server_name = server_name
+        self.admin_token = admin_token
+        self.stores = stores
+        self.agents: list[Agent] = []
+
+    async def __call__(self, name: str = "agent", *, displayname: str | None = None) -> Agent:
+        localpart = f"{name}-{secrets.token_hex(3)}"
+        user_id = f"@{localpart}:{self.server_name}"
+        password = f"Mot-de-passe-{secrets.token_hex(6)}-A1"
+        async with SynapseAdmin(self.homeserver, self.admin_token) as admin:
+            await admin.put_user(user_id, password=password, displayname=displayname or name)
+            await admin.override_ratelimit(user_id)
+        agent = await login_agent(self.homeserver, user_id, password, self.stores / localpart)
+        self.agents.append(agent)
+        return agent
+
+    async def close(self) -> None:
+        for agent in self.agents:
+            await agent.close()
+
+
+async def create_encrypted_room(owner: Agent, *members: Agent, name: str = "Salon de test") -> str:
+    """A private room (encrypted by the homeserver's default) that every member has joined."""
+    response = await owner.client.room_create(
+        name=name, invite=[m.user_id for m in members], preset=_private_chat(),
+    )
+    if isinstance(response, RoomCreateError):
+        raise AssertionError(f"room creation refused: {response.message}")
+    room_id = str(response.room_id)
+    for member in members:
+        joined = await member.client.join(room_id)
+        if isinstance(joined, JoinError):
+            raise AssertionError(f"{member.user_id} could not join: {joined.message}")
+    await wait_for_members(room_id, owner, *members)
+    return room_id
+
+
+def _private_chat() -> Any:
+    from nio.api import RoomPreset
+
+    return RoomPreset.private_chat
+
+
+async def wait_for_members(room_id: str, *agents: Agent, timeout: float = 30) -> None:
+    """Until every agent sees every other one joined (needed to encrypt for them)."""
+    expected = {agent.user_id for agent in agents}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(
+            room_id in a.client.rooms and expected <= set(a.client.rooms[room_id].users)
+            for a in agents
+        ):
+            return
+        await asyncio.sleep(0.1)
+    raise MatrixTimeout(f"members {sorted(expected)} not all seen in {room_id} within {timeout} s")

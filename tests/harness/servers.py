@@ -1,0 +1,81 @@
+"""Real servers for the tests: the stack's own services, on free loopback ports."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from maillage.config import Config, parse_config
+from maillage.deploy import processes
+from maillage.deploy.processes import RunningService
+from maillage.deploy.services import Service, log_path
+
+# Every server log started by the harness, shown when a test fails.
+SERVER_LOGS: list[Path] = []
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
+    raise TypeError(value)
+
+
+def toml_dump(document: dict[str, dict[str, Any]]) -> str:
+    lines: list[str] = []
+    for section, keys in document.items():
+        lines.append(f"[{section}]")
+        lines += [f"{key} = {toml_value(value)}" for key, value in keys.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def config_document(server_name: str = "localhost", **sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A collectivité config on free loopback ports, as the TOML document an admin would write."""
+    document: dict[str, dict[str, Any]] = {
+        "collectivite": {"nom": "Commune de Test-sur-Loire", "nom_serveur": server_name},
+        "reseau": {
+            "adresse_ecoute": "127.0.0.1",
+            "port_synapse": free_port(),
+            "port_caldav": free_port(),
+            "port_webdav": free_port(),
+        },
+    }
+    for name, keys in sections.items():
+        document.setdefault(name, {}).update(keys)
+    return document
+
+
+def write_config(directory: Path, **sections: dict[str, Any]) -> Config:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "maillage.toml"
+    document = config_document(**sections)
+    path.write_text(toml_dump(document), encoding="utf-8")
+    return parse_config(document, source=path)
+
+
+@contextmanager
+def running(config: Config, service: Service) -> Iterator[RunningService]:
+    """One service, started and ready, stopped at exit; its log kept for failure reports."""
+    log = log_path(config.data_dir, service)
+    SERVER_LOGS.append(log)
+    started = processes.start(service, log)
+    try:
+        processes.wait_ready(started)
+        yield started
+    finally:
+        processes.stop(started)
