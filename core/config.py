@@ -46,7 +46,8 @@ class ConfigError(Exception):
 # --- value checks shared by several keys --------------------------------------
 
 # Matrix spec, "Server name": hostname (IPv4, [IPv6] or DNS name) and optional port.
-_DNS_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+_DNS_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_DNS_NAME = re.compile(rf"^{_DNS_LABEL}(?:\.{_DNS_LABEL})*$")
 
 
 def _check_server_name(value: str) -> str:

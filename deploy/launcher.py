@@ -268,11 +268,12 @@ def status(config: Config) -> dict[str, Any]:
     running = is_running(config)
     state = read_state(config) if running else {}
     services = []
+    ready = bool(state.get("pret"))
     for name, info in state.get("services", {}).items():
         services.append({"nom": name, "libelle": info["libelle"], "url": info["url"],
-                         "pid": info["pid"], "etat": _service_state(config, name, info, bool(state.get("pret")))})
+                         "pid": info["pid"], "etat": _service_state(config, name, info, ready)})
     healthy = running and bool(services) and all(s["etat"] == "ok" for s in services)
-    return {"demarre": running, "pret": bool(state.get("pret")), "sain": healthy,
+    return {"demarre": running, "pret": ready, "sain": healthy,
             "repertoire": str(config.data_dir), "nom_serveur": config.collectivite.nom_serveur,
             "pid": state.get("pid"), "services": services}
 

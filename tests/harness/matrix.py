@@ -136,6 +136,20 @@ async def login_agent(homeserver: str, user_id: str, password: str, store: Path)
     return agent
 
 
+async def restore_agent(homeserver: str, previous: Agent, store: Path) -> Agent:
+    """The same device again (same token, same E2EE store), as a client reopened later."""
+    old = previous.client
+    client = AsyncClient(
+        homeserver, old.user_id, device_id=old.device_id, store_path=str(store),
+        config=AsyncClientConfig(encryption_enabled=True, store_sync_tokens=True),
+    )
+    client.restore_login(old.user_id, old.device_id, old.access_token)
+    agent = Agent(client=client, password=previous.password)
+    agent.start_syncing()
+    await agent.synced()
+    return agent
+
+
 class AgentFactory:
     """Creates accounts through the Admin API and returns logged-in nio agents."""
 

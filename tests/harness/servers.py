@@ -44,10 +44,11 @@ def toml_dump(document: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def config_document(server_name: str = "localhost", **sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """A collectivité config on free loopback ports, as the TOML document an admin would write."""
+def config_document(**sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A collectivité config on free loopback ports, as the TOML document an admin would write;
+    ``sections`` override or add keys, e.g. ``federation={"ouverte": True}``."""
     document: dict[str, dict[str, Any]] = {
-        "collectivite": {"nom": "Commune de Test-sur-Loire", "nom_serveur": server_name},
+        "collectivite": {"nom": "Commune de Test-sur-Loire", "nom_serveur": "localhost"},
         "reseau": {
             "adresse_ecoute": "127.0.0.1",
             "port_synapse": free_port(),

@@ -1,0 +1,197 @@
+"""`maillage up / status / down` as an admin runs them: through the real command."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from maillage.deploy.provisioning import DEMO_AGENTS
+from tests.harness.matrix import login_agent, restore_agent
+from tests.harness.servers import SERVER_LOGS, free_port
+
+
+def maillage(data_dir: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "maillage", "--data-dir", str(data_dir), *args],
+        capture_output=True, text=True, timeout=timeout, env={**os.environ, "MAILLAGE_LANG": "fr"},
+    )
+
+
+def init_stack(data_dir: Path, *, demo: bool = True) -> dict[str, int]:
+    """`maillage init`, then the generated file's ports moved to free ones."""
+    result = maillage(data_dir, "init", *(["--demo"] if demo else []))
+    assert result.returncode == 0, result.stderr
+    ports = {"port_synapse": free_port(), "port_caldav": free_port(), "port_webdav": free_port()}
+    path = data_dir / "maillage.toml"
+    text = path.read_text()
+    for key, port in ports.items():
+        text = re.sub(rf"^{key} = \d+$", f"{key} = {port}", text, flags=re.M)
+    path.write_text(text)
+    for name in ("synapse", "caldav", "webdav", "maillage"):
+        SERVER_LOGS.append(data_dir / "logs" / f"{name}.log")
+    return ports
+
+
+@pytest.fixture
+def stack_dir(tmp_path: Path) -> Iterator[Path]:
+    data_dir = tmp_path / "pile"
+    yield data_dir
+    if (data_dir / "maillage.toml").exists():
+        maillage(data_dir, "down")
+
+
+@pytest.mark.slow
+async def test_quick_start_two_demo_agents_exchange_an_encrypted_message(stack_dir: Path) -> None:
+    ports = init_stack(stack_dir)
+
+    started = maillage(stack_dir, "up", "--detach")
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert "Maillage est prêt" in started.stdout
+    assert f"http://localhost:{ports['port_synapse']}/" in started.stdout
+    assert "Nom du serveur Matrix : localhost" in started.stdout
+    accounts = {a["user_id"]: a for a in json.loads((stack_dir / "demo" / "comptes.json").read_text())}
+    assert len(accounts) == len(DEMO_AGENTS)
+    for account in accounts.values():  # the passwords are shown to the person who started it
+        assert account["password"] in started.stdout
+    assert not any(a["password"] in (stack_dir / "logs" / "maillage.log").read_text()
+                   for a in accounts.values()), "a demo password leaked into the log"
+
+    again = maillage(stack_dir, "up", "--detach")
+    assert again.returncode == 3
+    assert "tourne déjà" in again.stdout
+
+    status = maillage(stack_dir, "status", "--json")
+    report = json.loads(status.stdout)
+    assert status.returncode == 0 and report["sain"]
+    assert {s["nom"]: s["etat"] for s in report["services"]} == {
+        "synapse": "ok", "caldav": "ok", "webdav": "ok"}
+
+    homeserver = f"http://127.0.0.1:{ports['port_synapse']}"
+    claire_id, thomas_id = "@claire.martin:localhost", "@thomas.bernard:localhost"
+    claire = await login_agent(homeserver, claire_id, accounts[claire_id]["password"], stack_dir / "nio-c")
+    thomas = await login_agent(homeserver, thomas_id, accounts[thomas_id]["password"], stack_dir / "nio-t")
+    try:
+        team = next(room_id for room_id, room in claire.client.rooms.items()
+                    if room.display_name == "Direction générale — équipe")
+        assert team in thomas.client.rooms
+        await claire.send_text(team, "Réunion de direction jeudi à 14 h, salle du conseil.")
+        message = await thomas.wait_for_text(team, "Réunion de direction jeudi à 14 h, salle du conseil.")
+        assert message.encrypted and message.sender == claire_id
+    finally:
+        await claire.close()
+        await thomas.close()
+
+    stopped = maillage(stack_dir, "down")
+    assert stopped.returncode == 0 and "arrêté" in stopped.stdout
+    after = maillage(stack_dir, "status")
+    assert after.returncode == 1 and "n’est pas démarré" in after.stdout
+
+    # A second start keeps everything: accounts, passwords, rooms, history; no new demo.
+    restarted = maillage(stack_dir, "up", "--detach")
+    assert restarted.returncode == 0, restarted.stdout
+    assert "Création de la collectivité de démonstration" not in restarted.stdout
+    # Thomas's client reopens with its device and keys: the history is still there and readable.
+    thomas = await restore_agent(homeserver, thomas, stack_dir / "nio-t")
+    try:
+        history = await thomas.client.room_messages(team, start="", limit=20)
+        bodies = [getattr(event, "body", None) for event in history.chunk]
+        assert "Réunion de direction jeudi à 14 h, salle du conseil." in bodies
+    finally:
+        await thomas.close()
+
+
+def test_a_port_in_use_is_named_and_nothing_starts(stack_dir: Path) -> None:
+    ports = init_stack(stack_dir, demo=False)
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", ports["port_webdav"]))
+        squatter.listen()
+        result = maillage(stack_dir, "up")
+    assert result.returncode == 1
+    assert f"Le port {ports['port_webdav']} (Documents (WsgiDAV)) est déjà utilisé" in result.stdout
+    assert "reseau.port_webdav" in result.stdout
+    assert not (stack_dir / "logs" / "synapse.log").exists(), "nothing may start"
+
+
+def test_synapse_failing_to_start_shows_its_own_message(stack_dir: Path) -> None:
+    init_stack(stack_dir, demo=False)
+    assert maillage(stack_dir, "status").returncode == 1  # secrets exist, stack not running
+    (stack_dir / "secrets" / "signing.key").write_text("ed25519 a_abcd pas-une-clé\n")
+    result = maillage(stack_dir, "up")
+    assert result.returncode == 1
+    assert "Synapse s’est arrêté de façon inattendue" in result.stdout
+    assert "Dernières lignes du journal de synapse" in result.stdout
+    assert "Error reading signing_key" in result.stdout  # Synapse's own words
+    assert not (stack_dir / "logs" / "caldav.log").exists(), "later services must not start"
+    assert maillage(stack_dir, "status").returncode == 1
+
+
+def test_secret_files_with_wide_permissions_are_fixed_and_reported(stack_dir: Path) -> None:
+    ports = init_stack(stack_dir, demo=False)
+    secret = stack_dir / "secrets" / "secrets.toml"
+    os.chmod(secret, 0o644)
+    with socket.socket() as squatter:  # stop right after the checks
+        squatter.bind(("127.0.0.1", ports["port_synapse"]))
+        result = maillage(stack_dir, "up")
+    assert "ramenés à 0600" in result.stdout
+    assert oct(secret.stat().st_mode & 0o777) == "0o600"
+
+
+def test_an_invalid_config_stops_everything_with_the_key_named(stack_dir: Path) -> None:
+    init_stack(stack_dir, demo=False)
+    path = stack_dir / "maillage.toml"
+    path.write_text(path.read_text().replace('nom_serveur = "localhost"', 'nom_serveur = "Mairie de X"'))
+    result = maillage(stack_dir, "up")
+    assert result.returncode == 2
+    assert 'collectivite.nom_serveur = "Mairie de X"' in result.stderr
+    assert not (stack_dir / "logs").exists()
+
+
+def test_an_explicit_config_that_does_not_exist_is_not_created(tmp_path: Path) -> None:
+    result = maillage(tmp_path / "absente", "up")
+    assert result.returncode == 2
+    assert "maillage init" in result.stderr
+    assert not (tmp_path / "absente").exists()
+
+
+def test_init_refuses_to_overwrite_and_never_prints_a_secret(stack_dir: Path) -> None:
+    init_stack(stack_dir, demo=False)
+    secrets_text = (stack_dir / "secrets" / "secrets.toml").read_text()
+    result = maillage(stack_dir, "init")
+    assert result.returncode == 1 and "existe déjà" in result.stderr
+    values = re.findall(r'= "([^"]{16,})"', secrets_text)
+    assert values and not any(v in result.stdout + result.stderr for v in values)
+
+
+def test_down_when_nothing_runs_says_so(stack_dir: Path) -> None:
+    init_stack(stack_dir, demo=False)
+    result = maillage(stack_dir, "down")
+    assert result.returncode == 0 and "rien à arrêter" in result.stdout
+
+
+def test_a_child_that_dies_stops_the_stack_and_shows_its_log(stack_dir: Path) -> None:
+    init_stack(stack_dir, demo=False)
+    started = maillage(stack_dir, "up", "--detach")
+    assert started.returncode == 0, started.stdout
+    report = json.loads(maillage(stack_dir, "status", "--json").stdout)
+    radicale = next(s for s in report["services"] if s["nom"] == "caldav")
+    os.kill(radicale["pid"], 9)
+    supervisor_log = stack_dir / "logs" / "maillage.log"
+    import time
+
+    deadline = time.monotonic() + 60
+    while maillage(stack_dir, "status").returncode == 0 or "arrêté." not in supervisor_log.read_text():
+        assert time.monotonic() < deadline, supervisor_log.read_text()
+        time.sleep(0.5)
+    text = supervisor_log.read_text()
+    assert "Agendas (Radicale) s’est arrêté de façon inattendue (code -9)" in text
+    assert "Dernières lignes du journal de caldav" in text
+    report = json.loads(maillage(stack_dir, "status", "--json").stdout)
+    assert not report["demarre"]
