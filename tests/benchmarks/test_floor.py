@@ -33,7 +33,7 @@ async def ping_pong_series(ping: Agent, pong: Agent, room_id: str, rounds: int) 
         if room.room_id == room_id and event.sender == ping.user_id and event.body.startswith("ping "):
             await pong.send_text(room_id, "pong " + event.body[5:])
 
-    pong.client.add_event_callback(answer, RoomMessageText)  # type: ignore[arg-type]
+    pong.client.add_event_callback(answer, RoomMessageText)
     timings = []
     try:
         for index in range(rounds):

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from maillage.config import ConfigError, check_data_dir, load_config, parse_config
@@ -110,6 +110,7 @@ def test_valid_matrix_server_names_are_accepted(tmp_path: Path, server_name: str
 _label = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?", fullmatch=True)
 
 
+@settings(deadline=None)  # the first example loads catalogues: not a speed test
 @given(labels=st.lists(_label, min_size=1, max_size=4), port=st.none() | st.integers(1, 65535))
 def test_any_dns_name_with_optional_port_is_a_server_name(labels: list[str], port: int | None) -> None:
     name = ".".join(labels) + (f":{port}" if port else "")
