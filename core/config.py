@@ -13,6 +13,7 @@ import os
 import re
 import tomllib
 import zoneinfo
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -146,9 +147,36 @@ class Smtp(_Section):
         return self
 
 
+def _check_cidr(value: str) -> str:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValueError(t("config.expected.cidr")) from None
+    return value
+
+
 class Federation(_Section):
     partenaires: list[ServerName] = []
     ouverte: bool = False
+    # TLS listener for other homeservers, started when federation is on.
+    port: Port = 8448
+    certificat: str = ""
+    cle: str = ""
+    # Extra certificate authorities trusted for partner servers (PEM files).
+    autorites: list[str] = []
+    # Private address ranges partner servers may be reached on (blocked by default).
+    adresses_privees: list[Annotated[str, AfterValidator(_check_cidr)]] = []
+
+    @property
+    def active(self) -> bool:
+        return bool(self.partenaires) or self.ouverte
+
+
+class Externe(_Section):
+    """An account given to someone outside the collectivité (consultant, citizen…)."""
+
+    compte: str
+    expire_le: date
 
 
 class Synapse(_Section):
@@ -169,6 +197,7 @@ class Config(_Section):
     federation: Federation = Federation()
     synapse: Synapse = Synapse()
     demo: Demo = Demo()
+    externes: list[Externe] = []
 
     # Where the file was read from; relative paths in it are relative to its folder.
     source: Path = Field(default=Path(CONFIG_FILENAME), exclude=True)
@@ -185,12 +214,41 @@ class Config(_Section):
             "reseau.port_caldav": self.reseau.port_caldav,
             "reseau.port_webdav": self.reseau.port_webdav,
         }
+        if self.federation.active:
+            ports["federation.port"] = self.federation.port
         seen: dict[int, str] = {}
         for key, port in ports.items():
             if port in seen:
                 raise ValueError(t("config.duplicate_port", port=port, first=seen[port], second=key))
             seen[port] = key
         return self
+
+    @model_validator(mode="after")
+    def _federation_needs_tls(self) -> Config:
+        if self.federation.active and not (self.federation.certificat and self.federation.cle):
+            raise ValueError(t("config.federation_certificate"))
+        files = [("federation.certificat", self.federation.certificat), ("federation.cle", self.federation.cle)]
+        files += [(f"federation.autorites.{i}", path) for i, path in enumerate(self.federation.autorites)]
+        for key, path in files:
+            if path and not self.resolve(path).is_file():
+                raise ValueError(t("config.federation_file_missing", key=key, value=path))
+        return self
+
+    @model_validator(mode="after")
+    def _externals_are_local(self) -> Config:
+        suffix = ":" + self.collectivite.nom_serveur
+        for index, external in enumerate(self.externes):
+            localpart = external.compte[1:-len(suffix)] if external.compte.endswith(suffix) else ""
+            if not external.compte.startswith("@") or not re.fullmatch(r"[a-z0-9._=/+-]+", localpart):
+                raise ValueError(t("config.bad_value", key=f"externes.{index}.compte",
+                                   value=f'"{external.compte}"',
+                                   expected=t("config.expected.local_user",
+                                              server=self.collectivite.nom_serveur)))
+        return self
+
+    def resolve(self, path: str) -> Path:
+        """A path from the file, relative to the file's folder."""
+        return (self.source.parent / path).resolve()
 
     @property
     def data_dir(self) -> Path:

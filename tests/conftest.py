@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from maillage.config import Config
 from maillage.deploy.provisioning import ensure_admin_token
 from maillage.deploy.services import caldav_service, synapse_service, webdav_service
 from maillage.secretstore import Secrets, ensure_secrets
+from tests.harness.federation import Federation, Homeserver, three_homeservers
 from tests.harness.matrix import AgentFactory
 from tests.harness.processes_report import failure_sections
 from tests.harness.servers import running, write_config
@@ -49,7 +50,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> ServerStack:
 @pytest.fixture(scope="session")
 def synapse(stack: ServerStack) -> Iterator[ServerStack]:
     service = synapse_service(stack.config, stack.secrets, relaxed_rate_limits=True)
-    with running(stack.config, service):
+    with running(stack.config.data_dir, service):
         yield stack
 
 
@@ -62,14 +63,14 @@ def admin_token(synapse: ServerStack) -> str:
 @pytest.fixture(scope="session")
 def caldav(stack: ServerStack) -> Iterator[str]:
     service = caldav_service(stack.config, stack.secrets)
-    with running(stack.config, service):
+    with running(stack.config.data_dir, service):
         yield service.url
 
 
 @pytest.fixture(scope="session")
 def webdav(stack: ServerStack) -> Iterator[str]:
     service = webdav_service(stack.config, stack.secrets)
-    with running(stack.config, service):
+    with running(stack.config.data_dir, service):
         yield service.url
 
 
@@ -88,3 +89,26 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         for title, text in failure_sections():
             report.sections.append((title, text))  # type: ignore[attr-defined]
     return report
+
+
+@pytest.fixture(scope="session")
+def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    """mairie and agglo (Maillage, partners of each other) and prefecture (plain Synapse)."""
+    with three_homeservers(tmp_path_factory.mktemp("federation")) as servers:
+        yield servers
+
+
+@pytest.fixture
+async def agents_on(federation: Federation, tmp_path: Path) -> AsyncIterator[Callable[[Homeserver], AgentFactory]]:
+    """``agents_on(federation.agglo)("nom")``: agents on any of the three homeservers."""
+    factories: dict[str, AgentFactory] = {}
+
+    def factory(server: Homeserver) -> AgentFactory:
+        if server.name not in factories:
+            factories[server.name] = AgentFactory(server.client_url, server.server_name, server.admin_token,
+                                                  tmp_path / f"nio-{server.name}")
+        return factories[server.name]
+
+    yield factory
+    for made in factories.values():
+        await made.close()

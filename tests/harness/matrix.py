@@ -176,10 +176,13 @@ class AgentFactory:
             await agent.close()
 
 
-async def create_encrypted_room(owner: Agent, *members: Agent, name: str = "Salon de test") -> str:
-    """A private room (encrypted by the homeserver's default) that every member has joined."""
+async def create_encrypted_room(owner: Agent, *members: Agent, name: str = "Salon de test",
+                                access: str | None = None) -> str:
+    """A private room (encrypted by the homeserver's default) that every member has joined;
+    ``access`` sets Maillage's access kind (interne, partenaires, public) at creation."""
+    initial_state = [access_state(access)] if access else []
     response = await owner.client.room_create(
-        name=name, invite=[m.user_id for m in members], preset=_private_chat(),
+        name=name, invite=[m.user_id for m in members], preset=_private_chat(), initial_state=initial_state,
     )
     if isinstance(response, RoomCreateError):
         raise AssertionError(f"room creation refused: {response.message}")
@@ -190,6 +193,10 @@ async def create_encrypted_room(owner: Agent, *members: Agent, name: str = "Salo
             raise AssertionError(f"{member.user_id} could not join: {joined.message}")
     await wait_for_members(room_id, owner, *members)
     return room_id
+
+
+def access_state(kind: str) -> dict[str, Any]:
+    return {"type": "fr.maillage.acces", "state_key": "", "content": {"acces": kind}}
 
 
 def _private_chat() -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,8 @@ def toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, int):
         return str(value)
+    if isinstance(value, date):
+        return value.isoformat()
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, list):
@@ -35,19 +38,23 @@ def toml_value(value: Any) -> str:
     raise TypeError(value)
 
 
-def toml_dump(document: dict[str, dict[str, Any]]) -> str:
+def toml_dump(document: dict[str, Any]) -> str:
+    """Sections (tables) and arrays of tables, as an admin would write them."""
     lines: list[str] = []
     for section, keys in document.items():
-        lines.append(f"[{section}]")
-        lines += [f"{key} = {toml_value(value)}" for key, value in keys.items()]
-        lines.append("")
+        tables = keys if isinstance(keys, list) else [keys]
+        header = f"[[{section}]]" if isinstance(keys, list) else f"[{section}]"
+        for table in tables:
+            lines.append(header)
+            lines += [f"{key} = {toml_value(value)}" for key, value in table.items()]
+            lines.append("")
     return "\n".join(lines)
 
 
-def config_document(**sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def config_document(**sections: Any) -> dict[str, Any]:
     """A collectivité config on free loopback ports, as the TOML document an admin would write;
     ``sections`` override or add keys, e.g. ``federation={"ouverte": True}``."""
-    document: dict[str, dict[str, Any]] = {
+    document: dict[str, Any] = {
         "collectivite": {"nom": "Commune de Test-sur-Loire", "nom_serveur": "localhost"},
         "reseau": {
             "adresse_ecoute": "127.0.0.1",
@@ -57,11 +64,14 @@ def config_document(**sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
         },
     }
     for name, keys in sections.items():
-        document.setdefault(name, {}).update(keys)
+        if isinstance(keys, list):
+            document[name] = keys
+        else:
+            document.setdefault(name, {}).update(keys)
     return document
 
 
-def write_config(directory: Path, **sections: dict[str, Any]) -> Config:
+def write_config(directory: Path, **sections: Any) -> Config:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "maillage.toml"
     document = config_document(**sections)
@@ -70,9 +80,9 @@ def write_config(directory: Path, **sections: dict[str, Any]) -> Config:
 
 
 @contextmanager
-def running(config: Config, service: Service) -> Iterator[RunningService]:
+def running(data_dir: Path, service: Service) -> Iterator[RunningService]:
     """One service, started and ready, stopped at exit; its log kept for failure reports."""
-    log = log_path(config.data_dir, service)
+    log = log_path(data_dir, service)
     SERVER_LOGS.append(log)
     started = processes.start(service, log)
     try:

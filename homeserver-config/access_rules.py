@@ -1,0 +1,292 @@
+"""Synapse module enforcing Maillage's room access kinds and external accounts.
+
+Loaded through Synapse's ``modules:`` config and written against the public
+``ModuleApi`` only. What it can prevent, it prevents (events made on this
+server: invites, joins, knocks, third-party invites, power levels, access kind
+changes; knocks arriving over federation). Remote joins and invites arriving
+over federation have no module hook before they are accepted: for rooms whose
+home server is this one, such a member who does not qualify is removed at once
+(``on_new_event``). See docs/acces.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import date
+from typing import TYPE_CHECKING, Any, Literal
+
+from synapse.api.errors import Codes, SynapseError
+from synapse.module_api import NOT_SPAM, ModuleApi
+from synapse.module_api.errors import ConfigError
+
+from maillage.homeserver.access_policy import (
+    ACCESS_EVENT_TYPE,
+    EXTERNAL_USER_TYPE,
+    AccessKind,
+    InvalidAccessKind,
+    Member,
+    Refusal,
+    expiry_timestamp_ms,
+    is_room_admin,
+    may_be_member,
+    parse_access_content,
+    server_of,
+)
+from maillage.i18n import set_language, t
+
+if TYPE_CHECKING:
+    from synapse.events import EventBase
+    from synapse.module_api import UserProfile
+    from synapse.types import StateMap
+
+logger = logging.getLogger(__name__)
+
+MEMBERSHIPS_TO_CHECK = ("invite", "join", "knock")
+
+
+@dataclass(frozen=True)
+class AccessRulesConfig:
+    partners: frozenset[str] = frozenset()
+    default_kind: AccessKind = AccessKind.INTERNE
+    # External accounts named in maillage.toml, with their expiry (ms since epoch).
+    externals: dict[str, int] = field(default_factory=dict)
+    language: str = "fr"
+
+
+class RoomAccessRules:
+    def __init__(self, config: AccessRulesConfig, api: ModuleApi) -> None:
+        self.config = config
+        self.api = api
+        self.server_name = api.server_name
+        set_language(config.language)
+        api.register_third_party_rules_callbacks(
+            check_event_allowed=self.check_event_allowed,
+            on_create_room=self.on_create_room,
+            check_threepid_can_be_invited=self.check_threepid_can_be_invited,
+            on_new_event=self.on_new_event,
+        )
+        api.register_spam_checker_callbacks(
+            user_may_create_room=self.user_may_create_room,
+            check_username_for_spam=self.check_username_for_spam,
+            check_login_for_spam=self.check_login_for_spam,
+        )
+        api.register_account_validity_callbacks(is_user_expired=self.is_user_expired)
+
+    @staticmethod
+    def parse_config(config: dict[str, Any]) -> AccessRulesConfig:
+        partners = config.get("partenaires", [])
+        if not isinstance(partners, list) or not all(isinstance(p, str) for p in partners):
+            raise ConfigError("partenaires: a list of server names is expected")
+        try:
+            default_kind = AccessKind(config.get("acces_par_defaut", "interne"))
+        except ValueError:
+            raise ConfigError("acces_par_defaut: one of interne, partenaires, public") from None
+        externals: dict[str, int] = {}
+        for user_id, last_day in (config.get("externes") or {}).items():
+            try:
+                externals[user_id] = expiry_timestamp_ms(date.fromisoformat(str(last_day)))
+            except ValueError:
+                raise ConfigError(f"externes.{user_id}: a date YYYY-MM-DD is expected") from None
+        return AccessRulesConfig(partners=frozenset(partners), default_kind=default_kind,
+                                 externals=externals, language=str(config.get("langue", "fr")))
+
+    # --- who is who ------------------------------------------------------------
+
+    async def is_external(self, user_id: str) -> bool:
+        if not self.api.is_mine(user_id):
+            return False
+        if user_id in self.config.externals:
+            return True
+        info = await self.api.get_userinfo_by_id(user_id)
+        return info is not None and info.user_type == EXTERNAL_USER_TYPE
+
+    def is_expired(self, user_id: str) -> bool:
+        expiry = self.config.externals.get(user_id)
+        return expiry is not None and time.time() * 1000 >= expiry
+
+    async def member(self, user_id: str) -> Member:
+        return Member(user_id, external=await self.is_external(user_id), expired=self.is_expired(user_id))
+
+    # --- room state ------------------------------------------------------------
+
+    def room_kind(self, state: StateMap[EventBase]) -> AccessKind:
+        event = state.get((ACCESS_EVENT_TYPE, ""))
+        if event is None:
+            return self.config.default_kind
+        try:
+            return parse_access_content(event.content)
+        except InvalidAccessKind:
+            return AccessKind.INTERNE  # cannot happen through this module; fail closed
+
+    @staticmethod
+    def creators(state: StateMap[EventBase]) -> set[str]:
+        create = state.get(("m.room.create", ""))
+        if create is None:
+            return set()
+        extra = create.content.get("additional_creators") or []
+        return {create.sender, *[c for c in extra if isinstance(c, str)]}
+
+    def home_server(self, state: StateMap[EventBase]) -> str:
+        creators = self.creators(state)
+        create = state.get(("m.room.create", ""))
+        return server_of(create.sender) if create is not None else (
+            server_of(next(iter(creators))) if creators else self.server_name)
+
+    def partners_for(self, home_server: str) -> frozenset[str]:
+        # Another server's partner list is not known here: its own module enforces it.
+        return self.config.partners if home_server == self.server_name else frozenset({"*"})
+
+    async def refusal(self, user_id: str, state: StateMap[EventBase]) -> Refusal | None:
+        home = self.home_server(state)
+        partners = self.partners_for(home)
+        if "*" in partners and self.room_kind(state) is AccessKind.PARTENAIRES:
+            return None
+        return may_be_member(await self.member(user_id), self.room_kind(state), home, partners)
+
+    # --- third-party rules callbacks --------------------------------------------
+
+    async def check_event_allowed(self, event: EventBase,
+                                  state: StateMap[EventBase]) -> tuple[bool, dict[str, Any] | None]:
+        if event.type == ACCESS_EVENT_TYPE and event.get_state_key() == "":
+            self._check_kind_change(event, state)
+        elif event.type == "m.room.member" and event.membership in MEMBERSHIPS_TO_CHECK:
+            refusal = await self.refusal(event.state_key, state)
+            if refusal:
+                raise SynapseError(403, t(refusal.key, **refusal.values), Codes.FORBIDDEN)
+        elif event.type == "m.room.third_party_invite":
+            if self.room_kind(state) is AccessKind.INTERNE:
+                raise SynapseError(403, t("acces.refus.invitation_tierce"), Codes.FORBIDDEN)
+        elif event.type == "m.room.power_levels":
+            await self._check_power_levels(event)
+        return True, None
+
+    def _check_kind_change(self, event: EventBase, state: StateMap[EventBase]) -> None:
+        try:
+            new_kind = parse_access_content(event.content)
+        except InvalidAccessKind as exc:
+            raise SynapseError(400, t("acces.type_invalide", value=str(exc)), Codes.INVALID_PARAM) from None
+        current = state.get((ACCESS_EVENT_TYPE, ""))
+        old_kind = self.room_kind(state) if current is not None else AccessKind.INTERNE
+        if new_kind.openness > old_kind.openness:
+            power = state.get(("m.room.power_levels", ""))
+            levels = power.content if power is not None else {}
+            if not is_room_admin(event.sender, self.creators(state), levels):
+                raise SynapseError(403, t("acces.ouverture_reservee", kind=new_kind.value), Codes.FORBIDDEN)
+        if new_kind is not AccessKind.PUBLIC and ("m.room.encryption", "") not in state \
+                and current is not None:
+            raise SynapseError(400, t("acces.chiffrement_requis", kind=new_kind.value), Codes.FORBIDDEN)
+
+    async def _check_power_levels(self, event: EventBase) -> None:
+        for user_id, level in (event.content.get("users") or {}).items():
+            if isinstance(level, int) and level > 0 and await self.is_external(user_id):
+                raise SynapseError(403, t("acces.refus.pouvoir_externe", user=user_id), Codes.FORBIDDEN)
+
+    async def on_create_room(self, requester: Any, request: dict[str, Any], is_admin: bool) -> None:
+        """Every room gets an explicit kind; every non-public room is encrypted from creation."""
+        initial_state: list[dict[str, Any]] = list(request.get("initial_state") or [])
+        given = [e for e in initial_state if e.get("type") == ACCESS_EVENT_TYPE and e.get("state_key", "") == ""]
+        if given:
+            try:
+                kind = parse_access_content(given[-1].get("content"))
+            except InvalidAccessKind as exc:
+                raise SynapseError(400, t("acces.type_invalide", value=str(exc)), Codes.INVALID_PARAM) from None
+        else:
+            kind = self.config.default_kind
+        others = [e for e in initial_state if e not in given]
+        encrypted = any(e.get("type") == "m.room.encryption" for e in others)
+        if kind is not AccessKind.PUBLIC and not encrypted:
+            others.insert(0, {"type": "m.room.encryption", "state_key": "",
+                              "content": {"algorithm": "m.megolm.v1.aes-sha2"}})
+        others.append({"type": ACCESS_EVENT_TYPE, "state_key": "", "content": {"acces": kind.value}})
+        request["initial_state"] = others
+
+    async def check_threepid_can_be_invited(self, medium: str, address: str,
+                                            state: StateMap[EventBase]) -> bool:
+        return self.room_kind(state) is not AccessKind.INTERNE
+
+    async def on_new_event(self, event: EventBase, state: StateMap[EventBase]) -> None:
+        """Remove members who do not qualify, in rooms whose home server is this one."""
+        if self.home_server(state) != self.server_name:
+            return
+        if event.type == "m.room.member" and event.membership in MEMBERSHIPS_TO_CHECK:
+            candidates = [event.state_key]
+        elif event.type == ACCESS_EVENT_TYPE and event.get_state_key() == "":
+            candidates = [key for (kind, key), member in state.items()
+                          if kind == "m.room.member" and member.membership in MEMBERSHIPS_TO_CHECK]
+        else:
+            return
+        removed = []
+        for user_id in candidates:
+            refusal = await self.refusal(user_id, state)
+            if refusal is not None:
+                await self._remove(event.room_id, user_id, state, t(refusal.key, **refusal.values))
+                removed.append(user_id)
+        if removed and event.type == ACCESS_EVENT_TYPE:
+            await self._notice(event.room_id, state, t("acces.avis_retrait", kind=self.room_kind(state).value,
+                                                       users=", ".join(removed)))
+
+    def _local_admin(self, state: StateMap[EventBase]) -> str | None:
+        power = state.get(("m.room.power_levels", ""))
+        levels = power.content if power is not None else {}
+        joined = [key for (kind, key), member in state.items()
+                  if kind == "m.room.member" and member.membership == "join" and self.api.is_mine(key)]
+        admins = [u for u in joined if is_room_admin(u, self.creators(state), levels)]
+        return admins[0] if admins else None
+
+    async def _remove(self, room_id: str, user_id: str, state: StateMap[EventBase], reason: str) -> None:
+        sender = self._local_admin(state)
+        if sender is None:
+            logger.warning("No local admin in %s to remove %s", room_id, user_id)
+            return
+        try:
+            await self.api.update_room_membership(sender, user_id, room_id, "leave", {"reason": reason})
+        except Exception:  # a background removal must never break event handling
+            logger.exception("Could not remove %s from %s", user_id, room_id)
+
+    async def _notice(self, room_id: str, state: StateMap[EventBase], body: str) -> None:
+        sender = self._local_admin(state)
+        if sender is None:
+            return
+        try:
+            await self.api.create_and_send_event_into_room({
+                "type": "m.room.message", "room_id": room_id, "sender": sender,
+                "content": {"msgtype": "m.notice", "body": body},
+            })
+        except Exception:
+            logger.exception("Could not post the access notice in %s", room_id)
+
+    # --- spam checker and account validity callbacks -----------------------------
+
+    async def user_may_create_room(self, user_id: str) -> Literal["NOT_SPAM"] | tuple[Codes, dict[str, Any]]:
+        if await self.is_external(user_id):
+            return Codes.FORBIDDEN, {"error": t("acces.refus.creation_externe")}
+        return NOT_SPAM
+
+    async def check_username_for_spam(self, profile: UserProfile, requester_id: str) -> bool:
+        """An external account finds only the people it shares a room with."""
+        if not await self.is_external(requester_id):
+            return False
+        return not await self._share_a_room(requester_id, profile["user_id"])
+
+    async def _share_a_room(self, first: str, second: str) -> bool:
+        def query(txn: Any) -> bool:
+            txn.execute(
+                "SELECT 1 FROM current_state_events AS a JOIN current_state_events AS b"
+                " ON a.room_id = b.room_id"
+                " WHERE a.type = 'm.room.member' AND a.state_key = ? AND a.membership = 'join'"
+                " AND b.type = 'm.room.member' AND b.state_key = ? AND b.membership = 'join' LIMIT 1",
+                (first, second),
+            )
+            return txn.fetchone() is not None
+
+        return bool(await self.api.run_db_interaction("maillage_share_a_room", query))
+
+    async def check_login_for_spam(self, user_id: str, *args: Any) -> Literal["NOT_SPAM"] | tuple[Codes, dict[str, Any]]:
+        if self.is_expired(user_id):
+            return Codes.FORBIDDEN, {"error": t("acces.refus.connexion_expiree")}
+        return NOT_SPAM
+
+    async def is_user_expired(self, user_id: str) -> bool | None:
+        return True if self.is_expired(user_id) else None
