@@ -301,8 +301,10 @@ def parse_config(raw: dict[str, Any], *, source: Path) -> Config:
 
 
 def _describe(error: Any) -> str:
-    key = ".".join(str(part) for part in error["loc"]) or t("config.whole_file")
     kind = error["type"]
+    if not error["loc"] and kind == "value_error":  # a rule across keys: its message names them
+        return _expected(error)
+    key = ".".join(str(part) for part in error["loc"]) or t("config.whole_file")
     if kind == "missing":
         return t("config.key_missing", key=key)
     if kind == "extra_forbidden":
@@ -328,6 +330,8 @@ def _expected(error: Any) -> str:
         return t("config.expected.max_length", maximum=ctx.get("max_length", 0))
     if kind.startswith("string_"):
         return t("config.expected.text")
+    if kind.startswith("date_"):
+        return t("config.expected.date")
     if kind.startswith("bool_"):
         return t("config.expected.bool")
     if kind.startswith("list_"):

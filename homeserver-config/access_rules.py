@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MEMBERSHIPS_TO_CHECK = ("invite", "join", "knock")
+SpamVerdict = Literal["NOT_SPAM"] | tuple[Codes, dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -259,7 +260,7 @@ class RoomAccessRules:
 
     # --- spam checker and account validity callbacks -----------------------------
 
-    async def user_may_create_room(self, user_id: str) -> Literal["NOT_SPAM"] | tuple[Codes, dict[str, Any]]:
+    async def user_may_create_room(self, user_id: str) -> SpamVerdict:
         if await self.is_external(user_id):
             return Codes.FORBIDDEN, {"error": t("acces.refus.creation_externe")}
         return NOT_SPAM
@@ -283,7 +284,7 @@ class RoomAccessRules:
 
         return bool(await self.api.run_db_interaction("maillage_share_a_room", query))
 
-    async def check_login_for_spam(self, user_id: str, *args: Any) -> Literal["NOT_SPAM"] | tuple[Codes, dict[str, Any]]:
+    async def check_login_for_spam(self, user_id: str, *args: Any) -> SpamVerdict:
         if self.is_expired(user_id):
             return Codes.FORBIDDEN, {"error": t("acces.refus.connexion_expiree")}
         return NOT_SPAM

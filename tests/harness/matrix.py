@@ -20,6 +20,7 @@ from nio import (
     MatrixRoom,
     MegolmEvent,
     RoomCreateError,
+    RoomMessageNotice,
     RoomMessageText,
     RoomSendError,
 )
@@ -56,13 +57,13 @@ class Agent:
         return str(self.client.user_id)
 
     def start_syncing(self) -> None:
-        self.client.add_event_callback(self._on_text, RoomMessageText)
+        self.client.add_event_callback(self._on_text, (RoomMessageText, RoomMessageNotice))
         self.client.add_event_callback(self._on_undecryptable, MegolmEvent)
         self._sync_task = asyncio.create_task(
             self.client.sync_forever(timeout=30_000, full_state=True)
         )
 
-    async def _on_text(self, room: MatrixRoom, event: RoomMessageText) -> None:
+    async def _on_text(self, room: MatrixRoom, event: RoomMessageText | RoomMessageNotice) -> None:
         self.received.append(Received(
             room_id=room.room_id, sender=event.sender, body=event.body,
             encrypted=bool(event.decrypted), event_id=event.event_id,
@@ -99,9 +100,25 @@ class Agent:
                 )
             self._new_message.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._new_message.wait(), remaining)
+                await asyncio.wait_for(self._new_message.wait(), min(remaining, 1.0))
+            await self._retry_undecryptable()
+
+    async def _retry_undecryptable(self) -> None:
+        """As clients do when a late room key arrives: decrypt what could not be read."""
+        for event in list(self.undecryptable):
+            try:
+                decrypted = self.client.decrypt_event(event)
+            except Exception:  # nio raises EncryptionError and others while the key is missing
+                continue
+            self.undecryptable.remove(event)
+            room = self.client.rooms.get(event.room_id)
+            if room is not None and isinstance(decrypted, RoomMessageText | RoomMessageNotice):
+                await self._on_text(room, decrypted)
 
     async def send_text(self, room_id: str, body: str) -> str:
+        # Know every member's devices first, or a new member gets no key to read this message.
+        if self.client.should_query_keys:
+            await self.client.keys_query()
         response = await self.client.room_send(
             room_id, "m.room.message", {"msgtype": "m.text", "body": body},
             ignore_unverified_devices=True,

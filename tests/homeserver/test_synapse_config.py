@@ -10,10 +10,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from maillage.deploy.tls import issue_server_certificate
 from maillage.homeserver.render import render_synapse
 from maillage.secretstore import ensure_secrets
 from tests.conftest import ServerStack
-from tests.harness.matrix import AgentFactory
+from tests.harness.matrix import AgentFactory, access_state
 from tests.harness.servers import write_config
 
 
@@ -39,6 +40,9 @@ def _synapse_reads(config_file: Path, key: str) -> str:
          "federation.federation_domain_whitelist",
          "{'agglo.example.fr': True, 'prefecture.example.fr': True}"),
         ({"federation": {"ouverte": True}}, "federation.federation_domain_whitelist", "None"),
+        ({"federation": {"partenaires": ["agglo.example.fr"], "adresses_privees": ["10.0.0.0/8"]}},
+         "server.ip_range_allowlist", "10.0.0.0/8"),
+        ({"federation": {"partenaires": ["agglo.example.fr"]}}, "tls.federation_verify_certificates", "True"),
         ({}, "federation.federation_domain_whitelist", "{}"),
         ({"synapse": {"taille_max_fichier_mo": 512}}, "media.max_upload_size", "536870912"),
     ],
@@ -46,6 +50,10 @@ def _synapse_reads(config_file: Path, key: str) -> str:
 def test_synapse_accepts_each_profile_variant(
     tmp_path: Path, sections: dict[str, dict[str, object]], key: str, expected: str
 ) -> None:
+    if "federation" in sections:  # federation needs a certificate, from a CA partners trust
+        tls = issue_server_certificate(tmp_path / "ca", tmp_path / "tls", "mairie.example.fr")
+        sections["federation"] |= {"certificat": str(tls.certificate), "cle": str(tls.key),
+                                   "autorites": [str(tmp_path / "ca" / "ca.pem")]}
     config = write_config(tmp_path, **sections)
     rendered = render_synapse(config, ensure_secrets(config.data_dir))
     assert expected in _synapse_reads(rendered.config_file, key)
@@ -93,13 +101,14 @@ async def test_upload_limit_is_the_configured_one(agents: AgentFactory) -> None:
     assert response.json()["m.upload.size"] == 100 * 1024 * 1024
 
 
-async def test_a_public_room_is_not_encrypted_by_default_but_a_private_one_is(
+async def test_a_public_room_is_not_encrypted_but_a_private_one_is(
     agents: AgentFactory,
 ) -> None:
     from nio.api import RoomPreset
 
     agent = await agents("salons")
-    public = await agent.client.room_create(name="Annonces", preset=RoomPreset.public_chat)
+    public = await agent.client.room_create(name="Annonces", preset=RoomPreset.public_chat,
+                                            initial_state=[access_state("public")])
     private = await agent.client.room_create(name="Équipe", preset=RoomPreset.private_chat)
     states = {}
     for response in (public, private):
