@@ -9,11 +9,13 @@ and what is expected.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 import tomllib
 import zoneinfo
 from datetime import date
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -185,6 +187,8 @@ class Synapse(_Section):
 
 class Demo(_Section):
     activee: bool = False
+    # Which fictitious collectivité: a town hall, or an intercommunalité (the neighbour).
+    modele: Literal["commune", "intercommunalite"] = "commune"
 
 
 class Config(_Section):
@@ -359,3 +363,10 @@ def check_data_dir(config: Config) -> Path:
             [t("config.data_dir_unwritable", value=str(directory), reason=exc.strerror or exc)],
         ) from None
     return directory
+
+
+def render_config_template(name: str, server_name: str, demo: bool) -> str:
+    """The commented config file `maillage init` writes."""
+    template = resources.files("maillage").joinpath("maillage.toml.template").read_text("utf-8")
+    return template.format(nom=json.dumps(name, ensure_ascii=False),
+                           nom_serveur=json.dumps(server_name), demo="true" if demo else "false")

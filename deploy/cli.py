@@ -5,11 +5,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from importlib import resources
+import tomllib
 from pathlib import Path
 
-from maillage.config import CONFIG_FILENAME, Config, ConfigError, config_path, load_config, parse_config
+from maillage.config import (
+    CONFIG_FILENAME,
+    Config,
+    ConfigError,
+    config_path,
+    load_config,
+    parse_config,
+    render_config_template,
+)
 from maillage.deploy import launcher
+from maillage.deploy.neighbour import prepare_neighbour
+from maillage.deploy.partners import PartnerError, change_partners
 from maillage.i18n import set_language, t
 from maillage.secretstore import SecretsError, ensure_secrets
 
@@ -32,7 +42,16 @@ def _parser() -> argparse.ArgumentParser:
 
     up = commands.add_parser("up", help=t("cli.up"))
     up.add_argument("--detach", action="store_true", help=t("cli.up.detach"))
+    up.add_argument("--with-neighbour", "--avec-voisin", action="store_true", help=t("cli.up.neighbour"))
     up.add_argument("--no-summary", action="store_true", help=argparse.SUPPRESS)
+
+    partner = commands.add_parser("partenaire", aliases=["partner"], help=t("cli.partner"))
+    partner_actions = partner.add_subparsers(dest="action", required=True)
+    for action, aliases, key in (("ajouter", ["add"], "cli.partner.add"),
+                                 ("retirer", ["remove"], "cli.partner.remove")):
+        sub = partner_actions.add_parser(action, aliases=aliases, help=t(key))
+        sub.add_argument("serveur", help=t("cli.partner.server"))
+    partner_actions.add_parser("liste", aliases=["list"], help=t("cli.partner.list"))
 
     commands.add_parser("down", help=t("cli.down"))
     status = commands.add_parser("status", help=t("cli.status"))
@@ -40,19 +59,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def render_config_template(name: str, server_name: str, demo: bool) -> str:
-    template = resources.files("maillage").joinpath("maillage.toml.template").read_text("utf-8")
-    return template.format(nom=json.dumps(name, ensure_ascii=False),
-                           nom_serveur=json.dumps(server_name), demo="true" if demo else "false")
-
-
 def init(path: Path, *, name: str, server_name: str, demo: bool) -> int:
     if path.exists():
         print(t("init.exists", path=path), file=sys.stderr)
         return launcher.EXIT_FAILED
     text = render_config_template(name, server_name, demo)
-    import tomllib
-
     config = parse_config(tomllib.loads(text), source=path)  # refuse a bad --nom-serveur early
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
@@ -72,6 +83,31 @@ def _load(path: Path, *, create_demo: bool) -> Config:
     return config
 
 
+def _start_neighbour(config: Config) -> Config:
+    main_config, neighbour = prepare_neighbour(config)
+    if not launcher.is_running(neighbour):
+        print(t("neighbour.starting", path=neighbour.data_dir))
+        if launcher.up_detached(neighbour) != launcher.EXIT_OK:
+            raise SystemExit(launcher.EXIT_FAILED)
+    return main_config
+
+
+def _partners(config: Config, action: str, server: str | None) -> int:
+    if action in ("liste", "list"):
+        if config.federation.ouverte:
+            print(t("partners.open"))
+        partners = config.federation.partenaires
+        print(t("partners.list") if partners else t("partners.none"))
+        for partner in partners:
+            print(f"  {partner}")
+        return launcher.EXIT_OK
+    adding = action in ("ajouter", "add")
+    assert server is not None
+    updated = change_partners(config.source, add=server if adding else None, remove=None if adding else server)
+    print(t("partners.added" if adding else "partners.removed", server=server))
+    return launcher.reload(updated)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     path = config_path(args.config, args.data_dir)
@@ -83,9 +119,13 @@ def main(argv: list[str] | None = None) -> int:
             return init(path, name=args.nom, server_name=args.nom_serveur, demo=args.demo)
         config = _load(path, create_demo=args.command == "up" and default_place)
         if args.command == "up":
+            if args.with_neighbour:
+                config = _start_neighbour(config)
             if args.detach:
                 return launcher.up_detached(config)
             return launcher.up(config, show_summary=not args.no_summary)
+        if args.command in ("partenaire", "partner"):
+            return _partners(config, args.action, getattr(args, "serveur", None))
         if args.command == "down":
             return launcher.down(config)
         report = launcher.status(config)
@@ -94,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             launcher.print_status(report, out=sys.stdout)
         return launcher.EXIT_OK if report["sain"] else launcher.EXIT_FAILED
-    except (ConfigError, SecretsError) as exc:
+    except (ConfigError, SecretsError, PartnerError) as exc:
         print(exc, file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -24,8 +24,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
-from maillage.config import Config, check_data_dir
+from maillage.config import Config, ConfigError, check_data_dir, load_config
 from maillage.deploy import processes
+from maillage.deploy.neighbour import SHARED_ROOM, neighbour_config, seed_shared_room
 from maillage.deploy.processes import RunningService, StartError
 from maillage.deploy.provisioning import (
     demo_accounts,
@@ -109,9 +110,10 @@ def up(config: Config, *, out: TextIO = sys.stdout, show_summary: bool = True) -
 def _busy_port(config: Config, services: list[Service]) -> str | None:
     address = config.reseau.adresse_ecoute
     for service in services:
-        if processes.port_in_use(address, service.port):
-            return t("up.port_in_use", port=service.port, service=service.label,
-                     address=address, key=service.port_key, config=config.source)
+        for port, key in ((service.port, service.port_key), *service.more_ports):
+            if processes.port_in_use(address, port):
+                return t("up.port_in_use", port=port, service=service.label,
+                         address=address, key=key, config=config.source)
     return None
 
 
@@ -120,7 +122,13 @@ def _supervise(config: Config, stack_secrets: Secrets, services: list[Service],
     def request_stop(signum: int, frame: FrameType | None) -> None:
         raise _StopRequested
 
+    reload_requested: list[bool] = []
+
+    def request_reload(signum: int, frame: FrameType | None) -> None:
+        reload_requested.append(True)
+
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, request_reload)
     running: list[RunningService] = []
     state: dict[str, Any] = {"pid": os.getpid(), "pret": False, "config": str(config.source),
                              "nom_serveur": config.collectivite.nom_serveur, "services": {}}
@@ -135,7 +143,7 @@ def _supervise(config: Config, stack_secrets: Secrets, services: list[Service],
         print(t("up.ready"), file=out, flush=True)
         if show_summary:
             print_summary(config, out=out, detached=False)
-        return _watch(running, out)
+        return _watch(config, running, state, reload_requested, out)
     except _StopRequested:
         return EXIT_OK
     except StartError as exc:
@@ -170,19 +178,27 @@ def _start_one(config: Config, service: Service, state: dict[str, Any], out: Tex
 def _after_start(config: Config, stack_secrets: Secrets, out: TextIO) -> None:
     """Provisioning that needs the homeserver up: the admin account, the demo."""
     token = asyncio.run(ensure_admin_token(config, stack_secrets))
-    if not config.demo.activee or demo_seeded(config):
+    if not config.demo.activee:
         return
-    print(t("up.demo_seeding"), file=out, flush=True)
     try:
-        asyncio.run(seed_demo(config, token))
+        if not demo_seeded(config):
+            print(t("up.demo_seeding"), file=out, flush=True)
+            asyncio.run(seed_demo(config, token))
+            print(t("up.demo_done"), file=out, flush=True)
+        neighbour = neighbour_config(config)
+        if neighbour is not None and is_running(neighbour):
+            asyncio.run(seed_shared_room(config, neighbour))
+            print(t("neighbour.shared_room", name=SHARED_ROOM), file=out, flush=True)
     except Exception as exc:  # the stack is up; the demo resumes at next start
         print(t("up.demo_failed", detail=exc), file=out, flush=True)
-        return
-    print(t("up.demo_done"), file=out, flush=True)
 
 
-def _watch(running: list[RunningService], out: TextIO) -> int:
+def _watch(config: Config, running: list[RunningService], state: dict[str, Any],
+           reload_requested: list[bool], out: TextIO) -> int:
     while True:
+        if reload_requested:
+            reload_requested.clear()
+            config = _reload(config, running, state, out)
         for child in running:
             code = child.process.poll()
             if code is not None:
@@ -190,6 +206,56 @@ def _watch(running: list[RunningService], out: TextIO) -> int:
                                 child.log, out)
                 return EXIT_FAILED
         time.sleep(0.5)
+
+
+def _reload(config: Config, running: list[RunningService], state: dict[str, Any], out: TextIO) -> Config:
+    """Read the config again and restart Synapse with it (partners, externals…).
+
+    A config that no longer loads is reported and the stack keeps running as it was.
+    """
+    try:
+        fresh = load_config(config.source)
+    except ConfigError as exc:
+        print(t("reload.invalid", detail=exc), file=out, flush=True)
+        state["rechargement"] = {"generation": state.get("rechargement", {}).get("generation", 0) + 1,
+                                 "erreur": str(exc)}
+        _write_state(config, state)
+        return config
+    print(t("reload.start"), file=out, flush=True)
+    started = time.monotonic()
+    index = next(i for i, r in enumerate(running) if r.service.name == "synapse")
+    processes.stop(running[index])
+    service = next(s for s in stack_services(fresh, load_secrets(fresh.data_dir)) if s.name == "synapse")
+    running[index] = _start_one(fresh, service, state, out)
+    seconds = time.monotonic() - started
+    state["rechargement"] = {"generation": state.get("rechargement", {}).get("generation", 0) + 1,
+                             "secondes": round(seconds, 2)}
+    _write_state(fresh, state)
+    print(t("reload.done", seconds=f"{seconds:.1f}"), file=out, flush=True)
+    return fresh
+
+
+def reload(config: Config, *, out: TextIO = sys.stdout, timeout: float = 240.0) -> int:
+    """Ask a running supervisor to reload, and wait for the outcome."""
+    if not is_running(config):
+        return EXIT_OK  # nothing running: the next `up` reads the new config
+    state = read_state(config)
+    generation = state.get("rechargement", {}).get("generation", 0)
+    os.kill(int(state["pid"]), signal.SIGHUP)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        outcome = read_state(config).get("rechargement", {})
+        if outcome.get("generation", 0) > generation:
+            if "erreur" in outcome:
+                print(outcome["erreur"], file=out)
+                return EXIT_FAILED
+            print(t("reload.done", seconds=outcome["secondes"]), file=out)
+            return EXIT_OK
+        if not is_running(config):
+            print(t("reload.stack_stopped", path=config.data_dir / "logs" / "maillage.log"), file=out)
+            return EXIT_FAILED
+        time.sleep(0.2)
+    return EXIT_FAILED
 
 
 def _report_failure(message: str, log: Path | None, out: TextIO) -> None:
@@ -310,6 +376,9 @@ def print_status(report: dict[str, Any], *, out: TextIO) -> None:
 
 
 def down(config: Config, *, out: TextIO = sys.stdout, timeout: float = 90.0) -> int:
+    neighbour = neighbour_config(config)
+    if neighbour is not None and is_running(neighbour):
+        down(neighbour, out=out, timeout=timeout)
     if not is_running(config):
         print(t("down.not_running", data_dir=config.data_dir), file=out)
         return EXIT_OK

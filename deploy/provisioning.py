@@ -42,6 +42,9 @@ async def ensure_admin_token(config: Config, stack_secrets: Secrets) -> str:
         if exc.errcode != "M_USER_IN_USE":
             raise
         token = await _password_login(base, ADMIN_LOCALPART, stack_secrets.admin_password)
+    async with SynapseAdmin(base, token) as admin:
+        # Provisioning creates rooms and accounts in bursts: never rate-limit it.
+        await admin.override_ratelimit(await admin.whoami())
     update_secrets(config.data_dir, admin_access_token=token)
     return token
 
@@ -78,22 +81,45 @@ class DemoService:
     rooms: tuple[str, ...]
 
 
-DEMO_SERVICES = (
-    DemoService("dg", "Direction générale", ("Direction générale — équipe", "Comité de direction")),
-    DemoService("urbanisme", "Urbanisme", ("Urbanisme — équipe", "Urbanisme — permis de construire")),
-    DemoService("st", "Services techniques",
-                ("Services techniques — équipe", "Services techniques — interventions voirie")),
-)
-ALL_AGENTS_ROOM = "Mairie — tous les agents"
+@dataclass(frozen=True)
+class DemoModel:
+    services: tuple[DemoService, ...]
+    agents: tuple[DemoAgent, ...]
+    all_agents_room: str
 
-DEMO_AGENTS = (
-    DemoAgent("claire.martin", "Claire Martin (DGS)", "dg", head_of_service=True),
-    DemoAgent("thomas.bernard", "Thomas Bernard", "dg"),
-    DemoAgent("karim.benali", "Karim Benali", "urbanisme", head_of_service=True),
-    DemoAgent("sophie.durand", "Sophie Durand", "urbanisme"),
-    DemoAgent("julien.moreau", "Julien Moreau", "st", head_of_service=True),
-    DemoAgent("nadia.petit", "Nadia Petit", "st"),
-)
+
+DEMO_MODELS = {
+    "commune": DemoModel(
+        services=(
+            DemoService("dg", "Direction générale", ("Direction générale — équipe", "Comité de direction")),
+            DemoService("urbanisme", "Urbanisme", ("Urbanisme — équipe", "Urbanisme — permis de construire")),
+            DemoService("st", "Services techniques",
+                        ("Services techniques — équipe", "Services techniques — interventions voirie")),
+        ),
+        agents=(
+            DemoAgent("claire.martin", "Claire Martin (DGS)", "dg", head_of_service=True),
+            DemoAgent("thomas.bernard", "Thomas Bernard", "dg"),
+            DemoAgent("karim.benali", "Karim Benali", "urbanisme", head_of_service=True),
+            DemoAgent("sophie.durand", "Sophie Durand", "urbanisme"),
+            DemoAgent("julien.moreau", "Julien Moreau", "st", head_of_service=True),
+            DemoAgent("nadia.petit", "Nadia Petit", "st"),
+        ),
+        all_agents_room="Mairie — tous les agents",
+    ),
+    "intercommunalite": DemoModel(
+        services=(
+            DemoService("dg", "Direction générale", ("Direction générale — équipe",)),
+            DemoService("mobilites", "Mobilités", ("Mobilités — équipe", "Mobilités — voirie intercommunale")),
+        ),
+        agents=(
+            DemoAgent("helene.roux", "Hélène Roux (DGS)", "dg", head_of_service=True),
+            DemoAgent("marc.lefebvre", "Marc Lefebvre", "mobilites", head_of_service=True),
+            DemoAgent("ines.garnier", "Inès Garnier", "mobilites"),
+        ),
+        all_agents_room="Agglomération — tous les agents",
+    ),
+}
+DEMO_AGENTS = DEMO_MODELS["commune"].agents
 
 
 def demo_dir(config: Config) -> Path:
@@ -143,11 +169,12 @@ async def seed_demo(config: Config, admin_token: str) -> None:
     progress = DemoProgress(demo_dir(config) / "etat.json")
     if progress.get("termine"):
         return
+    model = DEMO_MODELS[config.demo.modele]
     async with SynapseAdmin(config.synapse_url, admin_token) as admin:
-        await _seed_agents(config, admin, progress)
-        all_agents = await _room(admin, progress, "room:tous", ALL_AGENTS_ROOM, None)
-        for service in DEMO_SERVICES:
-            head = next(a for a in DEMO_AGENTS if a.service == service.key and a.head_of_service)
+        await _seed_agents(config, model, admin)
+        all_agents = await _room(admin, progress, "room:tous", model.all_agents_room, None)
+        for service in model.services:
+            head = next(a for a in model.agents if a.service == service.key and a.head_of_service)
             space = await _room(admin, progress, f"space:{service.key}", service.name,
                                 user_id(config, head.localpart), space=True)
             children = [await _room(admin, progress, f"room:{service.key}:{i}", name,
@@ -156,20 +183,20 @@ async def seed_demo(config: Config, admin_token: str) -> None:
             for child in [*children, all_agents]:
                 await admin.send_state(space, "m.space.child", child,
                                        {"via": [config.collectivite.nom_serveur]})
-            members = [a for a in DEMO_AGENTS if a.service == service.key]
+            members = [a for a in model.agents if a.service == service.key]
             for agent in members:
                 for room in (space, *children):
                     await admin.force_join(room, user_id(config, agent.localpart))
-        for agent in DEMO_AGENTS:
+        for agent in model.agents:
             await admin.force_join(all_agents, user_id(config, agent.localpart))
     progress.set("termine", True)
 
 
-async def _seed_agents(config: Config, admin: SynapseAdmin, progress: DemoProgress) -> None:
+async def _seed_agents(config: Config, model: DemoModel, admin: SynapseAdmin) -> None:
     accounts = demo_accounts(config)
     known = {account["user_id"] for account in accounts}
-    service_names = {service.key: service.name for service in DEMO_SERVICES}
-    for agent in DEMO_AGENTS:
+    service_names = {service.key: service.name for service in model.services}
+    for agent in model.agents:
         agent_id = user_id(config, agent.localpart)
         if agent_id in known:
             continue

@@ -40,6 +40,8 @@ class Service:
     health: HealthCheck
     port: int
     port_key: str  # the config key to change when the port is taken
+    # Other ports the service listens on, with their config keys (federation…).
+    more_ports: tuple[tuple[int, str], ...] = ()
     prepare: Callable[[], None] = lambda: None
     startup_timeout: float = 120.0
     env: dict[str, str] = field(default_factory=dict)
@@ -63,6 +65,7 @@ def synapse_service(config: Config, secrets: Secrets, *, relaxed_rate_limits: bo
         health=HealthCheck(url=f"{config.synapse_url}/health"),
         port=config.reseau.port_synapse,
         port_key="reseau.port_synapse",
+        more_ports=((config.federation.port, "federation.port"),) if config.federation.active else (),
         prepare=prepare,
         startup_timeout=180.0,
     )

@@ -10,8 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from maillage.config import ConfigError, check_data_dir, load_config, parse_config
-from maillage.deploy.cli import render_config_template
+from maillage.config import ConfigError, check_data_dir, load_config, parse_config, render_config_template
 from tests.harness.servers import config_document, toml_dump
 
 
