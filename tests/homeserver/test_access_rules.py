@@ -199,15 +199,37 @@ async def test_a_non_allowlisted_server_cannot_join_even_a_public_room(
     refused = await outsider.client.join(room)
     assert isinstance(refused, JoinError)
     assert not await is_member(owner, room, outsider.user_id, timeout=2)
-    # mairie refuses the other server's own request, not only its users' events
-    async with httpx.AsyncClient(verify=str(federation.ca)) as http:
-        response = await http.get(
-            f"https://localhost:{federation.mairie.server_name.split(':')[1]}"
-            f"/_matrix/federation/v1/query/profile?user_id={owner.user_id}",
-            headers={"Authorization": f'X-Matrix origin="{federation.prefecture.server_name}",key="ed25519:a_1",'
-                                      'sig="bm9wZQ"'},
+    # nor can the other server fetch our agents' profiles for its users
+    response = httpx.get(
+        f"{federation.prefecture.client_url}/_matrix/client/v3/profile/{owner.user_id}",
+        headers={"Authorization": f"Bearer {outsider.client.access_token}"},
+    )
+    assert response.status_code in (403, 404)
+    partner = await agents_on(federation.agglo)("voisin")
+    allowed = httpx.get(f"{federation.agglo.client_url}/_matrix/client/v3/profile/{owner.user_id}",
+                        headers={"Authorization": f"Bearer {partner.client.access_token}"})
+    assert allowed.status_code == 200
+
+
+async def _knock(agent: Agent, room_id: str, via: str) -> httpx.Response:
+    async with httpx.AsyncClient() as http:
+        return await http.post(
+            f"{agent.client.homeserver}/_matrix/client/v3/knock/{room_id}?server_name={via}",
+            headers={"Authorization": f"Bearer {agent.client.access_token}"}, json={"reason": "Bonjour"},
         )
-    assert response.status_code in (401, 403)
+
+
+async def test_knocking_follows_the_access_kind(federation: Federation, agents_on: AgentsOn) -> None:
+    owner = await agents_on(federation.mairie)("chef")
+    colleague = await agents_on(federation.mairie)("collegue")
+    partner = await agents_on(federation.agglo)("partenaire")
+    room = await create_room(owner, "interne", name="Sur demande")
+    knock_rule = await owner.client.room_put_state(room, "m.room.join_rules", {"join_rule": "knock"})
+    assert not isinstance(knock_rule, RoomPutStateError)
+
+    assert (await _knock(colleague, room, federation.mairie.server_name)).status_code == 200
+    refused = await _knock(partner, room, federation.mairie.server_name)  # checked by mairie over federation
+    assert refused.status_code == 403
 
 
 async def test_an_email_invite_into_an_internal_room_is_refused(
