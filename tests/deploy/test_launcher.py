@@ -195,3 +195,33 @@ def test_a_child_that_dies_stops_the_stack_and_shows_its_log(stack_dir: Path) ->
     assert "Dernières lignes du journal de caldav" in text
     report = json.loads(maillage(stack_dir, "status", "--json").stdout)
     assert not report["demarre"]
+
+
+def test_ctrl_c_stops_a_foreground_stack_cleanly(stack_dir: Path) -> None:
+    import signal
+    import time
+
+    import psutil
+
+    init_stack(stack_dir, demo=False)
+    supervisor = subprocess.Popen(
+        [sys.executable, "-m", "maillage", "--data-dir", str(stack_dir), "up"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    assert supervisor.stdout is not None
+    lines = []
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        line = supervisor.stdout.readline()
+        lines.append(line)
+        if "Maillage est prêt" in line or not line:
+            break
+    assert "Maillage est prêt" in "".join(lines), "".join(lines)
+    children = psutil.Process(supervisor.pid).children(recursive=True)
+    assert len(children) == 3
+    supervisor.send_signal(signal.SIGINT)  # what Ctrl-C sends to the foreground process
+    rest, _ = supervisor.communicate(timeout=90)
+    assert supervisor.returncode == 0
+    assert "Maillage est arrêté." in rest
+    assert not any(child.is_running() and child.status() != psutil.STATUS_ZOMBIE for child in children)
+    assert maillage(stack_dir, "status").returncode == 1
