@@ -185,6 +185,12 @@ class Synapse(_Section):
     taille_max_fichier_mo: int = Field(default=100, ge=1, le=4096)
 
 
+class Bots(_Section):
+    # Empty: SQLite in the data directory; else a PostgreSQL URL.
+    base_de_donnees: str = ""
+    port_sante: Port = 8095
+
+
 class Demo(_Section):
     activee: bool = False
     # Which fictitious collectivité: a town hall, or an intercommunalité (the neighbour).
@@ -200,6 +206,7 @@ class Config(_Section):
     smtp: Smtp = Smtp()
     federation: Federation = Federation()
     synapse: Synapse = Synapse()
+    bots: Bots = Bots()
     demo: Demo = Demo()
     externes: list[Externe] = []
 
@@ -218,6 +225,7 @@ class Config(_Section):
             "reseau.port_caldav": self.reseau.port_caldav,
             "reseau.port_webdav": self.reseau.port_webdav,
         }
+        ports["bots.port_sante"] = self.bots.port_sante
         if self.federation.active:
             ports["federation.port"] = self.federation.port
         seen: dict[int, str] = {}

@@ -36,6 +36,8 @@ class Secrets:
     # The stack's own admin account (provisioning), created at first start.
     admin_password: str = ""
     admin_access_token: str = ""
+    # Encrypts the bots' end-to-end keys at rest in their database.
+    bots_pickle_key: str = ""
     # Given by the admin, never generated: the SMTP relay's password.
     smtp_password: str = ""
 
@@ -92,6 +94,7 @@ def ensure_secrets(data_dir: Path, warn: Callable[[str], None] | None = None) ->
             form_secret=_token(),
             dav_password=_token(24),
             admin_password=_token(24),
+            bots_pickle_key=_token(),
         )
         save_secrets(data_dir, loaded)
     ensure_signing_key(folder / "signing.key", warn)

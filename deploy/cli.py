@@ -54,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     partner_actions.add_parser("liste", aliases=["list"], help=t("cli.partner.list"))
 
     commands.add_parser("down", help=t("cli.down"))
+    commands.add_parser("bots", help=t("cli.bots"))
     status = commands.add_parser("status", help=t("cli.status"))
     status.add_argument("--json", action="store_true", help=t("cli.status.json"))
     return parser
@@ -128,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
             return _partners(config, args.action, getattr(args, "serveur", None))
         if args.command == "down":
             return launcher.down(config)
+        if args.command == "bots":
+            from maillage.bots.main import main as run_bots
+
+            return run_bots(config)
         report = launcher.status(config)
         if args.json:
             print(json.dumps(report, indent=2, ensure_ascii=False))

@@ -164,6 +164,21 @@ def webdav_service(config: Config, secrets: Secrets) -> Service:
     )
 
 
+def bots_service(config: Config) -> Service:
+    """The service bots (@documents…), one process, after the servers they use."""
+    url = f"http://{_host(config)}:{config.bots.port_sante}"
+    return Service(
+        name="bots",
+        label="Robots",
+        argv=[sys.executable, "-m", "maillage", "--config", str(config.source), "bots"],
+        url=url,
+        health=HealthCheck(url=f"{url}/sante"),
+        port=config.bots.port_sante,
+        port_key="bots.port_sante",
+        startup_timeout=120.0,
+    )
+
+
 def stack_services(config: Config, secrets: Secrets) -> list[Service]:
     """Every service the launcher starts, in order; an external DAV server is not started."""
     services = [synapse_service(config, secrets)]
@@ -171,6 +186,7 @@ def stack_services(config: Config, secrets: Secrets) -> list[Service]:
         services.append(caldav_service(config, secrets))
     if not config.webdav.url:
         services.append(webdav_service(config, secrets))
+    services.append(bots_service(config))
     return services
 
 

@@ -16,13 +16,15 @@ from pathlib import Path
 import pytest
 
 from maillage.config import Config
+from maillage.deploy import processes
+from maillage.deploy.processes import RunningService
 from maillage.deploy.provisioning import ensure_admin_token
-from maillage.deploy.services import caldav_service, synapse_service, webdav_service
+from maillage.deploy.services import bots_service, caldav_service, synapse_service, webdav_service
 from maillage.secretstore import Secrets, ensure_secrets
 from tests.harness.federation import Federation, Homeserver, three_homeservers
 from tests.harness.matrix import AgentFactory
 from tests.harness.processes_report import failure_sections
-from tests.harness.servers import running, write_config
+from tests.harness.servers import SERVER_LOGS, running, write_config
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -112,3 +114,41 @@ async def agents_on(federation: Federation, tmp_path: Path) -> AsyncIterator[Cal
     yield factory
     for made in factories.values():
         await made.close()
+
+
+class BotProcess:
+    """`maillage bots` on the test homeserver, which a test may stop and start again."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.service = bots_service(config)
+        self.url = self.service.url
+        self.process: RunningService | None = None
+
+    def start(self, config: Config | None = None) -> None:
+        self.service = bots_service(config or self.config)
+        log = self.config.data_dir / "logs" / "bots.log"
+        SERVER_LOGS.append(log)
+        self.process = processes.start(self.service, log)
+        processes.wait_ready(self.process)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            processes.stop(self.process)
+            self.process = None
+
+
+@pytest.fixture(scope="session")
+def bot_process(synapse: ServerStack, admin_token: str) -> Iterator[BotProcess]:
+    controller = BotProcess(synapse.config)
+    controller.start()
+    yield controller
+    controller.stop()
+
+
+@pytest.fixture
+def bots(bot_process: BotProcess) -> str:
+    """The bots, running (started again if a previous test stopped them); their health URL."""
+    if bot_process.process is None:
+        bot_process.start()
+    return bot_process.url

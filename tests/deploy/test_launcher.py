@@ -29,13 +29,14 @@ def init_stack(data_dir: Path, *, demo: bool = True) -> dict[str, int]:
     """`maillage init`, then the generated file's ports moved to free ones."""
     result = maillage(data_dir, "init", *(["--demo"] if demo else []))
     assert result.returncode == 0, result.stderr
-    ports = {"port_synapse": free_port(), "port_caldav": free_port(), "port_webdav": free_port()}
+    ports = {"port_synapse": free_port(), "port_caldav": free_port(), "port_webdav": free_port(),
+             "port_sante": free_port()}
     path = data_dir / "maillage.toml"
     text = path.read_text()
     for key, port in ports.items():
         text = re.sub(rf"^{key} = \d+$", f"{key} = {port}", text, flags=re.M)
     path.write_text(text)
-    for name in ("synapse", "caldav", "webdav", "maillage"):
+    for name in ("synapse", "caldav", "webdav", "bots", "maillage"):
         SERVER_LOGS.append(data_dir / "logs" / f"{name}.log")
     return ports
 
@@ -72,7 +73,7 @@ async def test_quick_start_two_demo_agents_exchange_an_encrypted_message(stack_d
     report = json.loads(status.stdout)
     assert status.returncode == 0 and report["sain"]
     assert {s["nom"]: s["etat"] for s in report["services"]} == {
-        "synapse": "ok", "caldav": "ok", "webdav": "ok"}
+        "synapse": "ok", "caldav": "ok", "webdav": "ok", "bots": "ok"}
 
     homeserver = f"http://127.0.0.1:{ports['port_synapse']}"
     claire_id, thomas_id = "@claire.martin:localhost", "@thomas.bernard:localhost"
@@ -218,7 +219,7 @@ def test_ctrl_c_stops_a_foreground_stack_cleanly(stack_dir: Path) -> None:
             break
     assert "Maillage est prêt" in "".join(lines), "".join(lines)
     children = psutil.Process(supervisor.pid).children(recursive=True)
-    assert len(children) == 3
+    assert len({child.pid for child in children if child.ppid() == supervisor.pid}) == 4
     supervisor.send_signal(signal.SIGINT)  # what Ctrl-C sends to the foreground process
     rest, _ = supervisor.communicate(timeout=90)
     assert supervisor.returncode == 0

@@ -127,6 +127,16 @@ class Agent:
             raise AssertionError(f"{self.user_id} could not send to {room_id}: {response.message}")
         return str(response.event_id)
 
+    async def wait_for_members_including(self, room_id: str, user_id: str, timeout: float = 30) -> None:
+        """Until this agent sees ``user_id`` joined in ``room_id`` (a bot accepting an invite)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            room = self.client.rooms.get(room_id)
+            if room is not None and user_id in room.users:
+                return
+            await asyncio.sleep(0.1)
+        raise MatrixTimeout(f"{user_id} did not join {room_id} within {timeout} s")
+
     async def close(self) -> None:
         if self._sync_task:
             self.client.stop_sync_forever()

@@ -62,6 +62,7 @@ def config_document(**sections: Any) -> dict[str, Any]:
             "port_caldav": free_port(),
             "port_webdav": free_port(),
         },
+        "bots": {"port_sante": free_port()},
     }
     for name, keys in sections.items():
         if isinstance(keys, list):

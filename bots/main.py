@@ -1,0 +1,45 @@
+"""`maillage bots`: the bot process (started by `maillage up`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from maillage.bots.documents import DocumentsBot
+from maillage.bots.metrics import Metrics, serve_health
+from maillage.bots.runtime import Bot, BotRuntime
+from maillage.config import Config
+from maillage.deploy.provisioning import ensure_admin_token
+from maillage.i18n import set_language
+from maillage.secretstore import load_secrets
+
+BOTS: list[type[Bot]] = [DocumentsBot]
+
+
+async def run_bots(config: Config) -> None:
+    set_language(config.collectivite.langue)
+    stack_secrets = load_secrets(config.data_dir)
+    admin_token = await ensure_admin_token(config, stack_secrets)
+    metrics = Metrics()
+    runtime = BotRuntime(config, load_secrets(config.data_dir), admin_token, BOTS, metrics)
+    ready = asyncio.Event()
+    health = await serve_health(metrics, config.reseau.adresse_ecoute, config.bots.port_sante, ready.is_set)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await runtime.start()
+        ready.set()
+        await stop.wait()
+    finally:
+        await runtime.stop()
+        await health.cleanup()
+
+
+def main(config: Config) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("mau").setLevel(logging.WARNING)
+    asyncio.run(run_bots(config))
+    return 0

@@ -1,0 +1,39 @@
+"""Health endpoint and Prometheus metrics of the bot process."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.commands = Counter("maillage_bot_commands_total", "Commands handled", ["bot", "command"],
+                                registry=self.registry)
+        self.errors = Counter("maillage_bot_errors_total", "Commands that failed", ["bot"], registry=self.registry)
+        self.latency = Histogram("maillage_bot_handling_seconds", "Time to handle an event", ["bot"],
+                                 registry=self.registry)
+        self.backlog = Gauge("maillage_bot_backlog", "Events waiting to be handled", ["bot"], registry=self.registry)
+
+
+async def serve_health(metrics: Metrics, address: str, port: int, is_ready: Callable[[], bool]) -> web.AppRunner:
+    """``/sante`` (200 once every bot syncs, 503 before) and ``/metrics``."""
+
+    async def health(request: web.Request) -> web.Response:
+        ready = is_ready()
+        return web.json_response({"pret": ready}, status=200 if ready else 503)
+
+    async def exposition(request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/sante", health)
+    app.router.add_get("/metrics", exposition)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, address, port).start()
+    return runner

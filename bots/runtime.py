@@ -1,0 +1,237 @@
+"""The bot runtime: one process hosting every service bot, each its own Matrix account.
+
+Each bot is created through the Admin API as a bot account with rate limits
+lifted, logs in once (device and token kept in the bots' database), reads and
+writes end-to-end encrypted rooms through mautrix's OlmMachine, and cross-signs
+its own device at first start (recovery key kept 0600) so that clients which
+only encrypt to verified devices still reach it.
+
+Commands are handled one at a time, in order, exactly once: the sync position
+is stored only once a sync's events are handled, and handled event ids are
+recorded, so a restart neither loses nor repeats a command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, cast
+
+from mautrix.client import Client
+from mautrix.client.state_store.asyncpg import PgStateStore
+from mautrix.crypto import OlmMachine, PgCryptoStateStore, PgCryptoStore
+from mautrix.errors import MForbidden, MUnknownToken
+from mautrix.types import (
+    DeviceID,
+    EventType,
+    Membership,
+    MemberStateEventContent,
+    MessageEvent,
+    MessageType,
+    RoomID,
+    StateEvent,
+    UserID,
+)
+from mautrix.util.async_db import Database
+
+from maillage.bots.commands import CommandError, CommandSet, help_message, reply_content
+from maillage.bots.metrics import Metrics
+from maillage.bots.store import BotStore, Credentials, HandledSyncStore, upgrade_table
+from maillage.config import Config
+from maillage.i18n import t
+from maillage.secretstore import Secrets, write_private
+from maillage.synapse_admin import SynapseAdmin
+
+log = logging.getLogger("maillage.bots")
+
+HELP_WORDS = ("aide", "help")
+
+
+@dataclass(frozen=True)
+class BotContext:
+    config: Config
+    secrets: Secrets
+    db: Database
+    metrics: Metrics
+
+
+@dataclass
+class Bot:
+    """A service bot: one account, its commands, its reactions to room events."""
+
+    localpart: ClassVar[str]
+    displayname: ClassVar[str]
+    title: ClassVar[str]
+    commands: ClassVar[list[CommandSet]] = []
+
+    context: BotContext
+    client: Client = field(init=False)
+    store: BotStore = field(init=False)
+    _order: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
+
+    @property
+    def user_id(self) -> str:
+        return f"@{self.localpart}:{self.context.config.collectivite.nom_serveur}"
+
+    # --- what subclasses add -------------------------------------------------------
+
+    async def on_message(self, event: MessageEvent) -> None:
+        """Non-command messages (files for the documents bot); nothing by default."""
+
+    # --- command handling -----------------------------------------------------------
+
+    async def handle_message(self, event: MessageEvent) -> None:
+        if event.sender == self.user_id:
+            return
+        async with self._order:  # FIFO: commands run one at a time, in arrival order
+            if await self.store.was_handled(event.event_id):
+                return
+            started = time.perf_counter()
+            try:
+                await self._dispatch(event)
+            except Exception:
+                self.context.metrics.errors.labels(self.localpart).inc()
+                log.exception("%s failed on %s", self.localpart, event.event_id)
+                await self.reply(event, t("bot.internal_error"))
+            finally:
+                await self.store.mark_handled(event.event_id, int(time.time() * 1000))
+                self.context.metrics.latency.labels(self.localpart).observe(time.perf_counter() - started)
+
+    async def _dispatch(self, event: MessageEvent) -> None:
+        body = event.content.body if event.content.msgtype in (MessageType.TEXT, MessageType.NOTICE) else ""
+        word = body.strip().split(maxsplit=1)[0].lower() if body.strip() else ""
+        if word in (f"!{w}" for w in HELP_WORDS):
+            self.context.metrics.commands.labels(self.localpart, "aide").inc()
+            plain, rich = help_message(self.title, self.commands)
+            await self.reply(event, plain, rich)
+            return
+        command_set = next((c for c in self.commands if c.matches(body)), None)
+        if command_set is None:
+            await self.on_message(event)
+            return
+        try:
+            sub, arguments = command_set.parse(body)
+            self.context.metrics.commands.labels(self.localpart, sub.names[0]).inc()
+            await sub.handler(self, event, **arguments)
+        except CommandError as error:
+            await self.reply(event, str(error))
+
+    async def reply(self, event: MessageEvent, body: str, formatted: str | None = None) -> None:
+        relates = event.content.get_thread_parent() if hasattr(event.content, "get_thread_parent") else None
+        content = reply_content(body, formatted, to_event=event.event_id, thread_root=relates)
+        await self.client.send_message_event(event.room_id, EventType.ROOM_MESSAGE, cast(Any, content))
+
+
+class BotRuntime:
+    """Starts every bot and keeps them syncing until stopped."""
+
+    def __init__(self, config: Config, stack_secrets: Secrets, admin_token: str,
+                 bot_classes: list[type[Bot]], metrics: Metrics) -> None:
+        self.config = config
+        self.secrets = stack_secrets
+        self.admin_token = admin_token
+        self.bot_classes = bot_classes
+        self.metrics = metrics
+        self.bots: list[Bot] = []
+        self.db: Database | None = None
+
+    async def start(self) -> None:
+        self.db = Database.create(database_url(self.config), upgrade_table=upgrade_table)
+        await self.db.start()
+        await PgStateStore.upgrade_table.upgrade(self.db)
+        await PgCryptoStore.upgrade_table.upgrade(self.db)
+        context = BotContext(self.config, self.secrets, self.db, self.metrics)
+        for bot_class in self.bot_classes:
+            bot = bot_class(context)
+            await self._start_bot(bot)
+            self.bots.append(bot)
+
+    async def stop(self) -> None:
+        for bot in self.bots:
+            bot.client.stop()
+        if self.db is not None:
+            await self.db.stop()
+
+    async def _start_bot(self, bot: Bot) -> None:
+        assert self.db is not None
+        bot.store = BotStore(self.db, bot.user_id)
+        credentials = await bot.store.credentials() or await self._first_login(bot)
+        state_store = PgCryptoStateStore(self.db)
+        client = Client(mxid=UserID(bot.user_id), device_id=DeviceID(credentials.device_id),
+                        base_url=self.config.synapse_url, token=credentials.access_token,
+                        state_store=state_store, sync_store=HandledSyncStore(bot.store))
+        crypto_store = PgCryptoStore(account_id=bot.user_id, pickle_key=self._pickle_key(), db=self.db)
+        machine = OlmMachine(client, crypto_store, state_store)
+        await crypto_store.open()
+        client.crypto = machine
+        await machine.load()
+        try:
+            await client.whoami()
+        except MUnknownToken:  # token revoked by an admin: log in again
+            credentials = await self._first_login(bot)
+            client.api.token, client.device_id = credentials.access_token, DeviceID(credentials.device_id)
+        await machine.share_keys()
+        await self._ensure_cross_signing(bot, machine)
+        bot.client = client
+        client.ignore_initial_sync = True
+        client.add_event_handler(EventType.ROOM_MEMBER, lambda e: self._on_member(bot, e), wait_sync=True)
+        client.add_event_handler(EventType.ROOM_MESSAGE, bot.handle_message, wait_sync=True)
+        client.start(None)
+
+    def _pickle_key(self) -> str:
+        return self.secrets.bots_pickle_key or self.secrets.macaroon_secret_key
+
+    async def _first_login(self, bot: Bot) -> Credentials:
+        """Provision the account and log in; the password is used once and not kept."""
+        password = secrets.token_urlsafe(24) + "Aa1"
+        async with SynapseAdmin(self.config.synapse_url, self.admin_token) as admin:
+            await admin.put_user(bot.user_id, password=password, displayname=bot.displayname, user_type="bot")
+            await admin.override_ratelimit(bot.user_id)
+        login = Client(mxid=UserID(bot.user_id), base_url=self.config.synapse_url)
+        response = await login.login(identifier=UserID(bot.user_id), password=password,
+                                     device_name=f"Maillage — {bot.displayname}")
+        await login.api.session.close()
+        credentials = Credentials(bot.user_id, str(response.device_id), str(response.access_token))
+        await bot.store.save_credentials(credentials)
+        return credentials
+
+    async def _ensure_cross_signing(self, bot: Bot, machine: OlmMachine) -> None:
+        path = recovery_key_path(self.config, bot.localpart)
+        if path.exists():
+            return
+        recovery_key = await machine.generate_recovery_key()
+        write_private(path, recovery_key + "\n")
+        log.info("%s: cross-signing keys created, recovery key saved in %s", bot.localpart, path)
+
+    async def _on_member(self, bot: Bot, event: StateEvent) -> None:
+        if event.state_key != bot.user_id or not isinstance(event.content, MemberStateEventContent) \
+                or event.content.membership != Membership.INVITE:
+            return
+        if not self._may_invite(event.sender):
+            log.info("%s: invitation from %s declined (not local nor partner)", bot.localpart, event.sender)
+            with contextlib.suppress(MForbidden):
+                await bot.client.leave_room(event.room_id, reason=t("bot.invite_refused"))
+            return
+        await bot.client.join_room(RoomID(event.room_id))
+
+    def _may_invite(self, inviter: str) -> bool:
+        server = inviter.split(":", 1)[1]
+        return server == self.config.collectivite.nom_serveur or server in self.config.federation.partenaires
+
+
+def database_url(config: Config) -> str:
+    if config.bots.base_de_donnees:
+        return config.bots.base_de_donnees
+    path = config.data_dir / "bots" / "bots.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:{path}"
+
+
+def recovery_key_path(config: Config, localpart: str) -> Path:
+    return config.data_dir / "secrets" / "bots" / f"{localpart}.cle-de-recuperation"
+
