@@ -7,15 +7,30 @@ client shows it and it survives the loss of the bot's database.
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 import unicodedata
 from typing import Any, ClassVar
 
+import httpx
 from mautrix.errors import MatrixRequestError, MForbidden
-from mautrix.types import EventType, MessageEvent, PowerLevelStateEventContent, RoomID, UserID
+from mautrix.types import (
+    EventType,
+    MediaMessageEventContent,
+    MessageEvent,
+    MessageType,
+    PowerLevelStateEventContent,
+    RoomID,
+    UserID,
+)
 
 from maillage.bots.commands import Argument, CommandError, CommandSet
+from maillage.bots.media import Attachment, CorruptAttachment, MediaUnavailable
+from maillage.bots.naming import base_of, stored_name, with_version
 from maillage.bots.runtime import Bot
+from maillage.bots.webdav import WebDav, WebDavError
+from maillage.config import _url_host
 from maillage.i18n import t
 
 BINDING_EVENT = EventType.find("fr.maillage.documents", t_class=EventType.Class.STATE)
@@ -52,8 +67,13 @@ def normalise_folder(raw: str) -> str:
 
 
 def slugify(text: str) -> str:
+    """Folder parts keep dots and underscores (`budget_2027`, `v1.2`)."""
     ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
     return re.sub(r"[^a-z0-9._]+", "-", ascii_text.lower()).strip("-")
+
+
+FILE_TYPES = (MessageType.FILE, MessageType.IMAGE, MessageType.VIDEO, MessageType.AUDIO)
+RETRY_DELAYS = (2, 10, 30)
 
 
 class DocumentsBot(Bot):
@@ -61,6 +81,95 @@ class DocumentsBot(Bot):
     displayname = "Documents"
     title = "Robot Documents — aide"
     commands: ClassVar[list[CommandSet]] = [documents_commands]
+
+    async def setup(self) -> None:
+        config, stack_secrets = self.context.config, self.context.secrets
+        base = config.webdav.url or f"http://{_url_host(config.reseau.adresse_ecoute)}:{config.reseau.port_webdav}/"
+        self.dav = WebDav(base, config.webdav.utilisateur, stack_secrets.dav_password)
+        self.media = httpx.AsyncClient(base_url=config.synapse_url, timeout=httpx.Timeout(60, read=300),
+                                       headers={"Authorization": f"Bearer {self.client.api.token}"})
+
+    async def on_message(self, event: MessageEvent) -> None:
+        if event.content.msgtype not in FILE_TYPES:
+            return
+        folder = await self.binding(event.room_id)
+        if folder is not None:
+            await self.file_document(event, folder)
+
+    async def file_document(self, event: MessageEvent, folder: str) -> None:
+        content = event.content
+        assert isinstance(content, MediaMessageEventContent)
+        original = str(content.get("filename") or content.body or "document")
+        config = self.context.config
+        named = stored_name(original, pattern=config.documents.modele_nom, sent_at_ms=event.timestamp,
+                            service=folder.split("/")[0], timezone=config.collectivite.fuseau_horaire)
+        base_name, first_version = named.name, 1
+        earlier = await self._replied_document(event)
+        if earlier is not None:  # a reply to a document is its next version
+            folder, _, earlier_name = earlier.rpartition("/")
+            base_name, first_version = base_of(earlier_name)[0], base_of(earlier_name)[1] + 1
+        attachment = Attachment(url=str(content.file.url if content.file else content.url),
+                                encrypted=content.file.serialize() if content.file else None)
+        mimetype = (content.info.mimetype if content.info else None) or "application/octet-stream"
+        temporary = f"{folder}/.maillage-{slugify(event.event_id)}.partiel"
+        try:
+            path, version = await self._with_retries(event, lambda: self._store(
+                folder, temporary, attachment, mimetype, base_name, first_version))
+        except CorruptAttachment:
+            await self.reply(event, t("doc.corrupt"))
+            return
+        except (WebDavError, MediaUnavailable):
+            await self.reply(event, t("doc.webdav_gave_up"))
+            return
+        await self.dav.set_properties(path, {"uploader": event.sender, "event": event.event_id,
+                                             "sha256": attachment.sha256, "original": original[:300]})
+        await self.context.db.execute(
+            "INSERT INTO maillage_document (event_id, room_id, path, sha256, uploader, size, stored_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (event_id) DO NOTHING",
+            event.event_id, event.room_id, path, attachment.sha256, event.sender, attachment.size,
+            int(time.time() * 1000))
+        note = t("doc.filed_version", version=version) if version > 1 else ""
+        note += t("doc.name_shortened") if named.shortened else ""
+        note += t("doc.name_reserved") if named.reserved else ""
+        await self.reply(event, t("doc.filed", path=path, version=note), thread_root=event.event_id)
+
+    async def _store(self, folder: str, temporary: str, attachment: Attachment, mimetype: str,
+                     base_name: str, first_version: int) -> tuple[str, int]:
+        """Upload under a temporary name, then give it the first free version: never overwrite."""
+        await self.dav.make_folders(folder)
+        attachment.size, attachment.sha256 = 0, ""
+        attachment.reset()
+        await self.dav.put_stream(temporary, attachment.chunks(self.media), mimetype)
+        version = first_version
+        while True:
+            candidate = f"{folder}/{with_version(base_name, version)}"
+            if not await self.dav.exists(candidate):
+                try:
+                    await self.dav.move(temporary, candidate)
+                    return candidate, version
+                except WebDavError as exc:
+                    if exc.status != 412:  # 412: someone took the name meanwhile
+                        raise
+            version += 1
+
+    async def _with_retries(self, event: MessageEvent, action: Any) -> Any:
+        for attempt, delay in enumerate((*RETRY_DELAYS, None)):
+            try:
+                return await action()
+            except (WebDavError, MediaUnavailable):
+                if delay is None:
+                    raise
+                if attempt == 0:
+                    await self.reply(event, t("doc.webdav_down", seconds=delay))
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def _replied_document(self, event: MessageEvent) -> str | None:
+        replied = event.content.get_reply_to()
+        if not replied:
+            return None
+        path = await self.context.db.fetchval("SELECT path FROM maillage_document WHERE event_id=$1", replied)
+        return str(path) if path else None
 
     async def binding(self, room_id: str) -> str | None:
         try:

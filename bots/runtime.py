@@ -80,6 +80,9 @@ class Bot:
 
     # --- what subclasses add -------------------------------------------------------
 
+    async def setup(self) -> None:
+        """Once the bot's client is ready: open what it needs (DAV clients…)."""
+
     async def on_message(self, event: MessageEvent) -> None:
         """Non-command messages (files for the documents bot); nothing by default."""
 
@@ -121,9 +124,11 @@ class Bot:
         except CommandError as error:
             await self.reply(event, str(error))
 
-    async def reply(self, event: MessageEvent, body: str, formatted: str | None = None) -> None:
-        relates = event.content.get_thread_parent() if hasattr(event.content, "get_thread_parent") else None
-        content = reply_content(body, formatted, to_event=event.event_id, thread_root=relates)
+    async def reply(self, event: MessageEvent, body: str, formatted: str | None = None, *,
+                    thread_root: str | None = None) -> None:
+        """Answer ``event``, in its thread when it came in one (or in a new one on ``thread_root``)."""
+        root = event.content.get_thread_parent() or thread_root
+        content = reply_content(body, formatted, to_event=event.event_id, thread_root=root)
         await self.client.send_message_event(event.room_id, EventType.ROOM_MESSAGE, cast(Any, content))
 
 
@@ -178,6 +183,7 @@ class BotRuntime:
         await machine.share_keys()
         await self._ensure_cross_signing(bot, machine)
         bot.client = client
+        await bot.setup()
         client.ignore_initial_sync = True
         client.add_event_handler(EventType.ROOM_MEMBER, lambda e: self._on_member(bot, e), wait_sync=True)
         client.add_event_handler(EventType.ROOM_MESSAGE, bot.handle_message, wait_sync=True)

@@ -38,6 +38,24 @@ async def _initial(conn: Connection) -> None:
 upgrade_table.register(_initial, description="Bot accounts, handled events, sync position")
 
 
+async def _documents(conn: Connection) -> None:
+    # A cache: the same facts are WebDAV properties of each file, so it can be rebuilt.
+    await conn.execute(
+        """CREATE TABLE maillage_document (
+            event_id TEXT PRIMARY KEY,
+            room_id TEXT NOT NULL,
+            path TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            uploader TEXT NOT NULL,
+            size BIGINT NOT NULL,
+            stored_at BIGINT NOT NULL
+        )"""
+    )
+
+
+upgrade_table.register(_documents, description="Documents filed by @documents")
+
+
 @dataclass(frozen=True)
 class Credentials:
     user_id: str

@@ -185,6 +185,22 @@ class Synapse(_Section):
     taille_max_fichier_mo: int = Field(default=100, ge=1, le=4096)
 
 
+def _check_name_pattern(value: str) -> str:
+    if "{nom}" not in value or "/" in value:
+        raise ValueError(t("config.expected.name_pattern"))
+    try:
+        value.format(date="2026-11-22", service="urbanisme", nom="x")
+    except (KeyError, IndexError, ValueError):
+        raise ValueError(t("config.expected.name_pattern")) from None
+    return value
+
+
+class Documents(_Section):
+    # How filed documents are named: {date} (Paris time), {service} (first part of the
+    # room's folder), {nom} (the original name, normalised).
+    modele_nom: Annotated[str, AfterValidator(_check_name_pattern)] = "{date}_{service}_{nom}"
+
+
 class Bots(_Section):
     # Empty: SQLite in the data directory; else a PostgreSQL URL.
     base_de_donnees: str = ""
@@ -207,6 +223,7 @@ class Config(_Section):
     federation: Federation = Federation()
     synapse: Synapse = Synapse()
     bots: Bots = Bots()
+    documents: Documents = Documents()
     demo: Demo = Demo()
     externes: list[Externe] = []
 

@@ -144,7 +144,7 @@ def webdav_service(config: Config, secrets: Secrets) -> Service:
                 "kwargs": {"storage_path": str(directory / "proprietes.shelve")},
             },
             "lock_storage": True,
-            "dir_browser": {"enable": False},
+            "dir_browser": {"enable": True},  # browsable with the same credentials
             "verbose": 1,
             "logging": {"enable": True, "enable_loggers": []},
         }

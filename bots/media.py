@@ -1,0 +1,83 @@
+"""Stream a room's attachment from the homeserver, decrypting it on the fly.
+
+Large files never sit whole in memory: chunks are downloaded, decrypted with
+AES-256-CTR (Matrix encrypted attachments) and hashed as they pass; the caller
+gets the plaintext SHA-256 at the end, and a mismatch of the ciphertext hash
+raises CorruptAttachment before the file is given its final name.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from Crypto.Cipher import AES
+from Crypto.Util import Counter
+
+CHUNK = 1 << 16
+
+
+class CorruptAttachment(Exception):
+    pass
+
+
+class MediaUnavailable(Exception):
+    pass
+
+
+def _unpadded_b64(value: str) -> bytes:
+    value = value.replace("-", "+").replace("_", "/")
+    return base64.b64decode(value + "=" * (-len(value) % 4))
+
+
+@dataclass
+class Attachment:
+    """One attachment being streamed; ``sha256`` and ``size`` are known once read."""
+
+    url: str  # mxc://server/id
+    encrypted: dict[str, Any] | None
+    sha256: str = ""
+    size: int = 0
+    _plain_hash: Any = field(default_factory=hashlib.sha256)
+
+    @property
+    def media_path(self) -> str:
+        server, _, media_id = self.url.removeprefix("mxc://").partition("/")
+        return f"/_matrix/client/v1/media/download/{server}/{media_id}"
+
+    def reset(self) -> None:
+        """Before streaming again (a retry)."""
+        self.sha256, self.size, self._plain_hash = "", 0, hashlib.sha256()
+
+    async def chunks(self, http: httpx.AsyncClient) -> AsyncIterator[bytes]:
+        decrypt = self._decryptor()
+        cipher_hash = hashlib.sha256()
+        try:
+            async with http.stream("GET", self.media_path) as response:
+                if response.status_code != 200:
+                    raise MediaUnavailable(f"{self.media_path} → {response.status_code}")
+                async for chunk in response.aiter_bytes(CHUNK):
+                    cipher_hash.update(chunk)
+                    plain = decrypt(chunk) if decrypt else chunk
+                    self._plain_hash.update(plain)
+                    self.size += len(plain)
+                    yield plain
+        except httpx.TransportError as exc:
+            raise MediaUnavailable(str(exc)) from None
+        if self.encrypted is not None:
+            expected = _unpadded_b64(self.encrypted["hashes"]["sha256"])
+            if cipher_hash.digest() != expected:
+                raise CorruptAttachment(self.url)
+        self.sha256 = self._plain_hash.hexdigest()
+
+    def _decryptor(self) -> Any:
+        if self.encrypted is None:
+            return None
+        key = _unpadded_b64(self.encrypted["key"]["k"])
+        iv = _unpadded_b64(self.encrypted["iv"])
+        counter = Counter.new(64, prefix=iv[:8], initial_value=int.from_bytes(iv[8:], "big"))
+        return AES.new(key, AES.MODE_CTR, counter=counter).decrypt

@@ -1,0 +1,161 @@
+"""A small async WebDAV client: streaming PUT and GET, folders, properties, MOVE.
+
+Works with any RFC 4918 server (WsgiDAV embedded, Nextcloud, SOGo…). Paths are
+always relative to the configured base URL and built from validated parts, so
+nothing here can address a file outside the documents tree.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from urllib.parse import quote, unquote, urlsplit
+
+import httpx
+
+DAV = "DAV:"
+MAILLAGE_NS = "urn:x-maillage:documents"
+PROPERTIES = ("uploader", "event", "sha256", "original")
+
+
+class WebDavError(Exception):
+    """The WebDAV server refused or is unreachable; ``status`` 0 when unreachable."""
+
+    def __init__(self, method: str, path: str, status: int) -> None:
+        super().__init__(f"{method} {path} → {status or 'unreachable'}")
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Entry:
+    path: str  # relative to the base, no leading slash
+    is_folder: bool
+    size: int
+    modified: str
+    properties: dict[str, str]
+
+    @property
+    def name(self) -> str:
+        return self.path.rstrip("/").rsplit("/", 1)[-1]
+
+
+class WebDav:
+    def __init__(self, base_url: str, user: str, password: str) -> None:
+        self.base_url = base_url if base_url.endswith("/") else base_url + "/"
+        self._base_path = urlsplit(self.base_url).path
+        self.http = httpx.AsyncClient(auth=(user, password), timeout=httpx.Timeout(60, read=300))
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+    def url(self, path: str) -> str:
+        return self.base_url + quote(path.lstrip("/"))
+
+    async def _request(self, method: str, path: str, ok: tuple[int, ...], **kwargs: object) -> httpx.Response:
+        try:
+            response = await self.http.request(method, self.url(path), **kwargs)  # type: ignore[arg-type]
+        except httpx.TransportError:
+            raise WebDavError(method, path, 0) from None
+        if response.status_code not in ok:
+            raise WebDavError(method, path, response.status_code)
+        return response
+
+    async def exists(self, path: str) -> bool:
+        try:
+            await self._request("PROPFIND", path, (207,), headers={"Depth": "0"})
+        except WebDavError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    async def make_folders(self, path: str) -> None:
+        current = ""
+        for part in path.strip("/").split("/"):
+            current = f"{current}{part}/"
+            if not await self.exists(current):
+                await self._request("MKCOL", current, (201, 405))
+
+    async def put_stream(self, path: str, chunks: AsyncIterator[bytes], content_type: str) -> None:
+        await self._request("PUT", path, (200, 201, 204), content=chunks, headers={"Content-Type": content_type})
+
+    async def get_stream(self, path: str) -> AsyncIterator[bytes]:
+        request = self.http.build_request("GET", self.url(path))
+        try:
+            response = await self.http.send(request, stream=True)
+        except httpx.TransportError:
+            raise WebDavError("GET", path, 0) from None
+        if response.status_code != 200:
+            await response.aclose()
+            raise WebDavError("GET", path, response.status_code)
+        try:
+            async for chunk in response.aiter_bytes(1 << 16):
+                yield chunk
+        finally:
+            await response.aclose()
+
+    async def move(self, source: str, destination: str) -> None:
+        await self._request("MOVE", source, (201, 204),
+                            headers={"Destination": self.url(destination), "Overwrite": "F"})
+
+    async def delete(self, path: str) -> None:
+        await self._request("DELETE", path, (200, 204))
+
+    async def set_properties(self, path: str, values: dict[str, str]) -> None:
+        ET.register_namespace("m", MAILLAGE_NS)
+        update = ET.Element(f"{{{DAV}}}propertyupdate")
+        prop = ET.SubElement(ET.SubElement(update, f"{{{DAV}}}set"), f"{{{DAV}}}prop")
+        for name, value in values.items():
+            # XML 1.0 cannot carry control characters: a hostile file name must not break filing.
+            ET.SubElement(prop, f"{{{MAILLAGE_NS}}}{name}").text = "".join(
+                c for c in value if c >= " " or c in "\t\n")
+        body = ET.tostring(update, xml_declaration=True, encoding="utf-8")
+        await self._request("PROPPATCH", path, (207,), content=body,
+                            headers={"Content-Type": "application/xml; charset=utf-8"})
+
+    async def listing(self, path: str, depth: str = "1") -> list[Entry]:
+        response = await self._request("PROPFIND", path, (207,), headers={"Depth": depth},
+                                       content=_PROPFIND_BODY)
+        return self._parse(response.content)
+
+    async def entry(self, path: str) -> Entry | None:
+        try:
+            entries = await self.listing(path, depth="0")
+        except WebDavError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return entries[0] if entries else None
+
+    def _parse(self, body: bytes) -> list[Entry]:
+        entries = []
+        for response in ET.fromstring(body).iter(f"{{{DAV}}}response"):
+            href = unquote(response.findtext(f"{{{DAV}}}href", ""))
+            href = urlsplit(href).path
+            relative = href[len(self._base_path):] if href.startswith(self._base_path) else href.lstrip("/")
+            props: dict[str, str] = {}
+            is_folder, size, modified = False, 0, ""
+            for propstat in response.iter(f"{{{DAV}}}propstat"):
+                if "200" not in propstat.findtext(f"{{{DAV}}}status", ""):
+                    continue
+                prop = propstat.find(f"{{{DAV}}}prop")
+                if prop is None:
+                    continue
+                is_folder = is_folder or prop.find(f"{{{DAV}}}resourcetype/{{{DAV}}}collection") is not None
+                size = int(prop.findtext(f"{{{DAV}}}getcontentlength") or size or 0)
+                modified = prop.findtext(f"{{{DAV}}}getlastmodified") or modified
+                for name in PROPERTIES:
+                    value = prop.findtext(f"{{{MAILLAGE_NS}}}{name}")
+                    if value is not None:
+                        props[name] = value
+            entries.append(Entry(relative, is_folder, size, modified, props))
+        return entries
+
+
+_PROPFIND_BODY = (
+    '<?xml version="1.0" encoding="utf-8"?><d:propfind xmlns:d="DAV:" xmlns:m="' + MAILLAGE_NS + '"><d:prop>'
+    "<d:resourcetype/><d:getcontentlength/><d:getlastmodified/>"
+    + "".join(f"<m:{name}/>" for name in PROPERTIES)
+    + "</d:prop></d:propfind>"
+).encode()

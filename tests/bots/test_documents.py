@@ -1,0 +1,129 @@
+"""@documents files what agents post, as an independent WebDAV client sees it."""
+
+from __future__ import annotations
+
+import io
+import os
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+from webdav3.client import Client as WebDavClient
+
+from tests.bots.test_runtime import _bot_answer, _room_with_bot, documents_id
+from tests.conftest import ServerStack
+from tests.harness.matrix import Agent, AgentFactory
+
+NS = "urn:x-maillage:documents"
+
+
+def dav_client(stack: ServerStack, webdav: str) -> WebDavClient:
+    return WebDavClient({"webdav_hostname": webdav, "webdav_login": "maillage",
+                         "webdav_password": stack.secrets.dav_password})
+
+
+async def post_file(agent: Agent, room: str, data: bytes, filename: str, *, encrypt: bool = True,
+                    reply_to: str | None = None) -> str:
+    response, keys = await agent.client.upload(io.BytesIO(data), content_type="application/pdf",
+                                               filename=filename, encrypt=encrypt, filesize=len(data))
+    content: dict[str, object] = {"msgtype": "m.file", "body": filename,
+                                  "info": {"mimetype": "application/pdf", "size": len(data)}}
+    if encrypt:
+        content["file"] = {"url": response.content_uri, **keys}
+    else:
+        content["url"] = response.content_uri
+    if reply_to:
+        content["m.relates_to"] = {"m.in_reply_to": {"event_id": reply_to}}
+    sent = await agent.client.room_send(room, "m.room.message", content, ignore_unverified_devices=True)
+    return str(sent.event_id)
+
+
+async def bound_room(agents: AgentFactory, stack: ServerStack, folder: str) -> tuple[Agent, str]:
+    owner, room = await _room_with_bot(agents, stack, f"Dossier {folder}")
+    levels = await owner.client.room_get_state_event(room, "m.room.power_levels")
+    users = {**levels.content["users"], documents_id(stack): 50}
+    await owner.client.room_put_state(room, "m.room.power_levels", {**levels.content, "users": users})
+    assert "Ce salon est lié" in await _bot_answer(owner, room, stack, f"!doc lier {folder}")
+    return owner, room
+
+
+async def filed(agent: Agent, room: str, stack: ServerStack, since: int) -> str:
+    message = await agent.wait_for_text(
+        room, lambda m: m.sender == documents_id(stack) and "Rangé dans" in m.body, since=since, timeout=60)
+    return message.body.split("« ", 1)[1].split(" »", 1)[0]
+
+
+def today() -> str:
+    return datetime.now(ZoneInfo("Europe/Paris")).strftime("%Y-%m-%d")
+
+
+async def test_a_file_posted_in_an_encrypted_room_is_filed_with_its_properties(
+    synapse: ServerStack, webdav: str, bots: str, agents: AgentFactory
+) -> None:
+    owner, room = await bound_room(agents, synapse, "urbanisme/permis")
+    data = b"%PDF-1.7\n" + os.urandom(300_000)
+    since = len(owner.received)
+    await post_file(owner, room, data, "Permis Construire Dupont.pdf")
+    path = await filed(owner, room, synapse, since)
+    assert path == f"urbanisme/permis/{today()}_urbanisme_permis-construire-dupont.pdf"
+
+    dav = dav_client(synapse, webdav)
+    stored = io.BytesIO()
+    dav.download_from(stored, path)
+    assert stored.getvalue() == data
+    import hashlib
+
+    assert dav.get_property(path, {"namespace": NS, "name": "sha256"}) == hashlib.sha256(data).hexdigest()
+    assert dav.get_property(path, {"namespace": NS, "name": "uploader"}) == owner.user_id
+    assert not [name for name in dav.list("urbanisme/permis/") if name.endswith(".partiel")]
+
+
+async def test_nothing_is_overwritten_same_name_and_replies_make_versions(
+    synapse: ServerStack, webdav: str, bots: str, agents: AgentFactory
+) -> None:
+    owner, room = await bound_room(agents, synapse, "st/voirie")
+    since = len(owner.received)
+    first = await post_file(owner, room, b"version un", "Plan.pdf", encrypt=False)
+    first_path = await filed(owner, room, synapse, since)
+    since = len(owner.received)
+    await post_file(owner, room, b"version deux", "plan.pdf")
+    second_path = await filed(owner, room, synapse, since)
+    since = len(owner.received)
+    await post_file(owner, room, b"version trois", "autre-nom.pdf", reply_to=first)
+    third_path = await filed(owner, room, synapse, since)
+
+    base = f"st/voirie/{today()}_st_plan"
+    assert (first_path, second_path, third_path) == (f"{base}.pdf", f"{base}_v2.pdf", f"{base}_v3.pdf")
+    dav = dav_client(synapse, webdav)
+    for path, content in ((first_path, b"version un"), (second_path, b"version deux"),
+                          (third_path, b"version trois")):
+        buffer = io.BytesIO()
+        dav.download_from(buffer, path)
+        assert buffer.getvalue() == content
+
+
+async def test_files_in_an_unbound_room_are_left_alone(
+    synapse: ServerStack, webdav: str, bots: str, agents: AgentFactory
+) -> None:
+    owner, room = await _room_with_bot(agents, synapse, "Sans dossier")
+    await post_file(owner, room, b"rien", "note.pdf")
+    answer = await _bot_answer(owner, room, synapse, "!doc dossier")  # handled after the file, in order
+    assert "n’est lié à aucun dossier" in answer
+    assert not [m for m in owner.received if m.room_id == room and "Rangé" in m.body]
+
+
+@pytest.mark.parametrize("original", ["rapport\x1b[31m.pdf", "NUL.pdf", "a" * 300 + ".pdf"])
+async def test_odd_names_are_filed_and_the_agent_told(
+    original: str, synapse: ServerStack, webdav: str, bots: str, agents: AgentFactory
+) -> None:
+    owner, room = await bound_room(agents, synapse, "dg/noms")
+    since = len(owner.received)
+    await post_file(owner, room, b"contenu", original)
+    message = await owner.wait_for_text(
+        room, lambda m: m.sender == documents_id(synapse) and "Rangé dans" in m.body, since=since, timeout=60)
+    path = message.body.split("« ", 1)[1].split(" »", 1)[0]
+    assert path.startswith("dg/noms/") and "\x1b" not in path
+    if original.startswith("NUL"):
+        assert "réservé" in message.body
+    if len(original) > 200:
+        assert "raccourci" in message.body
