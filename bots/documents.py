@@ -22,6 +22,7 @@ from mautrix.types import (
     MessageType,
     PowerLevelStateEventContent,
     RoomID,
+    StateEvent,
     UserID,
 )
 
@@ -88,6 +89,29 @@ class DocumentsBot(Bot):
         self.dav = WebDav(base, config.webdav.utilisateur, stack_secrets.dav_password)
         self.media = httpx.AsyncClient(base_url=config.synapse_url, timeout=httpx.Timeout(60, read=300),
                                        headers={"Authorization": f"Bearer {self.client.api.token}"})
+        self.client.add_event_handler(BINDING_EVENT, self._on_binding, wait_sync=True)
+
+    async def _on_binding(self, event: StateEvent) -> None:
+        """Keep the bindings cache in step with room state, whoever changed it."""
+        folder = event.content.get("dossier") if hasattr(event.content, "get") else None
+        await self.remember_binding(event.room_id, str(folder) if folder else None)
+
+    async def remember_binding(self, room_id: str, folder: str | None) -> None:
+        if folder is None:
+            await self.context.db.execute("DELETE FROM maillage_binding WHERE room_id=$1", room_id)
+        else:
+            await self.context.db.execute(
+                "INSERT INTO maillage_binding (room_id, folder) VALUES ($1, $2)"
+                " ON CONFLICT (room_id) DO UPDATE SET folder=$2", room_id, folder)
+
+    async def folder_bound_elsewhere(self, room_id: str, folder: str) -> str | None:
+        """Another room's folder that is this one, inside it, or contains it."""
+        rows = await self.context.db.fetch("SELECT room_id, folder FROM maillage_binding WHERE room_id<>$1", room_id)
+        for row in rows:
+            other = str(row["folder"])
+            if other == folder or other.startswith(folder + "/") or folder.startswith(other + "/"):
+                return other
+        return None
 
     async def on_message(self, event: MessageEvent) -> None:
         if event.content.msgtype not in FILE_TYPES:
@@ -205,7 +229,11 @@ class DocumentsBot(Bot):
                                arguments=(Argument("dossier", "chemin du dossier", rest=True),))
 async def bind(bot: DocumentsBot, event: MessageEvent, dossier: str) -> None:
     folder = normalise_folder(dossier)
+    other = await bot.folder_bound_elsewhere(event.room_id, folder)
+    if other is not None:
+        raise CommandError(t("doc.bound_elsewhere", folder=folder, other=other))
     await bot.send_binding(event, {"dossier": folder})
+    await bot.remember_binding(event.room_id, folder)
     await bot.reply(event, t("doc.bound", folder=folder))
 
 
@@ -215,6 +243,7 @@ async def unbind(bot: DocumentsBot, event: MessageEvent) -> None:
     if await bot.binding(event.room_id) is None:
         raise CommandError(t("doc.not_bound"))
     await bot.send_binding(event, {})
+    await bot.remember_binding(event.room_id, None)
     await bot.reply(event, t("doc.unbound"))
 
 

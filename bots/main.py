@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 
+from maillage.bots import library  # noqa: F401 (registers the @documents folder commands)
 from maillage.bots.documents import DocumentsBot
 from maillage.bots.metrics import Metrics, serve_health
 from maillage.bots.runtime import Bot, BotRuntime

@@ -56,6 +56,14 @@ async def _documents(conn: Connection) -> None:
 upgrade_table.register(_documents, description="Documents filed by @documents")
 
 
+async def _bindings(conn: Connection) -> None:
+    # A cache of the rooms' fr.maillage.documents state, to refuse a folder bound twice.
+    await conn.execute("CREATE TABLE maillage_binding (room_id TEXT PRIMARY KEY, folder TEXT NOT NULL)")
+
+
+upgrade_table.register(_bindings, description="Folder bindings of rooms")
+
+
 @dataclass(frozen=True)
 class Credentials:
     user_id: str

@@ -127,3 +127,60 @@ async def test_odd_names_are_filed_and_the_agent_told(
         assert "réservé" in message.body
     if len(original) > 200:
         assert "raccourci" in message.body
+
+
+async def test_list_info_versions_rename_trash_and_restore(
+    synapse: ServerStack, webdav: str, bots: str, agents: AgentFactory
+) -> None:
+    owner, room = await bound_room(agents, synapse, "dg/conseil")
+    since = len(owner.received)
+    first = await post_file(owner, room, b"ordre du jour", "Ordre du jour.pdf")
+    name = (await filed(owner, room, synapse, since)).rsplit("/", 1)[1]
+    since = len(owner.received)
+    await post_file(owner, room, b"ordre du jour v2", "autre.pdf", reply_to=first)
+    await filed(owner, room, synapse, since)
+
+    listing = await _bot_answer(owner, room, synapse, "!doc liste")
+    assert name in listing and name.replace(".pdf", "_v2.pdf") in listing
+    info = await _bot_answer(owner, room, synapse, f"!doc infos {name}")
+    assert "versions : 2" in info and owner.user_id in info and "Ordre du jour.pdf" in info
+    versions = await _bot_answer(owner, room, synapse, f"!doc versions {name}")
+    assert "v1 :" in versions and "v2 :" in versions
+    found = await _bot_answer(owner, room, synapse, "!doc cherche ordre jour")
+    assert "2 document(s) trouvé(s)" in found
+
+    renamed = await _bot_answer(owner, room, synapse, f"!doc renomme {name} Ordre du jour définitif")
+    assert "ordre-du-jour-definitif.pdf" in renamed
+    trashed = await _bot_answer(owner, room, synapse, "!doc supprime ordre-du-jour-definitif.pdf")
+    assert "corbeille" in trashed
+    assert "ordre-du-jour-definitif.pdf" not in await _bot_answer(owner, room, synapse, "!doc liste")
+    assert dav_client(synapse, webdav).check("dg/conseil/.corbeille/ordre-du-jour-definitif.pdf")
+    restored = await _bot_answer(owner, room, synapse, "!doc restaure ordre-du-jour-definitif.pdf")
+    assert "restauré" in restored
+    assert "ordre-du-jour-definitif.pdf" in await _bot_answer(owner, room, synapse, "!doc liste")
+
+
+@pytest.mark.parametrize("name", ["../urbanisme/permis", "/etc/passwd", "..%2F..%2Fx", "a\\..\\b", "x/../../y"])
+async def test_commands_reach_only_the_room_folder(
+    name: str, synapse: ServerStack, webdav: str, bots: str, agents: AgentFactory
+) -> None:
+    owner, room = await bound_room(agents, synapse, f"isole/{abs(hash(name)) % 10_000}")
+    for command in ("infos", "supprime", "versions", "liste"):
+        answer = await _bot_answer(owner, room, synapse, f"!doc {command} {name}")
+        assert "Nom refusé" in answer, (command, answer)
+
+
+async def test_a_room_cannot_bind_another_room_s_folder(
+    synapse: ServerStack, webdav: str, bots: str, agents: AgentFactory
+) -> None:
+    await bound_room(agents, synapse, "finances/paie")
+    intruder, room = await _room_with_bot(agents, synapse, "Curieux")
+    levels = await intruder.client.room_get_state_event(room, "m.room.power_levels")
+    users = {**levels.content["users"], documents_id(synapse): 50}
+    await intruder.client.room_put_state(room, "m.room.power_levels", {**levels.content, "users": users})
+    for folder in ("finances/paie", "finances", "finances/paie/bulletins"):
+        answer = await _bot_answer(intruder, room, synapse, f"!doc lier {folder}")
+        assert "déjà lié à un autre salon" in answer, answer
+    state = await intruder.client.room_get_state_event(room, "fr.maillage.documents")
+    assert getattr(state, "content", {}).get("dossier") is None
+    assert "Ce salon est lié" in await _bot_answer(intruder, room, synapse, "!doc lier finances/budget")
