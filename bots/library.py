@@ -7,13 +7,16 @@ and deleted documents go to a trash folder from which they can be restored.
 
 from __future__ import annotations
 
+import mimetypes
 import re
 import unicodedata
+from typing import Any, cast
 
-from mautrix.types import MessageEvent
+from mautrix.types import EventType, MessageEvent
 
 from maillage.bots.commands import Argument, CommandError
 from maillage.bots.documents import DocumentsBot, documents_commands
+from maillage.bots.media import EncryptingStream, upload_stream
 from maillage.bots.naming import base_of, slugify, split_extension, with_version
 from maillage.bots.webdav import Entry, WebDavError
 from maillage.i18n import t
@@ -185,3 +188,32 @@ async def restore(bot: DocumentsBot, event: MessageEvent, nom: str) -> None:
         raise CommandError(t("doc.exists", name=target.rpartition("/")[2]))
     await bot.dav.move(source, target)
     await bot.reply(event, t("doc.restored", name=nom))
+
+
+@documents_commands.subcommand("envoie", "send", help="reposter un document dans le salon (chiffré si le salon l’est)",
+                               example="!doc envoie 2026-11-22_urbanisme_plan.pdf",
+                               arguments=(Argument("nom", "nom du document", rest=True),))
+async def send(bot: DocumentsBot, event: MessageEvent, nom: str) -> None:
+    folder = await bound_folder(bot, event)
+    entry = await existing(bot, resolve(folder, nom), nom)
+    mimetype = mimetypes.guess_type(entry.name)[0] or "application/octet-stream"
+    assert bot.client.state_store is not None  # the runtime always gives one (E2EE needs it)
+    encrypted = await bot.client.state_store.is_encrypted(event.room_id)
+    chunks = bot.dav.get_stream(entry.path)
+    content: dict[str, Any] = {"msgtype": "m.file", "body": entry.name, "filename": entry.name,
+                               "info": {"mimetype": mimetype, "size": entry.size}}
+    if encrypted:
+        stream = EncryptingStream()
+        mxc = await upload_stream(bot.media, stream.wrap(chunks), size=entry.size, filename=entry.name,
+                                  mimetype="application/octet-stream")
+        content["file"] = stream.file_info(mxc)
+    else:
+        content["url"] = await upload_stream(bot.media, chunks, size=entry.size, filename=entry.name,
+                                             mimetype=mimetype)
+    root = event.content.get_thread_parent()
+    if root:
+        content["m.relates_to"] = {"rel_type": "m.thread", "event_id": root, "is_falling_back": True,
+                                   "m.in_reply_to": {"event_id": event.event_id}}
+    else:
+        content["m.relates_to"] = {"m.in_reply_to": {"event_id": event.event_id}}
+    await bot.client.send_message_event(event.room_id, EventType.ROOM_MESSAGE, cast(Any, content))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,49 @@ from Crypto.Cipher import AES
 from Crypto.Util import Counter
 
 CHUNK = 1 << 16
+
+
+def _b64(data: bytes, *, url_safe: bool = False) -> str:
+    encoded = base64.urlsafe_b64encode(data) if url_safe else base64.b64encode(data)
+    return encoded.decode().rstrip("=")
+
+
+class EncryptingStream:
+    """Encrypts chunks for a Matrix encrypted attachment as they stream to the homeserver."""
+
+    def __init__(self) -> None:
+        self.key = os.urandom(32)
+        self.iv = os.urandom(8) + b"\x00" * 8  # the counter half starts at 0, as clients expect
+        counter = Counter.new(64, prefix=self.iv[:8], initial_value=0)
+        self._encrypt = AES.new(self.key, AES.MODE_CTR, counter=counter).encrypt
+        self._hash = hashlib.sha256()
+
+    async def wrap(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        async for chunk in chunks:
+            cipher = self._encrypt(chunk)
+            self._hash.update(cipher)
+            yield cipher
+
+    def file_info(self, mxc: str) -> dict[str, Any]:
+        """The ``file`` object of the event, once the upload is done."""
+        return {"url": mxc, "v": "v2", "iv": _b64(self.iv),
+                "key": {"kty": "oct", "alg": "A256CTR", "ext": True, "key_ops": ["encrypt", "decrypt"],
+                        "k": _b64(self.key, url_safe=True)},
+                "hashes": {"sha256": _b64(self._hash.digest())}}
+
+
+async def upload_stream(http: httpx.AsyncClient, chunks: AsyncIterator[bytes], *, size: int,
+                        filename: str, mimetype: str) -> str:
+    """Upload without holding the file in memory; the homeserver needs its length up front."""
+    try:
+        response = await http.post(
+            "/_matrix/media/v3/upload", params={"filename": filename}, content=chunks,
+            headers={"Content-Length": str(size), "Content-Type": mimetype})
+    except httpx.TransportError as exc:
+        raise MediaUnavailable(str(exc)) from None
+    if response.status_code != 200:
+        raise MediaUnavailable(f"upload → {response.status_code}")
+    return str(response.json()["content_uri"])
 
 
 class CorruptAttachment(Exception):

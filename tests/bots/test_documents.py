@@ -184,3 +184,19 @@ async def test_a_room_cannot_bind_another_room_s_folder(
     state = await intruder.client.room_get_state_event(room, "fr.maillage.documents")
     assert getattr(state, "content", {}).get("dossier") is None
     assert "Ce salon est lié" in await _bot_answer(intruder, room, synapse, "!doc lier finances/budget")
+
+
+async def test_a_document_is_posted_back_encrypted_in_an_encrypted_room(
+    synapse: ServerStack, webdav: str, bots: str, agents: AgentFactory
+) -> None:
+    owner, room = await bound_room(agents, synapse, "urbanisme/retour")
+    data = os.urandom(700_000)
+    since = len(owner.received)
+    await post_file(owner, room, data, "Plan cadastral.pdf")
+    name = (await filed(owner, room, synapse, since)).rsplit("/", 1)[1]
+    await owner.send_text(room, f"!doc envoie {name}")
+    sent = await owner.wait_for_file(room, documents_id(synapse))
+    from nio import RoomEncryptedFile
+
+    assert isinstance(sent, RoomEncryptedFile)
+    assert await owner.download_file(sent) == data

@@ -20,6 +20,8 @@ from nio import (
     MatrixRoom,
     MegolmEvent,
     RoomCreateError,
+    RoomEncryptedFile,
+    RoomMessageFile,
     RoomMessageNotice,
     RoomMessageText,
     RoomSendError,
@@ -51,6 +53,7 @@ class Agent:
     _new_message: asyncio.Event = field(default_factory=asyncio.Event)
     _sync_task: asyncio.Task[Any] | None = None
     undecryptable: list[MegolmEvent] = field(default_factory=list)
+    files: list[Any] = field(default_factory=list)  # m.file events (nio RoomEncryptedFile / RoomMessageFile)
 
     @property
     def user_id(self) -> str:
@@ -59,6 +62,7 @@ class Agent:
     def start_syncing(self) -> None:
         self.client.add_event_callback(self._on_text, (RoomMessageText, RoomMessageNotice))
         self.client.add_event_callback(self._on_undecryptable, MegolmEvent)
+        self.client.add_event_callback(self._on_file, (RoomEncryptedFile, RoomMessageFile))
         self._sync_task = asyncio.create_task(
             self.client.sync_forever(timeout=30_000, full_state=True)
         )
@@ -70,6 +74,31 @@ class Agent:
             server_timestamp=event.server_timestamp, arrived=time.perf_counter(),
         ))
         self._new_message.set()
+
+    async def _on_file(self, room: MatrixRoom, event: Any) -> None:
+        self.files.append((room.room_id, event))
+        self._new_message.set()
+
+    async def download_file(self, event: Any) -> bytes:
+        """The plaintext of an m.file event, decrypted when it was encrypted."""
+        from nio.crypto.attachments import decrypt_attachment
+
+        response = await self.client.download(event.url)
+        data = bytes(response.body)
+        if isinstance(event, RoomEncryptedFile):
+            return bytes(decrypt_attachment(data, event.key["k"], event.hashes["sha256"], event.iv))
+        return data
+
+    async def wait_for_file(self, room_id: str, sender: str, timeout: float = 60) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for room, event in self.files:
+                if room == room_id and event.sender == sender:
+                    return event
+            self._new_message.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._new_message.wait(), 1.0)
+        raise MatrixTimeout(f"no file from {sender} in {room_id} within {timeout} s")
 
     async def _on_undecryptable(self, room: MatrixRoom, event: MegolmEvent) -> None:
         self.undecryptable.append(event)
