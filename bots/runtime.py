@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, cast
 
-from mautrix.client import Client
+from mautrix.client import Client, InternalEventType
 from mautrix.client.state_store.asyncpg import PgStateStore
 from mautrix.crypto import OlmMachine, PgCryptoStateStore, PgCryptoStore
 from mautrix.errors import MForbidden, MUnknownToken
@@ -70,6 +70,9 @@ class Bot:
     commands: ClassVar[list[CommandSet]] = []
 
     context: BotContext
+    # True while the sync being handled is an initial one (first start, or a lost
+    # sync position): its invitations are accepted, its old messages are not commands.
+    in_initial_sync: bool = field(init=False, default=True)
     client: Client = field(init=False)
     store: BotStore = field(init=False)
     _order: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
@@ -89,7 +92,7 @@ class Bot:
     # --- command handling -----------------------------------------------------------
 
     async def handle_message(self, event: MessageEvent) -> None:
-        if event.sender == self.user_id:
+        if event.sender == self.user_id or self.in_initial_sync:
             return
         async with self._order:  # FIFO: commands run one at a time, in arrival order
             if await self.store.was_handled(event.event_id):
@@ -184,7 +187,8 @@ class BotRuntime:
         await self._ensure_cross_signing(bot, machine)
         bot.client = client
         await bot.setup()
-        client.ignore_initial_sync = True
+        client.add_event_handler(InternalEventType.SYNC_SUCCESSFUL, lambda e: _note_sync_kind(bot, e),
+                                 wait_sync=True)
         client.add_event_handler(EventType.ROOM_MEMBER, lambda e: self._on_member(bot, e), wait_sync=True)
         client.add_event_handler(EventType.ROOM_MESSAGE, bot.handle_message, wait_sync=True)
         client.start(None)
@@ -228,6 +232,10 @@ class BotRuntime:
     def _may_invite(self, inviter: str) -> bool:
         server = inviter.split(":", 1)[1]
         return server == self.config.collectivite.nom_serveur or server in self.config.federation.partenaires
+
+
+async def _note_sync_kind(bot: Bot, event: dict[str, Any]) -> None:
+    bot.in_initial_sync = bool(event["data"].get("net.maunium.mautrix", {}).get("is_initial"))
 
 
 def database_url(config: Config) -> str:

@@ -123,6 +123,13 @@ class SynapseAdmin:
         path = f"/_matrix/client/v3/rooms/{_q(room_id)}/state/{_q(event_type)}/{_q(state_key)}"
         return str((await self._call("PUT", path, content))["event_id"])
 
+    async def state(self, room_id: str, event_type: str, state_key: str = "") -> dict[str, Any]:
+        path = f"/_matrix/client/v3/rooms/{_q(room_id)}/state/{_q(event_type)}/{_q(state_key)}"
+        return await self._call("GET", path)
+
+    async def invite(self, room_id: str, user_id: str) -> None:
+        await self._call("POST", f"/_matrix/client/v3/rooms/{_q(room_id)}/invite", {"user_id": user_id})
+
     async def room(self, room_id: str) -> dict[str, Any] | None:
         try:
             return await self._call("GET", f"/_synapse/admin/v1/rooms/{_q(room_id)}")

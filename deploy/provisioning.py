@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from maillage.bots.naming import slugify
 from maillage.config import Config
 from maillage.secretstore import Secrets, update_secrets, write_private
 from maillage.synapse_admin import (
@@ -183,6 +184,8 @@ async def seed_demo(config: Config, admin_token: str) -> None:
             for child in [*children, all_agents]:
                 await admin.send_state(space, "m.space.child", child,
                                        {"via": [config.collectivite.nom_serveur]})
+            for room_id, name in zip(children, service.rooms, strict=True):
+                await _bind_documents(config, admin, progress, room_id, f"{service.key}/{_room_slug(name)}")
             members = [a for a in model.agents if a.service == service.key]
             for agent in members:
                 for room in (space, *children):
@@ -190,6 +193,25 @@ async def seed_demo(config: Config, admin_token: str) -> None:
         for agent in model.agents:
             await admin.force_join(all_agents, user_id(config, agent.localpart))
     progress.set("termine", True)
+
+
+def _room_slug(name: str) -> str:
+    return slugify(name.split("—")[-1]) or "documents"
+
+
+async def _bind_documents(config: Config, admin: SynapseAdmin, progress: DemoProgress, room_id: str,
+                          folder: str) -> None:
+    """@documents in the room, with the power to keep its binding, and the room bound to a folder."""
+    key = f"documents:{room_id}"
+    if progress.get(key):
+        return
+    bot = user_id(config, "documents")
+    levels = await admin.state(room_id, "m.room.power_levels")
+    levels["users"] = {**levels.get("users", {}), bot: 50}
+    await admin.send_state(room_id, "m.room.power_levels", "", levels)
+    await admin.invite(room_id, bot)
+    await admin.send_state(room_id, "fr.maillage.documents", "", {"dossier": folder})
+    progress.set(key, folder)
 
 
 async def _seed_agents(config: Config, model: DemoModel, admin: SynapseAdmin) -> None:

@@ -116,13 +116,13 @@ async def test_files_in_an_unbound_room_are_left_alone(
 async def test_odd_names_are_filed_and_the_agent_told(
     original: str, synapse: ServerStack, webdav: str, bots: str, agents: AgentFactory
 ) -> None:
-    owner, room = await bound_room(agents, synapse, "dg/noms")
+    owner, room = await bound_room(agents, synapse, f"dg/noms-{len(original)}")
     since = len(owner.received)
     await post_file(owner, room, b"contenu", original)
     message = await owner.wait_for_text(
         room, lambda m: m.sender == documents_id(synapse) and "Rangé dans" in m.body, since=since, timeout=60)
     path = message.body.split("« ", 1)[1].split(" »", 1)[0]
-    assert path.startswith("dg/noms/") and "\x1b" not in path
+    assert path.startswith(f"dg/noms-{len(original)}/") and "\x1b" not in path
     if original.startswith("NUL"):
         assert "réservé" in message.body
     if len(original) > 200:

@@ -69,7 +69,7 @@ async def test_a_room_admin_binds_a_folder_as_room_state(
     synapse: ServerStack, bots: str, agents: AgentFactory
 ) -> None:
     owner, room = await _room_with_bot(agents, synapse, "Permis")
-    needs_power = await _bot_answer(owner, room, synapse, "!doc lier urbanisme/permis")
+    needs_power = await _bot_answer(owner, room, synapse, "!doc lier urbanisme/instruction")
     assert "donnez-lui le niveau « modérateur »" in needs_power
 
     levels = await owner.client.room_get_state_event(room, "m.room.power_levels")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -12,8 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from webdav3.client import Client as WebDavClient
 
 from maillage.deploy.provisioning import DEMO_AGENTS
+from tests.bots.test_documents import post_file
 from tests.harness.matrix import login_agent, restore_agent
 from tests.harness.servers import SERVER_LOGS, free_port
 
@@ -86,6 +89,23 @@ async def test_quick_start_two_demo_agents_exchange_an_encrypted_message(stack_d
         await claire.send_text(team, "Réunion de direction jeudi à 14 h, salle du conseil.")
         message = await thomas.wait_for_text(team, "Réunion de direction jeudi à 14 h, salle du conseil.")
         assert message.encrypted and message.sender == claire_id
+
+        # A newcomer posts a PDF in a demo room and finds it in the WebDAV folder.
+        pdf = b"%PDF-1.7\n" + os.urandom(10_000)
+        since = len(claire.received)
+        await post_file(claire, team, pdf, "Compte rendu CODIR.pdf")
+        filed_note = await claire.wait_for_text(
+            team, lambda m: m.sender == "@documents:localhost" and "Rangé dans" in m.body, since=since, timeout=90)
+        path = filed_note.body.split("« ", 1)[1].split(" »", 1)[0]
+        assert path.startswith("dg/equipe/") and path.endswith("_dg_compte-rendu-codir.pdf")
+        secrets_text = (stack_dir / "secrets" / "secrets.toml").read_text()
+        dav_password = re.search(r'^dav_password = "(.+)"$', secrets_text, re.M)
+        assert dav_password
+        dav = WebDavClient({"webdav_hostname": f"http://127.0.0.1:{ports['port_webdav']}/",
+                            "webdav_login": "maillage", "webdav_password": dav_password[1]})
+        stored = io.BytesIO()
+        dav.download_from(stored, path)
+        assert stored.getvalue() == pdf
     finally:
         await claire.close()
         await thomas.close()
