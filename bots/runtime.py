@@ -44,7 +44,7 @@ from maillage.bots.metrics import Metrics
 from maillage.bots.store import BotStore, Credentials, HandledSyncStore, upgrade_table
 from maillage.config import Config
 from maillage.i18n import t
-from maillage.secretstore import Secrets, write_private
+from maillage.secretstore import Secrets, check_private, write_private
 from maillage.synapse_admin import SynapseAdmin
 
 log = logging.getLogger("maillage.bots")
@@ -168,23 +168,20 @@ class BotRuntime:
     async def _start_bot(self, bot: Bot) -> None:
         assert self.db is not None
         bot.store = BotStore(self.db, bot.user_id)
-        credentials = await bot.store.credentials() or await self._first_login(bot)
+        credentials, new_device = await self._valid_credentials(bot)
         state_store = PgCryptoStateStore(self.db)
         client = Client(mxid=UserID(bot.user_id), device_id=DeviceID(credentials.device_id),
                         base_url=self.config.synapse_url, token=credentials.access_token,
                         state_store=state_store, sync_store=HandledSyncStore(bot.store))
-        crypto_store = PgCryptoStore(account_id=bot.user_id, pickle_key=self._pickle_key(), db=self.db)
+        # One crypto account per device: a new login never reuses another device's keys.
+        crypto_store = PgCryptoStore(account_id=f"{bot.user_id}|{credentials.device_id}",
+                                     pickle_key=self._pickle_key(), db=self.db)
         machine = OlmMachine(client, crypto_store, state_store)
         await crypto_store.open()
         client.crypto = machine
         await machine.load()
-        try:
-            await client.whoami()
-        except MUnknownToken:  # token revoked by an admin: log in again
-            credentials = await self._first_login(bot)
-            client.api.token, client.device_id = credentials.access_token, DeviceID(credentials.device_id)
         await machine.share_keys()
-        await self._ensure_cross_signing(bot, machine)
+        await self._ensure_cross_signing(bot, machine, new_device)
         bot.client = client
         await bot.setup()
         client.add_event_handler(InternalEventType.SYNC_SUCCESSFUL, lambda e: _note_sync_kind(bot, e),
@@ -192,6 +189,20 @@ class BotRuntime:
         client.add_event_handler(EventType.ROOM_MEMBER, lambda e: self._on_member(bot, e), wait_sync=True)
         client.add_event_handler(EventType.ROOM_MESSAGE, bot.handle_message, wait_sync=True)
         client.start(None)
+
+    async def _valid_credentials(self, bot: Bot) -> tuple[Credentials, bool]:
+        """Stored credentials if the homeserver still accepts them, else a new login (True)."""
+        stored = await bot.store.credentials()
+        if stored is not None:
+            probe = Client(mxid=UserID(bot.user_id), base_url=self.config.synapse_url, token=stored.access_token)
+            try:
+                await probe.whoami()
+                return stored, False
+            except MUnknownToken:  # revoked by an admin
+                pass
+            finally:
+                await probe.api.session.close()
+        return await self._first_login(bot), True
 
     def _pickle_key(self) -> str:
         return self.secrets.bots_pickle_key or self.secrets.macaroon_secret_key
@@ -210,9 +221,13 @@ class BotRuntime:
         await bot.store.save_credentials(credentials)
         return credentials
 
-    async def _ensure_cross_signing(self, bot: Bot, machine: OlmMachine) -> None:
+    async def _ensure_cross_signing(self, bot: Bot, machine: OlmMachine, new_device: bool) -> None:
+        """Create the bot's cross-signing keys once; a later new device signs itself with them."""
         path = recovery_key_path(self.config, bot.localpart)
         if path.exists():
+            check_private(path)
+            if new_device:  # a new login (database lost, token revoked): sign it with the same keys
+                await machine.verify_with_recovery_key(path.read_text().strip())
             return
         recovery_key = await machine.generate_recovery_key()
         write_private(path, recovery_key + "\n")
