@@ -1,0 +1,175 @@
+"""Bot benchmarks as ratios measured in the same run (issue 4).
+
+- `!aide` reply time ÷ the encrypted ping-pong floor, with the bot in 1 room, then in 1,000;
+- the bots' start time with 1,000 joined rooms;
+- a 100 MB file: post → stored, ÷ a plain script downloading it from Synapse and PUTting it
+  to WebDAV; and how much the bot process's memory grows meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import threading
+import time
+
+import httpx
+import psutil
+import pytest
+
+from maillage.synapse_admin import SynapseAdmin
+from tests.benchmarks.report import record, summary
+from tests.benchmarks.test_floor import ping_pong_series
+from tests.bots.test_documents import bound_room
+from tests.bots.test_runtime import documents_id
+from tests.conftest import BotProcess, ServerStack
+from tests.harness.matrix import Agent, AgentFactory, create_encrypted_room
+
+pytestmark = pytest.mark.benchmark
+
+ROUNDS, SERIES, FILLER_ROOMS = 50, 3, 1000
+
+
+async def help_round_trips(agent: Agent, room: str, bot: str, rounds: int) -> list[float]:
+    timings = []
+    for _ in range(rounds):
+        since = len(agent.received)
+        started = time.perf_counter()
+        await agent.send_text(room, "!aide")
+        answer = await agent.wait_for_text(room, lambda m: m.sender == bot, since=since, timeout=60)
+        timings.append(answer.arrived - started)
+    return timings
+
+
+async def ratio_run(agent: Agent, help_room: str, bot: str, ping: Agent, pong: Agent, floor_room: str) -> dict[
+        str, object]:
+    helps, floors = [], []
+    for _ in range(SERIES):  # interleaved, so both see the same machine load
+        helps.append(statistics.median(await help_round_trips(agent, help_room, bot, ROUNDS)) * 1000)
+        floors.append(statistics.median(await ping_pong_series(ping, pong, floor_room, ROUNDS)) * 1000)
+    return {"aide_median_ms": statistics.median(helps), "floor_median_ms": statistics.median(floors),
+            "ratio": statistics.median(helps) / statistics.median(floors), "aide_runs_ms": helps,
+            "floor_runs_ms": floors}
+
+
+async def fill_rooms(stack: ServerStack, admin_token: str, bot: str, count: int) -> None:
+    async with SynapseAdmin(stack.homeserver, admin_token) as admin:
+        for index in range(count):
+            room = await admin.create_room({"name": f"Salon {index}", "preset": "private_chat"})
+            await admin.invite(room, bot)
+
+
+async def wait_joined(stack: ServerStack, token: str, count: int, timeout: float = 900) -> None:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(base_url=stack.homeserver) as http:
+        while time.monotonic() < deadline:
+            joined = (await http.get("/_matrix/client/v3/joined_rooms",
+                                     headers={"Authorization": f"Bearer {token}"})).json()["joined_rooms"]
+            if len(joined) >= count:
+                return
+            await asyncio.sleep(2)
+    raise AssertionError(f"the bot joined fewer than {count} rooms")
+
+
+def bot_token(stack: ServerStack) -> str:
+    import sqlite3
+
+    with sqlite3.connect(stack.config.data_dir / "bots" / "bots.db") as db:
+        return str(db.execute("SELECT access_token FROM maillage_bot_account").fetchone()[0])
+
+
+async def test_help_reply_over_the_floor_with_1_and_1000_rooms_and_start_time(
+    synapse: ServerStack, admin_token: str, bot_process: BotProcess, bots: str, agents: AgentFactory
+) -> None:
+    bot = documents_id(synapse)
+    claire = await agents("claire")
+    help_room = await create_encrypted_room(claire, name="Banc d’essai")
+    await claire.client.room_invite(help_room, bot)
+    await claire.wait_for_members_including(help_room, bot)
+    ping, pong = await agents("ping"), await agents("pong")
+    floor_room = await create_encrypted_room(ping, pong, name="Plancher")
+    await help_round_trips(claire, help_room, bot, 5)
+    await ping_pong_series(ping, pong, floor_room, 5)
+
+    one_room = await ratio_run(claire, help_room, bot, ping, pong, floor_room)
+
+    started = time.perf_counter()
+    await fill_rooms(synapse, admin_token, bot, FILLER_ROOMS)
+    await wait_joined(synapse, bot_token(synapse), FILLER_ROOMS)
+    filling = time.perf_counter() - started
+    many_rooms = await ratio_run(claire, help_room, bot, ping, pong, floor_room)
+
+    starts, first_answers = [], []
+    for _ in range(SERIES):
+        bot_process.stop()
+        before = time.perf_counter()
+        bot_process.start()  # returns once /sante answers
+        starts.append(time.perf_counter() - before)
+        await help_round_trips(claire, help_room, bot, 1)
+        first_answers.append(time.perf_counter() - before)
+    record("bots_help", {
+        "what": "!aide reply (ms) over the encrypted ping-pong floor, same run; bot start with 1000 rooms (s)",
+        "rounds_per_run": ROUNDS, "runs": SERIES,
+        "one_room": one_room, "thousand_rooms": many_rooms, "seconds_to_join_1000_rooms": filling,
+        "start_until_healthy_s": summary(starts), "start_until_first_answer_s": summary(first_answers),
+    })
+    assert one_room["ratio"] and many_rooms["ratio"]
+
+
+def _peak_rss(pid: int, stop: threading.Event, peaks: list[int]) -> None:
+    process = psutil.Process(pid)
+    while not stop.is_set():
+        peaks.append(process.memory_info().rss)
+        time.sleep(0.02)
+
+
+async def test_a_100_mb_file_over_a_plain_download_and_put(
+    synapse: ServerStack, webdav: str, bot_process: BotProcess, bots: str, agents: AgentFactory
+) -> None:
+    owner, room = await bound_room(agents, synapse, "gros/fichiers")
+    data = os.urandom(100 * 1000 * 1000)
+    assert bot_process.process is not None
+    pid = bot_process.process.pid
+    bot_times, plain_times, growth = [], [], []
+    for run in range(SERIES):
+        baseline_rss = psutil.Process(pid).memory_info().rss
+        stop, peaks = threading.Event(), []
+        sampler = threading.Thread(target=_peak_rss, args=(pid, stop, peaks))
+        sampler.start()
+        since = len(owner.received)
+        response, keys = await owner.client.upload(
+            __import__("io").BytesIO(data), content_type="application/pdf", filename=f"plan-{run}.pdf",
+            encrypt=True, filesize=len(data))
+        content = {"msgtype": "m.file", "body": f"Plan {run}.pdf", "file": {"url": response.content_uri, **keys},
+                   "info": {"mimetype": "application/pdf", "size": len(data)}}
+        started = time.perf_counter()
+        await owner.client.room_send(room, "m.room.message", content, ignore_unverified_devices=True)
+        await owner.wait_for_text(room, lambda m: m.sender == documents_id(synapse) and "Rangé" in m.body,
+                                  since=since, timeout=600)
+        bot_times.append(time.perf_counter() - started)
+        stop.set()
+        sampler.join()
+        growth.append((max(peaks) - baseline_rss) / 2**20)
+        plain_times.append(await _plain_copy(synapse, owner, response.content_uri, f"gros/fichiers/copie-{run}"))
+    record("bots_large_file", {
+        "what": "100 MB encrypted file: post → filed by @documents (s) over a plain download+PUT script (s)",
+        "bot_s": summary(bot_times), "plain_script_s": summary(plain_times),
+        "ratio": statistics.median(bot_times) / statistics.median(plain_times),
+        "bot_rss_growth_mb": summary(growth),
+    })
+    assert len(bot_times) == SERIES
+    del data
+
+
+async def _plain_copy(stack: ServerStack, agent: Agent, mxc: str, path: str) -> float:
+    server, _, media_id = mxc.removeprefix("mxc://").partition("/")
+    started = time.perf_counter()
+    async with httpx.AsyncClient(base_url=stack.homeserver, timeout=600,
+                                 headers={"Authorization": f"Bearer {agent.client.access_token}"}) as matrix, \
+            httpx.AsyncClient(auth=("maillage", stack.secrets.dav_password), timeout=600) as dav, \
+            matrix.stream("GET", f"/_matrix/client/v1/media/download/{server}/{media_id}") as download:
+        put = await dav.put(f"{stack.config.synapse_url.rsplit(':', 1)[0]}:{stack.config.reseau.port_webdav}/{path}",
+                            content=download.aiter_bytes(1 << 16))
+        assert put.status_code in (201, 204)
+    return time.perf_counter() - started
