@@ -27,7 +27,7 @@ from mautrix.types import (
 )
 
 from maillage.bots.commands import Argument, CommandError, CommandSet
-from maillage.bots.media import Attachment, CorruptAttachment, MediaUnavailable
+from maillage.bots.media import Attachment, CorruptAttachment, MediaUnavailable, prefetch
 from maillage.bots.naming import base_of, stored_name, with_version
 from maillage.bots.runtime import Bot
 from maillage.bots.webdav import WebDav, WebDavError
@@ -163,7 +163,7 @@ class DocumentsBot(Bot):
         await self.dav.make_folders(folder)
         attachment.size, attachment.sha256 = 0, ""
         attachment.reset()
-        await self.dav.put_stream(temporary, attachment.chunks(self.media), mimetype)
+        await self.dav.put_stream(temporary, prefetch(attachment.chunks(self.media)), mimetype)
         version = first_version
         while True:
             candidate = f"{folder}/{with_version(base_name, version)}"

@@ -8,6 +8,7 @@ raises CorruptAttachment before the file is given its final name.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import os
@@ -63,6 +64,32 @@ async def upload_stream(http: httpx.AsyncClient, chunks: AsyncIterator[bytes], *
     if response.status_code != 200:
         raise MediaUnavailable(f"upload → {response.status_code}")
     return str(response.json()["content_uri"])
+
+
+async def prefetch(chunks: AsyncIterator[bytes], depth: int = 32) -> AsyncIterator[bytes]:
+    """Read ahead while the consumer writes: download and upload overlap, memory stays bounded
+    (``depth`` chunks at most)."""
+    queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(maxsize=depth)
+
+    async def reader() -> None:
+        try:
+            async for chunk in chunks:
+                await queue.put(chunk)
+            await queue.put(None)
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            await queue.put(exc)
+
+    task = asyncio.create_task(reader())
+    try:
+        while True:
+            item = await queue.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        task.cancel()
 
 
 class CorruptAttachment(Exception):

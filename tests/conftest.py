@@ -19,7 +19,7 @@ from maillage.config import Config
 from maillage.deploy import processes
 from maillage.deploy.processes import RunningService
 from maillage.deploy.provisioning import ensure_admin_token
-from maillage.deploy.services import bots_service, caldav_service, synapse_service, webdav_service
+from maillage.deploy.services import Service, bots_service, caldav_service, synapse_service, webdav_service
 from maillage.secretstore import Secrets, ensure_secrets
 from tests.harness.federation import Federation, Homeserver, three_homeservers
 from tests.harness.matrix import AgentFactory
@@ -70,10 +70,19 @@ def caldav(stack: ServerStack) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def webdav(stack: ServerStack) -> Iterator[str]:
-    service = webdav_service(stack.config, stack.secrets)
-    with running(stack.config.data_dir, service):
-        yield service.url
+def webdav_process(stack: ServerStack) -> Iterator[ServiceProcess]:
+    controller = ServiceProcess(stack.config, lambda config: webdav_service(config, stack.secrets))
+    controller.start()
+    yield controller
+    controller.stop()
+
+
+@pytest.fixture
+def webdav(webdav_process: ServiceProcess) -> str:
+    """WsgiDAV, running (started again if a previous test stopped it); its URL."""
+    if webdav_process.process is None:
+        webdav_process.start()
+    return webdav_process.url
 
 
 @pytest.fixture
@@ -116,18 +125,19 @@ async def agents_on(federation: Federation, tmp_path: Path) -> AsyncIterator[Cal
         await made.close()
 
 
-class BotProcess:
-    """`maillage bots` on the test homeserver, which a test may stop and start again."""
+class ServiceProcess:
+    """One service of the test stack, which a test may stop (an outage) and start again."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, make: Callable[[Config], Service]) -> None:
         self.config = config
-        self.service = bots_service(config)
+        self.make = make
+        self.service = make(config)
         self.url = self.service.url
         self.process: RunningService | None = None
 
     def start(self, config: Config | None = None) -> None:
-        self.service = bots_service(config or self.config)
-        log = self.config.data_dir / "logs" / "bots.log"
+        self.service = self.make(config or self.config)
+        log = self.config.data_dir / "logs" / f"{self.service.name}.log"
         SERVER_LOGS.append(log)
         self.process = processes.start(self.service, log)
         processes.wait_ready(self.process)
@@ -138,16 +148,19 @@ class BotProcess:
             self.process = None
 
 
+BotProcess = ServiceProcess
+
+
 @pytest.fixture(scope="session")
-def bot_process(synapse: ServerStack, admin_token: str) -> Iterator[BotProcess]:
-    controller = BotProcess(synapse.config)
+def bot_process(synapse: ServerStack, admin_token: str) -> Iterator[ServiceProcess]:
+    controller = ServiceProcess(synapse.config, bots_service)
     controller.start()
     yield controller
     controller.stop()
 
 
 @pytest.fixture
-def bots(bot_process: BotProcess) -> str:
+def bots(bot_process: ServiceProcess) -> str:
     """The bots, running (started again if a previous test stopped them); their health URL."""
     if bot_process.process is None:
         bot_process.start()

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import statistics
 import threading
@@ -134,12 +135,12 @@ async def test_a_100_mb_file_over_a_plain_download_and_put(
     bot_times, plain_times, growth = [], [], []
     for run in range(SERIES):
         baseline_rss = psutil.Process(pid).memory_info().rss
-        stop, peaks = threading.Event(), []
+        stop, peaks = threading.Event(), list[int]()
         sampler = threading.Thread(target=_peak_rss, args=(pid, stop, peaks))
         sampler.start()
         since = len(owner.received)
         response, keys = await owner.client.upload(
-            __import__("io").BytesIO(data), content_type="application/pdf", filename=f"plan-{run}.pdf",
+            io.BytesIO(data), content_type="application/pdf", filename=f"plan-{run}.pdf",
             encrypt=True, filesize=len(data))
         content = {"msgtype": "m.file", "body": f"Plan {run}.pdf", "file": {"url": response.content_uri, **keys},
                    "info": {"mimetype": "application/pdf", "size": len(data)}}

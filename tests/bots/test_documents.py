@@ -11,7 +11,7 @@ import pytest
 from webdav3.client import Client as WebDavClient
 
 from tests.bots.test_runtime import _bot_answer, _room_with_bot, documents_id
-from tests.conftest import ServerStack
+from tests.conftest import ServerStack, ServiceProcess
 from tests.harness.matrix import Agent, AgentFactory
 
 NS = "urn:x-maillage:documents"
@@ -200,3 +200,39 @@ async def test_a_document_is_posted_back_encrypted_in_an_encrypted_room(
 
     assert isinstance(sent, RoomEncryptedFile)
     assert await owner.download_file(sent) == data
+
+
+async def test_a_webdav_outage_is_told_and_the_document_filed_when_it_is_back(
+    synapse: ServerStack, webdav_process: ServiceProcess, webdav: str, bots: str, agents: AgentFactory
+) -> None:
+    owner, room = await bound_room(agents, synapse, "panne/webdav")
+    webdav_process.stop()
+    try:
+        since = len(owner.received)
+        await post_file(owner, room, b"pendant la panne", "Arrete municipal.pdf")
+        told = await owner.wait_for_text(
+            room, lambda m: m.sender == documents_id(synapse) and "ne répond pas" in m.body, since=since)
+        assert "nouvel essai" in told.body
+    finally:
+        webdav_process.start()
+    path = await filed(owner, room, synapse, since)
+    stored = io.BytesIO()
+    dav_client(synapse, webdav).download_from(stored, path)
+    assert stored.getvalue() == b"pendant la panne"
+
+
+async def test_a_command_in_a_thread_is_answered_in_that_thread(
+    synapse: ServerStack, bots: str, agents: AgentFactory
+) -> None:
+    owner, room = await _room_with_bot(agents, synapse, "Fils")
+    root = await owner.send_text(room, "Dossier Dupont : suivi")
+    response = await owner.client.room_send(room, "m.room.message", {
+        "msgtype": "m.text", "body": "!doc dossier",
+        "m.relates_to": {"rel_type": "m.thread", "event_id": root, "is_falling_back": True,
+                         "m.in_reply_to": {"event_id": root}}}, ignore_unverified_devices=True)
+    command = str(response.event_id)
+    answer = await owner.wait_for_text(room, lambda m: m.sender == documents_id(synapse))
+    event = await owner.client.room_get_event(room, answer.event_id)
+    relates = event.event.source["content"].get("m.relates_to", {})
+    assert relates.get("rel_type") == "m.thread" and relates.get("event_id") == root
+    assert relates["m.in_reply_to"]["event_id"] == command

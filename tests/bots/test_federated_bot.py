@@ -6,7 +6,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.conftest import BotProcess
+from maillage.deploy.services import bots_service
+from tests.conftest import ServiceProcess
 from tests.harness.federation import Federation, Homeserver
 from tests.harness.matrix import AgentFactory, create_encrypted_room
 
@@ -16,7 +17,7 @@ AgentsOn = Callable[[Homeserver], AgentFactory]
 @pytest.fixture
 def mairie_bots(federation: Federation) -> Iterator[str]:
     assert federation.mairie.config is not None
-    process = BotProcess(federation.mairie.config)
+    process = ServiceProcess(federation.mairie.config, bots_service)
     process.start()
     yield federation.mairie.user_id("documents")
     process.stop()
