@@ -99,6 +99,20 @@ class CommandSet:
     def _choices(self) -> str:
         return ", ".join(s.names[0] for s in self.subcommands)
 
+    def help_for(self, word: str | None) -> str:
+        """``!doc aide``: this command's help; ``!doc aide lier``: one subcommand's, with an example."""
+        if word:
+            sub = next((s for s in self.subcommands if word.lower() in s.names), None)
+            if sub is None:
+                raise CommandError(t("bot.unknown_subcommand", root=self.root, word=word[:40],
+                                     choices=self._choices()))
+            aliases = ", ".join(sub.names)
+            return t("bot.subcommand_help", usage=sub.usage(self.root), help=sub.help, example=sub.example,
+                     aliases=aliases)
+        lines = [f"{PREFIX}{self.root} — {self.help}"]
+        lines += [f"  {usage} : {text}" for usage, text in self.help_lines()]
+        return "\n".join(lines)
+
     def help_lines(self) -> list[tuple[str, str]]:
         return [(s.usage(self.root), s.help) for s in self.subcommands]
 

@@ -137,16 +137,15 @@ class DocumentsBot(Bot):
         mimetype = (content.info.mimetype if content.info else None) or "application/octet-stream"
         temporary = f"{folder}/.maillage-{slugify(event.event_id)}.partiel"
         try:
+            properties = {"uploader": event.sender, "event": event.event_id, "original": original[:300]}
             path, version = await self._with_retries(event, lambda: self._store(
-                folder, temporary, attachment, mimetype, base_name, first_version))
+                folder, temporary, attachment, mimetype, base_name, first_version, properties))
         except CorruptAttachment:
             await self.reply(event, t("doc.corrupt"))
             return
         except (WebDavError, MediaUnavailable):
             await self.reply(event, t("doc.webdav_gave_up"))
             return
-        await self.dav.set_properties(path, {"uploader": event.sender, "event": event.event_id,
-                                             "sha256": attachment.sha256, "original": original[:300]})
         await self.context.db.execute(
             "INSERT INTO maillage_document (event_id, room_id, path, sha256, uploader, size, stored_at)"
             " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (event_id) DO NOTHING",
@@ -158,22 +157,23 @@ class DocumentsBot(Bot):
         await self.reply(event, t("doc.filed", path=path, version=note), thread_root=event.event_id)
 
     async def _store(self, folder: str, temporary: str, attachment: Attachment, mimetype: str,
-                     base_name: str, first_version: int) -> tuple[str, int]:
-        """Upload under a temporary name, then give it the first free version: never overwrite."""
+                     base_name: str, first_version: int, properties: dict[str, str]) -> tuple[str, int]:
+        """Upload under a temporary name with its properties, then MOVE it to the first free
+        version. MOVE never overwrites (``Overwrite: F`` answers 412 for a taken name), and
+        properties travel with the file, so a document never shows up half-described."""
         await self.dav.make_folders(folder)
-        attachment.size, attachment.sha256 = 0, ""
         attachment.reset()
         await self.dav.put_stream(temporary, prefetch(attachment.chunks(self.media)), mimetype)
+        await self.dav.set_properties(temporary, {**properties, "sha256": attachment.sha256})
         version = first_version
         while True:
             candidate = f"{folder}/{with_version(base_name, version)}"
-            if not await self.dav.exists(candidate):
-                try:
-                    await self.dav.move(temporary, candidate)
-                    return candidate, version
-                except WebDavError as exc:
-                    if exc.status != 412:  # 412: someone took the name meanwhile
-                        raise
+            try:
+                await self.dav.move(temporary, candidate)
+                return candidate, version
+            except WebDavError as exc:
+                if exc.status != 412:
+                    raise
             version += 1
 
     async def _with_retries(self, event: MessageEvent, action: Any) -> Any:

@@ -23,11 +23,13 @@ from pathlib import Path
 from typing import Any, ClassVar, cast
 
 from mautrix.client import Client, InternalEventType
+from mautrix.client.encryption_manager import DecryptionDispatcher
 from mautrix.client.state_store.asyncpg import PgStateStore
 from mautrix.crypto import OlmMachine, PgCryptoStateStore, PgCryptoStore
-from mautrix.errors import MForbidden, MUnknownToken
+from mautrix.errors import DecryptionError, MForbidden, MUnknownToken, SessionNotFound
 from mautrix.types import (
     DeviceID,
+    EncryptedEvent,
     EventType,
     Membership,
     MemberStateEventContent,
@@ -91,22 +93,55 @@ class Bot:
 
     # --- command handling -----------------------------------------------------------
 
-    async def handle_message(self, event: MessageEvent) -> None:
+    async def handle_event(self, event: MessageEvent | EncryptedEvent) -> None:
+        """Every room message, encrypted or not, one at a time in the order of the timeline.
+
+        Decryption happens here, inside the ordered section: decrypting events in
+        parallel (mautrix's default dispatcher) would let a later command overtake an
+        earlier one whose key arrives a moment later.
+        """
         if event.sender == self.user_id or self.in_initial_sync:
             return
-        async with self._order:  # FIFO: commands run one at a time, in arrival order
+        backlog = self.context.metrics.backlog.labels(self.localpart)
+        backlog.inc()
+        async with self._order:  # asyncio.Lock is FIFO: tasks enter in the order syncs created them
+            backlog.dec()
             if await self.store.was_handled(event.event_id):
                 return
-            started = time.perf_counter()
-            try:
-                await self._dispatch(event)
-            except Exception:
-                self.context.metrics.errors.labels(self.localpart).inc()
-                log.exception("%s failed on %s", self.localpart, event.event_id)
-                await self.reply(event, t("bot.internal_error"))
-            finally:
+            message = await self._decrypted(event) if isinstance(event, EncryptedEvent) else event
+            if message is None:
                 await self.store.mark_handled(event.event_id, int(time.time() * 1000))
-                self.context.metrics.latency.labels(self.localpart).observe(time.perf_counter() - started)
+                return
+            await self._handle(message)
+
+    async def _decrypted(self, event: EncryptedEvent) -> MessageEvent | None:
+        crypto = self.client.crypto
+        assert crypto is not None
+        try:
+            decrypted = await crypto.decrypt_megolm_event(event)
+        except SessionNotFound:  # the key is often a moment behind the message
+            await crypto.wait_for_session(event.room_id, event.content.session_id, timeout=10)
+            try:
+                decrypted = await crypto.decrypt_megolm_event(event)
+            except DecryptionError as exc:
+                log.warning("%s: cannot decrypt %s: %s", self.localpart, event.event_id, exc)
+                return None
+        except DecryptionError as exc:
+            log.warning("%s: cannot decrypt %s: %s", self.localpart, event.event_id, exc)
+            return None
+        return decrypted if isinstance(decrypted, MessageEvent) else None
+
+    async def _handle(self, event: MessageEvent) -> None:
+        started = time.perf_counter()
+        try:
+            await self._dispatch(event)
+        except Exception:
+            self.context.metrics.errors.labels(self.localpart).inc()
+            log.exception("%s failed on %s", self.localpart, event.event_id)
+            await self.reply(event, t("bot.internal_error"))
+        finally:
+            await self.store.mark_handled(event.event_id, int(time.time() * 1000))
+            self.context.metrics.latency.labels(self.localpart).observe(time.perf_counter() - started)
 
     async def _dispatch(self, event: MessageEvent) -> None:
         body = event.content.body if event.content.msgtype in (MessageType.TEXT, MessageType.NOTICE) else ""
@@ -121,6 +156,10 @@ class Bot:
             await self.on_message(event)
             return
         try:
+            words = body.split()
+            if len(words) >= 2 and words[1].lower() in HELP_WORDS:
+                await self.reply(event, command_set.help_for(words[2] if len(words) > 2 else None))
+                return
             sub, arguments = command_set.parse(body)
             self.context.metrics.commands.labels(self.localpart, sub.names[0]).inc()
             await sub.handler(self, event, **arguments)
@@ -187,7 +226,9 @@ class BotRuntime:
         client.add_event_handler(InternalEventType.SYNC_SUCCESSFUL, lambda e: _note_sync_kind(bot, e),
                                  wait_sync=True)
         client.add_event_handler(EventType.ROOM_MEMBER, lambda e: self._on_member(bot, e), wait_sync=True)
-        client.add_event_handler(EventType.ROOM_MESSAGE, bot.handle_message, wait_sync=True)
+        client.remove_dispatcher(DecryptionDispatcher)  # decrypted in order by the bot itself
+        client.add_event_handler(EventType.ROOM_ENCRYPTED, bot.handle_event, wait_sync=True)
+        client.add_event_handler(EventType.ROOM_MESSAGE, bot.handle_event, wait_sync=True)
         client.start(None)
 
     async def _valid_credentials(self, bot: Bot) -> tuple[Credentials, bool]:

@@ -45,6 +45,7 @@ class WebDav:
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
         self._base_path = urlsplit(self.base_url).path
         self.http = httpx.AsyncClient(auth=(user, password), timeout=httpx.Timeout(60, read=300))
+        self._known_folders: set[str] = set()
 
     async def close(self) -> None:
         await self.http.aclose()
@@ -58,6 +59,8 @@ class WebDav:
         except httpx.TransportError:
             raise WebDavError(method, path, 0) from None
         if response.status_code not in ok:
+            if response.status_code == 409:  # a parent folder vanished: ask again next time
+                self._known_folders.clear()
             raise WebDavError(method, path, response.status_code)
         return response
 
@@ -71,11 +74,15 @@ class WebDav:
         return True
 
     async def make_folders(self, path: str) -> None:
+        """Create ``path`` and its parents; folders seen once are not asked about again."""
         current = ""
         for part in path.strip("/").split("/"):
             current = f"{current}{part}/"
+            if current in self._known_folders:
+                continue
             if not await self.exists(current):
                 await self._request("MKCOL", current, (201, 405))
+            self._known_folders.add(current)
 
     async def put_stream(self, path: str, chunks: AsyncIterator[bytes], content_type: str) -> None:
         await self._request("PUT", path, (200, 201, 204), content=chunks, headers={"Content-Type": content_type})
@@ -96,6 +103,7 @@ class WebDav:
             await response.aclose()
 
     async def move(self, source: str, destination: str) -> None:
+        """Never overwrites: a taken destination answers 412."""
         await self._request("MOVE", source, (201, 204),
                             headers={"Destination": self.url(destination), "Overwrite": "F"})
 

@@ -144,3 +144,13 @@ async def test_the_bot_device_is_cross_signed_and_its_recovery_key_private(
     assert any(self_signing_id in device["signatures"][bot] for device in devices.values())
     recovery = synapse.config.data_dir / "secrets" / "bots" / "documents.cle-de-recuperation"
     assert oct(recovery.stat().st_mode & 0o777) == "0o600"
+
+
+async def test_each_command_has_its_own_help(synapse: ServerStack, bots: str, agents: AgentFactory) -> None:
+    owner, room = await _room_with_bot(agents, synapse, "Aide")
+    overview = await _bot_answer(owner, room, synapse, "!doc aide")
+    assert "!doc lier <dossier>" in overview and "!doc envoie <nom>" in overview
+    one = await _bot_answer(owner, room, synapse, "!documents help bind")
+    assert "Exemple : !doc lier urbanisme/permis-de-construire" in one and "lier, bind" in one
+    unknown = await _bot_answer(owner, room, synapse, "!doc aide voler")
+    assert "Commande inconnue « voler »" in unknown
