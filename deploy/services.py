@@ -47,6 +47,12 @@ class Service:
     env: dict[str, str] = field(default_factory=dict)
 
 
+def _dav_health(url: str, user: str, password: str) -> HealthCheck:
+    """A DAV server is ready once it answers an authenticated PROPFIND on its root."""
+    return HealthCheck(url=url, method="PROPFIND", auth=(user, password), ok_status=(207,),
+                       headers={"Depth": "0"})
+
+
 def _host(config: Config) -> str:
     return _url_host(config.reseau.adresse_ecoute)
 
@@ -109,8 +115,7 @@ def caldav_service(config: Config, secrets: Secrets) -> Service:
         label="Agendas (Radicale)",
         argv=[sys.executable, "-m", "radicale", "--config", str(directory / "radicale.ini")],
         url=url,
-        health=HealthCheck(url=url, method="PROPFIND", auth=(user, secrets.dav_password),
-                           ok_status=(207,), headers={"Depth": "0"}),
+        health=_dav_health(url, user, secrets.dav_password),
         port=config.reseau.port_caldav,
         port_key="reseau.port_caldav",
         prepare=prepare,
@@ -155,8 +160,7 @@ def webdav_service(config: Config, secrets: Secrets) -> Service:
         label="Documents (WsgiDAV)",
         argv=[sys.executable, "-m", "wsgidav.server.server_cli", "--config", str(directory / "wsgidav.yaml")],
         url=url,
-        health=HealthCheck(url=url, method="PROPFIND", auth=(user, secrets.dav_password),
-                           ok_status=(207,), headers={"Depth": "0"}),
+        health=_dav_health(url, user, secrets.dav_password),
         port=config.reseau.port_webdav,
         port_key="reseau.port_webdav",
         prepare=prepare,
