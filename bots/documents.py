@@ -31,7 +31,7 @@ from maillage.bots.media import Attachment, CorruptAttachment, MediaUnavailable,
 from maillage.bots.naming import base_of, stored_name, with_version
 from maillage.bots.runtime import Bot
 from maillage.bots.webdav import WebDav, WebDavError
-from maillage.config import _url_host
+from maillage.config import url_host
 from maillage.i18n import t
 
 BINDING_EVENT = EventType.find("fr.maillage.documents", t_class=EventType.Class.STATE)
@@ -85,7 +85,7 @@ class DocumentsBot(Bot):
 
     async def setup(self) -> None:
         config, stack_secrets = self.context.config, self.context.secrets
-        base = config.webdav.url or f"http://{_url_host(config.reseau.adresse_ecoute)}:{config.reseau.port_webdav}/"
+        base = config.webdav.url or f"http://{url_host(config.reseau.adresse_ecoute)}:{config.reseau.port_webdav}/"
         self.dav = WebDav(base, config.webdav.utilisateur, stack_secrets.dav_password)
         self.media = httpx.AsyncClient(base_url=config.synapse_url, timeout=httpx.Timeout(60, read=300),
                                        headers={"Authorization": f"Bearer {self.client.api.token}"})

@@ -290,10 +290,11 @@ class Config(_Section):
     @property
     def synapse_url(self) -> str:
         """Where the stack itself reaches Synapse (loopback, not the public URL)."""
-        return f"http://{_url_host(self.reseau.adresse_ecoute)}:{self.reseau.port_synapse}"
+        return f"http://{url_host(self.reseau.adresse_ecoute)}:{self.reseau.port_synapse}"
 
 
-def _url_host(address: str) -> str:
+def url_host(address: str) -> str:
+    """How the stack reaches one of its own listeners: loopback for a wildcard, IPv6 in brackets."""
     if address in ("0.0.0.0", "::"):
         return "127.0.0.1"
     return f"[{address}]" if ":" in address else address

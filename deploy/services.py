@@ -15,7 +15,7 @@ from pathlib import Path
 import bcrypt
 import yaml
 
-from maillage.config import Config, _url_host
+from maillage.config import Config, url_host
 from maillage.homeserver.render import render_synapse
 from maillage.secretstore import Secrets, write_private
 
@@ -54,7 +54,7 @@ def _dav_health(url: str, user: str, password: str) -> HealthCheck:
 
 
 def _host(config: Config) -> str:
-    return _url_host(config.reseau.adresse_ecoute)
+    return url_host(config.reseau.adresse_ecoute)
 
 
 def synapse_service(config: Config, secrets: Secrets, *, relaxed_rate_limits: bool = False) -> Service:
