@@ -129,11 +129,3 @@ class SynapseAdmin:
 
     async def invite(self, room_id: str, user_id: str) -> None:
         await self._call("POST", f"/_matrix/client/v3/rooms/{_q(room_id)}/invite", {"user_id": user_id})
-
-    async def room(self, room_id: str) -> dict[str, Any] | None:
-        try:
-            return await self._call("GET", f"/_synapse/admin/v1/rooms/{_q(room_id)}")
-        except AdminApiError as exc:
-            if exc.status == 404:
-                return None
-            raise

@@ -35,7 +35,7 @@ from maillage.deploy.provisioning import (
     ensure_admin_token,
     seed_demo,
 )
-from maillage.deploy.services import Service, log_path, stack_services
+from maillage.deploy.services import HealthCheck, Service, log_path, stack_services
 from maillage.i18n import t
 from maillage.secretstore import Secrets, ensure_secrets, load_secrets
 
@@ -335,21 +335,20 @@ def status(config: Config) -> dict[str, Any]:
     state = read_state(config) if running else {}
     services = []
     ready = bool(state.get("pret"))
+    # Same checks as at start, rebuilt from the config once (credentials are not in the state file).
+    checks = {s.name: s.health for s in stack_services(config, load_secrets(config.data_dir))} if running else {}
     for name, info in state.get("services", {}).items():
         services.append({"nom": name, "libelle": info["libelle"], "url": info["url"],
-                         "pid": info["pid"], "etat": _service_state(config, name, info, ready)})
+                         "pid": info["pid"], "etat": _service_state(info, checks.get(name), ready)})
     healthy = running and bool(services) and all(s["etat"] == "ok" for s in services)
     return {"demarre": running, "pret": ready, "sain": healthy,
             "repertoire": str(config.data_dir), "nom_serveur": config.collectivite.nom_serveur,
             "pid": state.get("pid"), "services": services}
 
 
-def _service_state(config: Config, name: str, info: dict[str, Any], ready: bool) -> str:
+def _service_state(info: dict[str, Any], check: HealthCheck | None, ready: bool) -> str:
     if not _alive(int(info["pid"])):
         return "down"
-    # Same check as at start, rebuilt from the config (credentials are not in the state file).
-    check = next((s.health for s in stack_services(config, load_secrets(config.data_dir))
-                  if s.name == name), None)
     if check is not None and processes.is_healthy(check):
         return "ok"
     return "unhealthy" if ready else "starting"

@@ -16,10 +16,7 @@ def documents_id(stack: ServerStack) -> str:
 async def test_the_bot_joins_when_invited_and_answers_help_encrypted(
     synapse: ServerStack, bots: str, agents: AgentFactory
 ) -> None:
-    claire = await agents("claire")
-    room = await create_encrypted_room(claire, name="Urbanisme")
-    await claire.client.room_invite(room, documents_id(synapse))
-    await claire.wait_for_members_including(room, documents_id(synapse))
+    claire, room = await _room_with_bot(agents, synapse, "Urbanisme")
 
     await claire.send_text(room, "!aide")
     answer = await claire.wait_for_text(room, lambda m: m.sender == documents_id(synapse))
@@ -31,10 +28,7 @@ async def test_the_bot_joins_when_invited_and_answers_help_encrypted(
 async def test_a_wrong_command_gets_what_was_expected_with_an_example(
     synapse: ServerStack, bots: str, agents: AgentFactory
 ) -> None:
-    claire = await agents("claire")
-    room = await create_encrypted_room(claire, name="Services techniques")
-    await claire.client.room_invite(room, documents_id(synapse))
-    await claire.wait_for_members_including(room, documents_id(synapse))
+    claire, room = await _room_with_bot(agents, synapse, "Services techniques")
 
     await claire.send_text(room, "!doc ranger")
     unknown = await claire.wait_for_text(room, lambda m: m.sender == documents_id(synapse))

@@ -115,7 +115,6 @@ class Federation:
     agglo: Homeserver
     prefecture: Homeserver
     ca: Path
-    _stack: ExitStack = field(default_factory=ExitStack, repr=False)
 
     def restart_mairie(self, config: Config) -> float:
         """Render mairie's Synapse from a new config and restart it; seconds until ready."""
