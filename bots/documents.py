@@ -162,8 +162,8 @@ class DocumentsBot(Bot):
         version. MOVE never overwrites (``Overwrite: F`` answers 412 for a taken name), and
         properties travel with the file, so a document never shows up half-described."""
         await self.dav.make_folders(folder)
-        attachment.reset()
-        await self.dav.put_stream(temporary, prefetch(attachment.chunks(self.media)), mimetype)
+        async with attachment.download(self.media) as (length, chunks):
+            await self.dav.put_stream(temporary, prefetch(chunks), mimetype, length)
         await self.dav.set_properties(temporary, {**properties, "sha256": attachment.sha256})
         version = first_version
         while True:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import os
 from collections.abc import AsyncIterator
@@ -17,8 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from Crypto.Cipher import AES
-from Crypto.Util import Counter
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 CHUNK = 1 << 16
 
@@ -34,8 +34,7 @@ class EncryptingStream:
     def __init__(self) -> None:
         self.key = os.urandom(32)
         self.iv = os.urandom(8) + b"\x00" * 8  # the counter half starts at 0, as clients expect
-        counter = Counter.new(64, prefix=self.iv[:8], initial_value=0)
-        self._encrypt = AES.new(self.key, AES.MODE_CTR, counter=counter).encrypt
+        self._encrypt = Cipher(algorithms.AES(self.key), modes.CTR(self.iv)).encryptor().update
         self._hash = hashlib.sha256()
 
     async def wrap(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -121,22 +120,34 @@ class Attachment:
         return f"/_matrix/client/v1/media/download/{server}/{media_id}"
 
     def reset(self) -> None:
-        """Before streaming again (a retry)."""
+        """Before streaming (again, on a retry)."""
         self.sha256, self.size, self._plain_hash = "", 0, hashlib.sha256()
 
-    async def chunks(self, http: httpx.AsyncClient) -> AsyncIterator[bytes]:
-        decrypt = self._decryptor()
-        cipher_hash = hashlib.sha256()
+    @contextlib.asynccontextmanager
+    async def download(self, http: httpx.AsyncClient) -> AsyncIterator[tuple[int | None, AsyncIterator[bytes]]]:
+        """The attachment's length as the homeserver announces it (None if it does not), and its
+        plaintext chunks. The length lets the WebDAV upload carry a Content-Length: some servers
+        (SabreDAV/Nextcloud behind a proxy, nginx) refuse or mishandle chunked uploads."""
+        self.reset()
         try:
             async with http.stream("GET", self.media_path) as response:
                 if response.status_code != 200:
                     raise MediaUnavailable(f"{self.media_path} → {response.status_code}")
-                async for chunk in response.aiter_bytes(CHUNK):
-                    cipher_hash.update(chunk)
-                    plain = decrypt(chunk) if decrypt else chunk
-                    self._plain_hash.update(plain)
-                    self.size += len(plain)
-                    yield plain
+                length = response.headers.get("content-length")
+                yield (int(length) if length and length.isdigit() else None), self._chunks(response)
+        except httpx.TransportError as exc:
+            raise MediaUnavailable(str(exc)) from None
+
+    async def _chunks(self, response: httpx.Response) -> AsyncIterator[bytes]:
+        decrypt = self._decryptor()
+        cipher_hash = hashlib.sha256()
+        try:
+            async for chunk in response.aiter_bytes(CHUNK):
+                cipher_hash.update(chunk)
+                plain = decrypt(chunk) if decrypt else chunk
+                self._plain_hash.update(plain)
+                self.size += len(plain)
+                yield plain
         except httpx.TransportError as exc:
             raise MediaUnavailable(str(exc)) from None
         if self.encrypted is not None:
@@ -150,5 +161,4 @@ class Attachment:
             return None
         key = _unpadded_b64(self.encrypted["key"]["k"])
         iv = _unpadded_b64(self.encrypted["iv"])
-        counter = Counter.new(64, prefix=iv[:8], initial_value=int.from_bytes(iv[8:], "big"))
-        return AES.new(key, AES.MODE_CTR, counter=counter).decrypt
+        return Cipher(algorithms.AES(key), modes.CTR(iv)).decryptor().update

@@ -84,8 +84,13 @@ class WebDav:
                 await self._request("MKCOL", current, (201, 405))
             self._known_folders.add(current)
 
-    async def put_stream(self, path: str, chunks: AsyncIterator[bytes], content_type: str) -> None:
-        await self._request("PUT", path, (200, 201, 204), content=chunks, headers={"Content-Type": content_type})
+    async def put_stream(self, path: str, chunks: AsyncIterator[bytes], content_type: str,
+                         length: int | None = None) -> None:
+        """Chunked transfer when ``length`` is unknown."""
+        headers = {"Content-Type": content_type}
+        if length is not None:
+            headers["Content-Length"] = str(length)
+        await self._request("PUT", path, (200, 201, 204), content=chunks, headers=headers)
 
     async def get_stream(self, path: str) -> AsyncIterator[bytes]:
         request = self.http.build_request("GET", self.url(path))
