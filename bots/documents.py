@@ -8,7 +8,10 @@ client shows it and it survives the loss of the bot's database.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import re
+import tempfile
 import time
 import unicodedata
 from typing import Any, ClassVar
@@ -27,12 +30,15 @@ from mautrix.types import (
 )
 
 from maillage.bots.commands import Argument, CommandError, CommandSet
+from maillage.bots.extract import MAX_FILE, extract_text, is_indexed
 from maillage.bots.media import Attachment, CorruptAttachment, MediaUnavailable, prefetch
 from maillage.bots.naming import base_of, stored_name, with_version
 from maillage.bots.runtime import Bot
 from maillage.bots.webdav import WebDav, WebDavError
 from maillage.config import url_host
 from maillage.i18n import t
+
+log = logging.getLogger("maillage.bots.documents")
 
 BINDING_EVENT = EventType.find("fr.maillage.documents", t_class=EventType.Class.STATE)
 MAX_FOLDER_LENGTH = 200
@@ -90,6 +96,17 @@ class DocumentsBot(Bot):
         self.media = httpx.AsyncClient(base_url=config.synapse_url, timeout=httpx.Timeout(60, read=300),
                                        headers={"Authorization": f"Bearer {self.client.api.token}"})
         self.client.add_event_handler(BINDING_EVENT, self._on_binding, wait_sync=True)
+        # Documents are read for search after they are filed, one at a time, in a private folder.
+        self.work_dir = config.data_dir / "bots" / "lecture"
+        self.work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._reading = asyncio.Lock()
+        self._pending_reads: set[asyncio.Task[None]] = set()
+
+    async def close(self) -> None:
+        for task in list(self._pending_reads):
+            task.cancel()
+        await self.dav.close()
+        await self.media.aclose()
 
     async def _on_binding(self, event: StateEvent) -> None:
         """Keep the bindings cache in step with room state, whoever changed it."""
@@ -155,6 +172,37 @@ class DocumentsBot(Bot):
         note += t("doc.name_shortened") if named.shortened else ""
         note += t("doc.name_reserved") if named.reserved else ""
         await self.reply(event, t("doc.filed", path=path, version=note), thread_root=event.event_id)
+        self.read_text_later(path, attachment.sha256, attachment.size)
+
+    def read_text_later(self, path: str, sha256: str, size: int) -> None:
+        """Index the document's text for ``!doc cherche`` without delaying the next command."""
+        if not is_indexed(path) or size > MAX_FILE:
+            return
+        task = asyncio.create_task(self._read_text(path, sha256))
+        self._pending_reads.add(task)
+        task.add_done_callback(self._pending_reads.discard)
+
+    async def _read_text(self, path: str, sha256: str) -> None:
+        async with self._reading:
+            if await self.context.db.fetchval("SELECT 1 FROM maillage_document_text WHERE sha256=$1", sha256):
+                return
+            with tempfile.TemporaryFile(dir=self.work_dir) as copy:
+                try:
+                    async for chunk in self.dav.get_stream(path):
+                        copy.write(chunk)
+                except WebDavError as exc:
+                    log.info("text of %s not read: %s", path, exc)
+                    return
+                copy.seek(0)
+                text = await asyncio.to_thread(extract_text, path, copy)
+            await self.context.db.execute(
+                "INSERT INTO maillage_document_text (sha256, text) VALUES ($1, $2) ON CONFLICT (sha256) DO NOTHING",
+                sha256, text)
+
+    async def text_of(self, sha256: str) -> str:
+        """The indexed text of the document with this content hash ("" if none)."""
+        text = await self.context.db.fetchval("SELECT text FROM maillage_document_text WHERE sha256=$1", sha256)
+        return str(text or "")
 
     async def _store(self, folder: str, temporary: str, attachment: Attachment, mimetype: str,
                      base_name: str, first_version: int, properties: dict[str, str]) -> tuple[str, int]:
@@ -234,6 +282,8 @@ async def bind(bot: DocumentsBot, event: MessageEvent, dossier: str) -> None:
         raise CommandError(t("doc.bound_elsewhere", folder=folder, other=other))
     await bot.send_binding(event, {"dossier": folder})
     await bot.remember_binding(event.room_id, folder)
+    with contextlib.suppress(WebDavError):  # an outage now: the folder is made with the first document
+        await bot.dav.make_folders(folder)
     await bot.reply(event, t("doc.bound", folder=folder))
 
 

@@ -83,26 +83,63 @@ async def list_documents(bot: DocumentsBot, event: MessageEvent, **arguments: st
     await bot.reply(event, "\n".join(lines))
 
 
-@documents_commands.subcommand("cherche", "search", help="chercher par mots dans les noms et propriétés",
+@documents_commands.subcommand("cherche", "search",
+                               help="chercher par mots dans les noms, les propriétés et le texte (PDF, ODT, DOCX)",
                                example="!doc cherche permis dupont",
                                arguments=(Argument("mots", "mots à chercher", rest=True),))
 async def search(bot: DocumentsBot, event: MessageEvent, mots: str) -> None:
     folder = await bound_folder(bot, event)
-    words = [slugify(w) for w in mots.split() if slugify(w)]
+    words = fold(mots).split()
     if not words:
         raise CommandError(t("doc.search_words"))
-    found = []
-    for entry in await bot.dav.listing(folder + "/", depth="infinity"):
+    lines = []
+    try:
+        entries = await bot.dav.listing(folder + "/", depth="infinity")
+    except WebDavError as exc:
+        if exc.status != 404:  # 404: nothing filed yet
+            raise
+        entries = []
+    for entry in entries:
         if entry.is_folder or f"/{TRASH}/" in f"/{entry.path}" or not visible(entry):
             continue
-        haystack = slugify(entry.path + " " + entry.properties.get("original", ""))
-        if all(word in haystack for word in words):
-            found.append(entry.path[len(folder) + 1:])
-    if not found:
+        names = fold(entry.path + " " + entry.properties.get("original", ""))
+        missing = [word for word in words if word not in names]
+        relative = entry.path[len(folder) + 1:]
+        if not missing:
+            lines.append(f"  {relative}")
+            continue
+        text = await bot.text_of(entry.properties["sha256"]) if "sha256" in entry.properties else ""
+        folded = fold(text)
+        if text and all(word in folded for word in missing):
+            lines.append(f"  {relative}\n    {t('doc.search_in_text', extract=excerpt(text, folded, missing[0]))}")
+    if not lines:
         await bot.reply(event, t("doc.search_none", words=mots))
         return
-    lines = [t("doc.search_found", count=len(found)), *[f"  {p}" for p in found[:MAX_LISTED]]]
-    await bot.reply(event, "\n".join(lines))
+    await bot.reply(event, "\n".join([t("doc.search_found", count=len(lines)), *lines[:MAX_LISTED]]))
+
+
+def fold(text: str) -> str:
+    """Lower case, accents removed, anything but letters and digits a space; same length as
+    ``text``, so a position found in the folded text is the same in the original."""
+    return "".join(_fold_char(c) for c in text)
+
+
+def _fold_char(char: str) -> str:
+    base = unicodedata.normalize("NFKD", char)[:1].lower()
+    return base if char.isalnum() and len(base) == 1 else " "
+
+
+def excerpt(text: str, folded: str, word: str, around: int = 60) -> str:
+    """The words around the first occurrence of ``word``, not cutting words at either end."""
+    at = folded.find(word)
+    start, end = max(0, at - around), min(len(text), at + len(word) + around)
+    if start > 0:
+        space = text.find(" ", start, at)
+        start = space + 1 if space != -1 else start
+    if end < len(text):
+        space = text.rfind(" ", at + len(word), end)
+        end = space if space != -1 else end
+    return ("…" if start > 0 else "") + text[start:end] + ("…" if end < len(text) else "")
 
 
 @documents_commands.subcommand("infos", "info", help="taille, versions, auteur, date et empreinte d’un document",

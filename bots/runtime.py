@@ -91,6 +91,9 @@ class Bot:
     async def on_message(self, event: MessageEvent) -> None:
         """Non-command messages (files for the documents bot); nothing by default."""
 
+    async def close(self) -> None:
+        """When the runtime stops: close what ``setup`` opened."""
+
     # --- command handling -----------------------------------------------------------
 
     async def handle_event(self, event: MessageEvent | EncryptedEvent) -> None:
@@ -201,6 +204,8 @@ class BotRuntime:
     async def stop(self) -> None:
         for bot in self.bots:
             bot.client.stop()
+            await bot.close()
+            await bot.client.api.session.close()
         if self.db is not None:
             await self.db.stop()
 

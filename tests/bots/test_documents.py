@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
+import time
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -13,6 +15,7 @@ from webdav3.client import Client as WebDavClient
 from tests.bots.test_runtime import _bot_answer, _room_with_bot, documents_id
 from tests.conftest import ServerStack, ServiceProcess
 from tests.harness.matrix import Agent, AgentFactory
+from tests.harness.office import docx_with_text, odt_with_text, pdf_with_text
 
 NS = "urn:x-maillage:documents"
 
@@ -236,3 +239,45 @@ async def test_a_command_in_a_thread_is_answered_in_that_thread(
     relates = event.event.source["content"].get("m.relates_to", {})
     assert relates.get("rel_type") == "m.thread" and relates.get("event_id") == root
     assert relates["m.in_reply_to"]["event_id"] == command
+
+
+async def _search_until(agent: Agent, room: str, stack: ServerStack, words: str, expected: str) -> str:
+    """Documents are read for search just after they are filed: ask again for a short while."""
+    deadline = time.monotonic() + 30
+    while True:
+        answer = await _bot_answer(agent, room, stack, f"!doc cherche {words}")
+        if expected in answer or time.monotonic() > deadline:
+            return answer
+        await asyncio.sleep(0.5)
+
+
+async def test_words_inside_pdf_odt_and_docx_are_found_in_the_room_s_own_folder_only(
+    synapse: ServerStack, webdav: str, bots: str, agents: AgentFactory
+) -> None:
+    owner, room = await bound_room(agents, synapse, "voirie/arretes")
+    pdf = pdf_with_text("Arrêté de circulation n° 114", "Travaux rue des Tanneurs, côté pair")
+    documents = [(pdf, "Arrêté 114.pdf"),
+                 (docx_with_text("Devis de l’entreprise Bâtiroute", "Enrobés"), "Devis.docx"),
+                 (odt_with_text("Compte rendu", "Réunion de chantier du lundi"), "CR chantier.odt"),
+                 (b"%PDF-1.7\n\x00 damaged", "Abîmé.pdf")]
+    names = []
+    for data, filename in documents:
+        since = len(owner.received)
+        await post_file(owner, room, data, filename)
+        names.append((await filed(owner, room, synapse, since)).rsplit("/", 1)[1])
+
+    found = await _search_until(owner, room, synapse, "tanneurs pair", names[0])
+    assert "1 document(s) trouvé(s)" in found
+    assert "dans le texte : « Arrêté de circulation n° 114 Travaux rue des Tanneurs, côté pair »" in found
+    assert names[1] in await _search_until(owner, room, synapse, "BATIROUTE", names[1])  # case, accents
+    assert names[2] in await _search_until(owner, room, synapse, "réunion chantier lundi", names[2])
+    assert names[3] in await _bot_answer(owner, room, synapse, "!doc cherche abime")  # by name, unreadable
+
+    neighbour, elsewhere = await bound_room(agents, synapse, "voirie/autre-service")
+    assert "Aucun document" in await _bot_answer(neighbour, elsewhere, synapse, "!doc cherche tanneurs")
+
+    renamed = await _bot_answer(owner, room, synapse, f"!doc renomme {names[0]} arrete circulation")
+    assert "arrete-circulation.pdf" in renamed
+    assert "arrete-circulation.pdf" in await _bot_answer(owner, room, synapse, "!doc cherche tanneurs")
+    await _bot_answer(owner, room, synapse, "!doc supprime arrete-circulation.pdf")
+    assert "Aucun document" in await _bot_answer(owner, room, synapse, "!doc cherche tanneurs")
