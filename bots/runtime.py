@@ -44,6 +44,7 @@ from mautrix.util.async_db import Database
 from maillage.bots.commands import CommandError, CommandSet, help_message, reply_content
 from maillage.bots.metrics import Metrics
 from maillage.bots.store import BotStore, Credentials, HandledSyncStore, upgrade_table
+from maillage.bots.sync import BOT_FILTER, GaplessClient
 from maillage.config import Config
 from maillage.i18n import t
 from maillage.secretstore import Secrets, check_private, write_private
@@ -214,7 +215,7 @@ class BotRuntime:
         bot.store = BotStore(self.db, bot.user_id)
         credentials, new_device = await self._valid_credentials(bot)
         state_store = PgCryptoStateStore(self.db)
-        client = Client(mxid=UserID(bot.user_id), device_id=DeviceID(credentials.device_id),
+        client = GaplessClient(mxid=UserID(bot.user_id), device_id=DeviceID(credentials.device_id),
                         base_url=self.config.synapse_url, token=credentials.access_token,
                         state_store=state_store, sync_store=HandledSyncStore(bot.store))
         # One crypto account per device: a new login never reuses another device's keys.
@@ -234,7 +235,7 @@ class BotRuntime:
         client.remove_dispatcher(DecryptionDispatcher)  # decrypted in order by the bot itself
         client.add_event_handler(EventType.ROOM_ENCRYPTED, bot.handle_event, wait_sync=True)
         client.add_event_handler(EventType.ROOM_MESSAGE, bot.handle_event, wait_sync=True)
-        client.start(None)
+        client.start(BOT_FILTER)
 
     async def _valid_credentials(self, bot: Bot) -> tuple[Credentials, bool]:
         """Stored credentials if the homeserver still accepts them, else a new login (True)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from maillage.bots.sync import TIMELINE_LIMIT
 from tests.conftest import BotProcess, ServerStack
 from tests.harness.matrix import Agent, AgentFactory, Received, create_encrypted_room, wait_for_members
 
@@ -122,6 +123,27 @@ async def test_commands_sent_while_the_bots_are_down_are_handled_once_in_order(
     replies = [m.body for m in owner.received if m.room_id == room and m.sender == documents_id(synapse)]
     for word in ("premier", "deuxieme", "troisieme", "quatrieme"):
         assert sum(f"« {word} »" in body for body in replies) == 1, replies
+
+
+async def test_a_long_conversation_while_the_bots_are_down_loses_no_command(
+    synapse: ServerStack, bot_process: BotProcess, bots: str, agents: AgentFactory
+) -> None:
+    """More messages than a sync gives per room (it then says `limited`): none is skipped."""
+    owner, room = await _room_with_bot(agents, synapse, "Longue absence")
+    await _bot_answer(owner, room, synapse, "!aide")
+    bot_process.stop()
+    commands = {0: "!doc ouverture", TIMELINE_LIMIT + 10: "!doc milieu", 2 * TIMELINE_LIMIT + 20: "!doc cloture"}
+    for index in range(2 * TIMELINE_LIMIT + 21):
+        await owner.send_text(room, commands.get(index, f"échange n° {index}"))
+    bot_process.start()
+    for word in ("ouverture", "milieu", "cloture"):
+        def answers_word(message: Received, word: str = word) -> bool:
+            return message.sender == documents_id(synapse) and f"« {word} »" in message.body
+
+        await owner.wait_for_text(room, answers_word, timeout=60)
+    answered = [m.body for m in owner.received if m.room_id == room and m.sender == documents_id(synapse)]
+    order = [word for body in answered for word in ("ouverture", "milieu", "cloture") if f"« {word} »" in body]
+    assert order == ["ouverture", "milieu", "cloture"]
 
 
 async def test_the_bot_device_is_cross_signed_and_its_recovery_key_private(
