@@ -26,6 +26,21 @@ async def test_the_bot_joins_when_invited_and_answers_help_encrypted(
     assert "!doc, !documents" in answer.body
 
 
+async def test_an_agent_who_joins_later_reads_the_bot_s_next_answers(
+    synapse: ServerStack, bots: str, agents: AgentFactory
+) -> None:
+    """The bot learns members lazily (sync filter): a newcomer must still get the room key."""
+    claire, room = await _room_with_bot(agents, synapse, "Arrivées")
+    await _bot_answer(claire, room, synapse, "!aide")  # the bot's session is shared with claire only
+    newcomer = await agents("nouvelle")
+    await claire.client.room_invite(room, newcomer.user_id)
+    await newcomer.client.join(room)
+    await wait_for_members(room, claire, newcomer)
+    await newcomer.send_text(room, "!doc dossier")
+    answer = await newcomer.wait_for_text(room, lambda m: m.sender == documents_id(synapse))
+    assert answer.encrypted and "n’est lié à aucun dossier" in answer.body
+
+
 async def test_a_wrong_command_gets_what_was_expected_with_an_example(
     synapse: ServerStack, bots: str, agents: AgentFactory
 ) -> None:
