@@ -24,15 +24,13 @@ async def run_bots(config: Config) -> None:
     admin_token = await ensure_admin_token(config, stack_secrets)
     metrics = Metrics()
     runtime = BotRuntime(config, load_secrets(config.data_dir), admin_token, BOTS, metrics)
-    ready = asyncio.Event()
-    health = await serve_health(metrics, config.reseau.adresse_ecoute, config.bots.port_sante, ready.is_set)
+    health = await serve_health(metrics, config.reseau.adresse_ecoute, config.bots.port_sante, runtime.health)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
         await runtime.start()
-        ready.set()
         await stop.wait()
     finally:
         await runtime.stop()

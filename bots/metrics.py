@@ -20,12 +20,14 @@ class Metrics:
         self.backlog = Gauge("maillage_bot_backlog", "Events waiting to be handled", ["bot"], registry=self.registry)
 
 
-async def serve_health(metrics: Metrics, address: str, port: int, is_ready: Callable[[], bool]) -> web.AppRunner:
-    """``/sante`` (200 once every bot syncs, 503 before) and ``/metrics``."""
+async def serve_health(metrics: Metrics, address: str, port: int,
+                       status: Callable[[], dict[str, object]]) -> web.AppRunner:
+    """``/sante`` (200 while every bot syncs; 503 before, or while the homeserver is away) and
+    ``/metrics``."""
 
     async def health(request: web.Request) -> web.Response:
-        ready = is_ready()
-        return web.json_response({"pret": ready}, status=200 if ready else 503)
+        report = status()
+        return web.json_response(report, status=200 if report["pret"] else 503)
 
     async def exposition(request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})

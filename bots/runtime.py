@@ -53,6 +53,7 @@ from maillage.synapse_admin import SynapseAdmin
 log = logging.getLogger("maillage.bots")
 
 HELP_WORDS = ("aide", "help")
+SEND_RETRIES = 5
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,8 @@ class Bot:
     # True while the sync being handled is an initial one (first start, or a lost
     # sync position): its invitations are accepted, its old messages are not commands.
     in_initial_sync: bool = field(init=False, default=True)
+    # Set while the homeserver does not answer the bot's syncs (reported by /sante).
+    homeserver_unreachable: bool = field(init=False, default=False)
     client: Client = field(init=False)
     store: BotStore = field(init=False)
     _order: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
@@ -202,6 +205,12 @@ class BotRuntime:
             await self._start_bot(bot)
             self.bots.append(bot)
 
+    def health(self) -> dict[str, object]:
+        """What /sante says: ready once every bot syncs, and whether the homeserver answers."""
+        unreachable = any(bot.homeserver_unreachable for bot in self.bots)
+        return {"pret": len(self.bots) == len(self.bot_classes) and not unreachable,
+                "serveur_matrix": "injoignable" if unreachable else "joignable"}
+
     async def stop(self) -> None:
         for bot in self.bots:
             bot.client.stop()
@@ -229,8 +238,12 @@ class BotRuntime:
         await self._ensure_cross_signing(bot, machine, new_device)
         bot.client = client
         await bot.setup()
+        # Requests other than syncs (replies, state) wait out a homeserver restart: 4 s, 8 s…
+        # about two minutes in all, with the same transaction id, so nothing is sent twice.
+        client.api.default_retry_count = SEND_RETRIES
         client.add_event_handler(InternalEventType.SYNC_SUCCESSFUL, lambda e: _note_sync_kind(bot, e),
                                  wait_sync=True)
+        client.add_event_handler(InternalEventType.SYNC_ERRORED, lambda e: _note_sync_error(bot, e))
         client.add_event_handler(EventType.ROOM_MEMBER, lambda e: self._on_member(bot, e), wait_sync=True)
         client.remove_dispatcher(DecryptionDispatcher)  # decrypted in order by the bot itself
         client.add_event_handler(EventType.ROOM_ENCRYPTED, bot.handle_event, wait_sync=True)
@@ -298,6 +311,16 @@ class BotRuntime:
 
 async def _note_sync_kind(bot: Bot, event: dict[str, Any]) -> None:
     bot.in_initial_sync = bool(event["data"].get("net.maunium.mautrix", {}).get("is_initial"))
+    if bot.homeserver_unreachable:
+        log.warning("%s: the homeserver answers again", bot.localpart)
+    bot.homeserver_unreachable = False
+
+
+async def _note_sync_error(bot: Bot, event: dict[str, Any]) -> None:
+    if not bot.homeserver_unreachable:
+        log.warning("%s: the homeserver does not answer (%s); trying again in %s s", bot.localpart,
+                    type(event["error"]).__name__, event["sleep_for"])
+    bot.homeserver_unreachable = True
 
 
 def database_url(config: Config) -> str:

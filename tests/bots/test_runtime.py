@@ -57,7 +57,7 @@ async def test_a_wrong_command_gets_what_was_expected_with_an_example(
 
 
 async def test_health_and_metrics_are_served(bots: str) -> None:
-    assert httpx.get(f"{bots}/sante").json() == {"pret": True}
+    assert httpx.get(f"{bots}/sante").json() == {"pret": True, "serveur_matrix": "joignable"}
     assert "maillage_bot_commands_total" in httpx.get(f"{bots}/metrics").text
 
 

@@ -1,0 +1,84 @@
+"""The homeserver goes away and comes back: the bots say so on /sante, then carry on.
+
+A stack of its own (Synapse and the bots), so that stopping its Synapse disturbs
+no other test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from maillage.deploy.provisioning import ensure_admin_token
+from maillage.deploy.services import bots_service, synapse_service
+from maillage.secretstore import ensure_secrets
+from tests.bots.test_runtime import _bot_answer, documents_id
+from tests.conftest import ServerStack, ServiceProcess
+from tests.harness.matrix import AgentFactory, create_encrypted_room
+from tests.harness.servers import write_config
+
+
+@pytest.fixture
+def own_stack(tmp_path: Path) -> Iterator[tuple[ServerStack, ServiceProcess, ServiceProcess]]:
+    config = write_config(tmp_path / "pile")
+    stack = ServerStack(config, ensure_secrets(config.data_dir))
+    homeserver = ServiceProcess(config, lambda c: synapse_service(c, stack.secrets, relaxed_rate_limits=True))
+    bots = ServiceProcess(config, bots_service)
+    homeserver.start()
+    try:
+        asyncio.run(ensure_admin_token(config, stack.secrets))
+        bots.start()
+        yield stack, homeserver, bots
+    finally:
+        bots.stop()
+        homeserver.stop()
+
+
+@pytest.fixture
+async def own_agents(own_stack: tuple[ServerStack, ServiceProcess, ServiceProcess],
+                     tmp_path: Path) -> AsyncIterator[AgentFactory]:
+    stack = own_stack[0]
+    token = await ensure_admin_token(stack.config, stack.secrets)
+    factory = AgentFactory(stack.homeserver, stack.server_name, token, tmp_path / "nio")
+    yield factory
+    await factory.close()
+
+
+async def _health_until(url: str, expected: str, timeout: float = 60) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient() as http:
+        while True:
+            report = (await http.get(f"{url}/sante")).json()
+            if report["serveur_matrix"] == expected or time.monotonic() > deadline:
+                return dict(report)
+            await asyncio.sleep(0.5)
+
+
+async def test_a_homeserver_outage_is_reported_and_the_bots_answer_once_it_is_back(
+    own_stack: tuple[ServerStack, ServiceProcess, ServiceProcess], own_agents: AgentFactory
+) -> None:
+    stack, homeserver, bots = own_stack
+    claire = await own_agents("claire")
+    room = await create_encrypted_room(claire, name="Avant la panne")
+    await claire.client.room_invite(room, documents_id(stack))
+    await claire.wait_for_members_including(room, documents_id(stack))
+    assert "!doc lier" in await _bot_answer(claire, room, stack, "!aide")
+
+    homeserver.stop()
+    try:
+        during = await _health_until(bots.url, "injoignable")
+        assert during == {"pret": False, "serveur_matrix": "injoignable"}
+        assert bots.process is not None and bots.process.process.poll() is None  # still running
+    finally:
+        homeserver.start()
+
+    assert await _health_until(bots.url, "joignable", timeout=120) == {"pret": True, "serveur_matrix": "joignable"}
+    since = len(claire.received)
+    await claire.send_text(room, "!doc dossier")
+    answer = await claire.wait_for_text(room, lambda m: m.sender == documents_id(stack), since=since, timeout=60)
+    assert "n’est lié à aucun dossier" in answer.body
