@@ -108,6 +108,15 @@ class DocumentsBot(Bot):
         await self.dav.close()
         await self.media.aclose()
 
+    def explain(self, error: Exception) -> str | None:
+        if isinstance(error, WebDavError) and error.refused:
+            return t("doc.webdav_refused")
+        if isinstance(error, WebDavError) and (error.status == 0 or error.status >= 500):
+            return t("doc.webdav_unavailable")
+        if isinstance(error, MediaUnavailable):
+            return t("doc.media_unavailable")
+        return None
+
     async def _on_binding(self, event: StateEvent) -> None:
         """Keep the bindings cache in step with room state, whoever changed it."""
         folder = event.content.get("dossier") if hasattr(event.content, "get") else None
@@ -160,7 +169,12 @@ class DocumentsBot(Bot):
         except CorruptAttachment:
             await self.reply(event, t("doc.corrupt"))
             return
-        except (WebDavError, MediaUnavailable):
+        except WebDavError as error:
+            if error.refused:
+                log.warning("the WebDAV server refuses the bot's credentials ([webdav] utilisateur, dav_password)")
+            await self.reply(event, t("doc.webdav_refused") if error.refused else t("doc.webdav_gave_up"))
+            return
+        except MediaUnavailable:
             await self.reply(event, t("doc.webdav_gave_up"))
             return
         await self.context.db.execute(
@@ -228,9 +242,9 @@ class DocumentsBot(Bot):
         for attempt, delay in enumerate((*RETRY_DELAYS, None)):
             try:
                 return await action()
-            except (WebDavError, MediaUnavailable):
-                if delay is None:
-                    raise
+            except (WebDavError, MediaUnavailable) as error:
+                if delay is None or (isinstance(error, WebDavError) and error.refused):
+                    raise  # refused credentials do not mend by waiting
                 if attempt == 0:
                     await self.reply(event, t("doc.webdav_down", seconds=delay))
                 await asyncio.sleep(delay)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -21,12 +21,12 @@ class Metrics:
 
 
 async def serve_health(metrics: Metrics, address: str, port: int,
-                       status: Callable[[], dict[str, object]]) -> web.AppRunner:
+                       status: Callable[[], Awaitable[dict[str, object]]]) -> web.AppRunner:
     """``/sante`` (200 while every bot syncs; 503 before, or while the homeserver is away) and
     ``/metrics``."""
 
     async def health(request: web.Request) -> web.Response:
-        report = status()
+        report = await status()
         return web.json_response(report, status=200 if report["pret"] else 503)
 
     async def exposition(request: web.Request) -> web.Response:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, cast
 
+import httpx
 from mautrix.client import Client, InternalEventType
 from mautrix.client.encryption_manager import DecryptionDispatcher
 from mautrix.client.state_store.asyncpg import PgStateStore
@@ -98,6 +99,10 @@ class Bot:
     async def close(self) -> None:
         """When the runtime stops: close what ``setup`` opened."""
 
+    def explain(self, error: Exception) -> str | None:
+        """What to tell the agent when a command met a known failure (a server away…)."""
+        return None
+
     # --- command handling -----------------------------------------------------------
 
     async def handle_event(self, event: MessageEvent | EncryptedEvent) -> None:
@@ -142,10 +147,14 @@ class Bot:
         started = time.perf_counter()
         try:
             await self._dispatch(event)
-        except Exception:
+        except Exception as error:
             self.context.metrics.errors.labels(self.localpart).inc()
-            log.exception("%s failed on %s", self.localpart, event.event_id)
-            await self.reply(event, t("bot.internal_error"))
+            explained = self.explain(error)
+            if explained is None:
+                log.exception("%s failed on %s", self.localpart, event.event_id)
+            else:
+                log.warning("%s could not handle %s: %s", self.localpart, event.event_id, error)
+            await self.reply(event, explained or t("bot.internal_error"))
         finally:
             await self.store.mark_handled(event.event_id, int(time.time() * 1000))
             self.context.metrics.latency.labels(self.localpart).observe(time.perf_counter() - started)
@@ -205,9 +214,11 @@ class BotRuntime:
             await self._start_bot(bot)
             self.bots.append(bot)
 
-    def health(self) -> dict[str, object]:
-        """What /sante says: ready once every bot syncs, and whether the homeserver answers."""
-        unreachable = any(bot.homeserver_unreachable for bot in self.bots)
+    async def health(self) -> dict[str, object]:
+        """What /sante says: ready once every bot runs and the homeserver answers (asked now:
+        a bot waiting out an outage inside a request would not have noticed it yet)."""
+        answers = await homeserver_answers(self.config.synapse_url)
+        unreachable = not answers or any(bot.homeserver_unreachable for bot in self.bots)
         return {"pret": len(self.bots) == len(self.bot_classes) and not unreachable,
                 "serveur_matrix": "injoignable" if unreachable else "joignable"}
 
@@ -321,6 +332,14 @@ async def _note_sync_error(bot: Bot, event: dict[str, Any]) -> None:
         log.warning("%s: the homeserver does not answer (%s); trying again in %s s", bot.localpart,
                     type(event["error"]).__name__, event["sleep_for"])
     bot.homeserver_unreachable = True
+
+
+async def homeserver_answers(url: str) -> bool:
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=3) as http:
+            return (await http.get("/_matrix/client/versions")).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def database_url(config: Config) -> str:

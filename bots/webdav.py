@@ -26,6 +26,11 @@ class WebDavError(Exception):
         super().__init__(f"{method} {path} → {status or 'unreachable'}")
         self.status = status
 
+    @property
+    def refused(self) -> bool:
+        """The server refuses the bot's credentials: a configuration to fix, not an outage."""
+        return self.status in (401, 403)
+
 
 @dataclass(frozen=True)
 class Entry:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -149,6 +151,23 @@ class ServiceProcess:
 
 
 BotProcess = ServiceProcess
+
+
+@contextmanager
+def standalone_stack(directory: Path, **sections: Any) -> Iterator[tuple[ServerStack, ServiceProcess, ServiceProcess]]:
+    """A Synapse and a bot process of their own, for a test that stops its homeserver or
+    configures the bots differently without disturbing the session's stack."""
+    config = write_config(directory, **sections)
+    stack = ServerStack(config, ensure_secrets(config.data_dir))
+    homeserver = ServiceProcess(config, lambda c: synapse_service(c, stack.secrets, relaxed_rate_limits=True))
+    bots = ServiceProcess(config, bots_service)
+    homeserver.start()
+    try:
+        asyncio.run(ensure_admin_token(config, stack.secrets))
+        yield stack, homeserver, bots
+    finally:
+        bots.stop()
+        homeserver.stop()
 
 
 @pytest.fixture(scope="session")

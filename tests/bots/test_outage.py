@@ -15,28 +15,16 @@ import httpx
 import pytest
 
 from maillage.deploy.provisioning import ensure_admin_token
-from maillage.deploy.services import bots_service, synapse_service
-from maillage.secretstore import ensure_secrets
 from tests.bots.test_runtime import _bot_answer, documents_id
-from tests.conftest import ServerStack, ServiceProcess
+from tests.conftest import ServerStack, ServiceProcess, standalone_stack
 from tests.harness.matrix import AgentFactory, create_encrypted_room
-from tests.harness.servers import write_config
 
 
 @pytest.fixture
 def own_stack(tmp_path: Path) -> Iterator[tuple[ServerStack, ServiceProcess, ServiceProcess]]:
-    config = write_config(tmp_path / "pile")
-    stack = ServerStack(config, ensure_secrets(config.data_dir))
-    homeserver = ServiceProcess(config, lambda c: synapse_service(c, stack.secrets, relaxed_rate_limits=True))
-    bots = ServiceProcess(config, bots_service)
-    homeserver.start()
-    try:
-        asyncio.run(ensure_admin_token(config, stack.secrets))
+    with standalone_stack(tmp_path / "pile") as (stack, homeserver, bots):
         bots.start()
         yield stack, homeserver, bots
-    finally:
-        bots.stop()
-        homeserver.stop()
 
 
 @pytest.fixture
