@@ -30,7 +30,7 @@ from mautrix.types import (
 )
 
 from maillage.bots.commands import Argument, CommandError, CommandSet
-from maillage.bots.extract import MAX_FILE, extract_text, is_indexed
+from maillage.bots.extract import MAX_FILE, extract_text, fold, is_indexed
 from maillage.bots.media import Attachment, CorruptAttachment, MediaUnavailable, prefetch
 from maillage.bots.naming import base_of, stored_name, with_version
 from maillage.bots.runtime import Bot
@@ -209,14 +209,16 @@ class DocumentsBot(Bot):
                     return
                 copy.seek(0)
                 text = await asyncio.to_thread(extract_text, path, copy)
+            folded = await asyncio.to_thread(fold, text)
             await self.context.db.execute(
-                "INSERT INTO maillage_document_text (sha256, text) VALUES ($1, $2) ON CONFLICT (sha256) DO NOTHING",
-                sha256, text)
+                "INSERT INTO maillage_document_text (sha256, text, folded) VALUES ($1, $2, $3)"
+                " ON CONFLICT (sha256) DO NOTHING", sha256, text, folded)
 
-    async def text_of(self, sha256: str) -> str:
-        """The indexed text of the document with this content hash ("" if none)."""
-        text = await self.context.db.fetchval("SELECT text FROM maillage_document_text WHERE sha256=$1", sha256)
-        return str(text or "")
+    async def text_of(self, sha256: str) -> tuple[str, str]:
+        """The indexed text of the document with this content hash, and its folded form."""
+        row = await self.context.db.fetchrow(
+            "SELECT text, folded FROM maillage_document_text WHERE sha256=$1", sha256)
+        return (str(row["text"]), str(row["folded"])) if row else ("", "")
 
     async def _store(self, folder: str, temporary: str, attachment: Attachment, mimetype: str,
                      base_name: str, first_version: int, properties: dict[str, str]) -> tuple[str, int]:

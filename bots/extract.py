@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import unicodedata
 import zipfile
 from pathlib import Path
 from typing import BinaryIO
@@ -78,3 +79,14 @@ def _zipped_xml_text(file: BinaryIO, member: str) -> str:
 def _is_paragraph(tag: str) -> bool:
     local = tag.rsplit("}", 1)[-1]
     return local in ("p", "h") and ("opendocument" in tag or "wordprocessingml" in tag)
+
+
+def fold(text: str) -> str:
+    """Lower case, accents removed, anything but letters and digits a space; same length as
+    ``text``, so a position found in the folded text is the same in the original."""
+    return "".join(_fold_char(c) for c in text)
+
+
+def _fold_char(char: str) -> str:
+    base = unicodedata.normalize("NFKD", char)[:1].lower()
+    return base if char.isalnum() and len(base) == 1 else " "

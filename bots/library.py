@@ -16,6 +16,7 @@ from mautrix.types import EventType, MessageEvent
 
 from maillage.bots.commands import Argument, CommandError
 from maillage.bots.documents import DocumentsBot, documents_commands
+from maillage.bots.extract import fold
 from maillage.bots.media import EncryptingStream, upload_stream
 from maillage.bots.naming import base_of, slugify, split_extension, with_version
 from maillage.bots.webdav import Entry, WebDavError
@@ -108,25 +109,13 @@ async def search(bot: DocumentsBot, event: MessageEvent, mots: str) -> None:
         if not missing:
             lines.append(f"  {relative}")
             continue
-        text = await bot.text_of(entry.properties["sha256"]) if "sha256" in entry.properties else ""
-        folded = fold(text)
+        text, folded = await bot.text_of(entry.properties["sha256"]) if "sha256" in entry.properties else ("", "")
         if text and all(word in folded for word in missing):
             lines.append(f"  {relative}\n    {t('doc.search_in_text', extract=excerpt(text, folded, missing[0]))}")
     if not lines:
         await bot.reply(event, t("doc.search_none", words=mots))
         return
     await bot.reply(event, "\n".join([t("doc.search_found", count=len(lines)), *lines[:MAX_LISTED]]))
-
-
-def fold(text: str) -> str:
-    """Lower case, accents removed, anything but letters and digits a space; same length as
-    ``text``, so a position found in the folded text is the same in the original."""
-    return "".join(_fold_char(c) for c in text)
-
-
-def _fold_char(char: str) -> str:
-    base = unicodedata.normalize("NFKD", char)[:1].lower()
-    return base if char.isalnum() and len(base) == 1 else " "
 
 
 def excerpt(text: str, folded: str, word: str, around: int = 60) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-CHUNK = 1 << 16
+CHUNK = 1 << 18
 
 
 def _b64(data: bytes, *, url_safe: bool = False) -> str:
@@ -65,7 +65,7 @@ async def upload_stream(http: httpx.AsyncClient, chunks: AsyncIterator[bytes], *
     return str(response.json()["content_uri"])
 
 
-async def prefetch(chunks: AsyncIterator[bytes], depth: int = 32) -> AsyncIterator[bytes]:
+async def prefetch(chunks: AsyncIterator[bytes], depth: int = 16) -> AsyncIterator[bytes]:
     """Read ahead while the consumer writes: download and upload overlap, memory stays bounded
     (``depth`` chunks at most)."""
     queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(maxsize=depth)

@@ -67,7 +67,9 @@ upgrade_table.register(_bindings, description="Folder bindings of rooms")
 async def _texts(conn: Connection) -> None:
     # The text of documents, by content hash (a WebDAV property of each file): renaming,
     # moving to the trash or restoring a document keeps its text without re-reading it.
-    await conn.execute("CREATE TABLE maillage_document_text (sha256 TEXT PRIMARY KEY, text TEXT NOT NULL)")
+    # ``folded``: the text lower-cased without accents (same length), what searches compare.
+    await conn.execute(
+        "CREATE TABLE maillage_document_text (sha256 TEXT PRIMARY KEY, text TEXT NOT NULL, folded TEXT NOT NULL)")
 
 
 upgrade_table.register(_texts, description="Text of documents, for search")

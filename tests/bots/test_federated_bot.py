@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+import httpx
 import pytest
 
 from maillage.deploy.services import bots_service
@@ -44,3 +45,23 @@ async def test_the_bot_accepts_an_invitation_from_a_partner_server(
     room = await create_encrypted_room(paul, access="partenaires", name="Salon de l’agglo")
     await paul.client.room_invite(room, mairie_bots)
     await paul.wait_for_members_including(room, mairie_bots, timeout=60)
+
+
+async def test_a_partner_agent_loses_the_bot_when_the_room_becomes_internal(
+    federation: Federation, agents_on: AgentsOn, mairie_bots: str
+) -> None:
+    claire = await agents_on(federation.mairie)("claire")
+    paul = await agents_on(federation.agglo)("paul")
+    room = await create_encrypted_room(claire, paul, access="partenaires", name="Projet bientôt interne")
+    await claire.client.room_invite(room, mairie_bots)
+    await paul.wait_for_members_including(room, mairie_bots)
+    await paul.send_text(room, "!aide")
+    assert "!doc lier" in (await paul.wait_for_text(room, lambda m: m.sender == mairie_bots, timeout=60)).body
+
+    await claire.client.room_put_state(room, "fr.maillage.acces", {"acces": "interne"})
+    await claire.wait_for_text(room, lambda m: "passé en « interne »" in m.body, timeout=60)
+    refused = httpx.put(
+        f"{federation.agglo.client_url}/_matrix/client/v3/rooms/{room}/send/m.room.message/apres-fermeture",
+        headers={"Authorization": f"Bearer {paul.client.access_token}"},
+        json={"msgtype": "m.text", "body": "!doc liste"})
+    assert refused.status_code == 403  # no longer a member: the bot never sees the command

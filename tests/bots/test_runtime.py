@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
 
+from maillage.bots.metrics import Metrics
+from maillage.bots.runtime import BotRuntime
 from maillage.bots.sync import TIMELINE_LIMIT
+from maillage.secretstore import ensure_secrets
 from tests.conftest import BotProcess, ServerStack
 from tests.harness.matrix import Agent, AgentFactory, Received, create_encrypted_room, wait_for_members
+from tests.harness.servers import write_config
 
 
 def documents_id(stack: ServerStack) -> str:
@@ -185,3 +191,17 @@ async def test_each_command_has_its_own_help(synapse: ServerStack, bots: str, ag
     assert "Exemple : !doc lier urbanisme/permis-de-construire" in one and "lier, bind" in one
     unknown = await _bot_answer(owner, room, synapse, "!doc aide voler")
     assert "Commande inconnue « voler »" in unknown
+
+
+def test_invitations_are_accepted_from_local_and_partner_servers_only(tmp_path: Path) -> None:
+    """The federation allowlist already keeps other servers out; the bots check again."""
+    (tmp_path / "cert.pem").write_text("-")  # never read: no server starts here
+    (tmp_path / "cle.pem").write_text("-")
+    config = write_config(tmp_path, federation={"partenaires": ["agglo.example.fr"], "certificat": "cert.pem",
+                                                "cle": "cle.pem"})
+    runtime = BotRuntime(config, ensure_secrets(config.data_dir), "jeton", [], Metrics())
+    assert runtime._may_invite("@claire:localhost")
+    assert runtime._may_invite("@paul:agglo.example.fr")
+    assert not runtime._may_invite("@inconnu:prefecture.example.fr")
+    assert not runtime._may_invite("@paul:agglo.example.fr.ailleurs.org")
+    assert not runtime._may_invite("@paul:localhost.ailleurs.org")
