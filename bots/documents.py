@@ -8,7 +8,6 @@ client shows it and it survives the loss of the bot's database.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 import tempfile
@@ -279,6 +278,16 @@ class DocumentsBot(Bot):
             return False
         return bool(levels.get_user_level(UserID(user_id)) >= levels.get_event_level(BINDING_EVENT))
 
+    async def prepare_folder(self, folder: str) -> None:
+        """Make the folder now; refuse one the server forbids (a symbolic link: WsgiDAV would
+        follow it through the paths below it, into another room's folder)."""
+        try:
+            await self.dav.make_folders(folder)
+        except WebDavError as error:
+            if error.status == 403:
+                raise CommandError(t("doc.folder_forbidden", folder=folder)) from None
+            # unreachable now: the folder is made with the first document
+
     async def send_binding(self, event: MessageEvent, content: dict[str, Any]) -> None:
         if not await self.is_room_admin(event.room_id, event.sender):
             raise CommandError(t("doc.admin_only"))
@@ -296,10 +305,11 @@ async def bind(bot: DocumentsBot, event: MessageEvent, dossier: str) -> None:
     other = await bot.folder_bound_elsewhere(event.room_id, folder)
     if other is not None:
         raise CommandError(t("doc.bound_elsewhere", folder=folder, other=other))
+    if not await bot.is_room_admin(event.room_id, event.sender):
+        raise CommandError(t("doc.admin_only"))
+    await bot.prepare_folder(folder)
     await bot.send_binding(event, {"dossier": folder})
     await bot.remember_binding(event.room_id, folder)
-    with contextlib.suppress(WebDavError):  # an outage now: the folder is made with the first document
-        await bot.dav.make_folders(folder)
     await bot.reply(event, t("doc.bound", folder=folder))
 
 

@@ -46,10 +46,24 @@ async def bound_folder(bot: DocumentsBot, event: MessageEvent) -> str:
 
 
 async def existing(bot: DocumentsBot, path: str, name: str) -> Entry:
+    if not await only_real_folders_on_the_way(bot, path):
+        raise CommandError(t("doc.no_such_document", name=name))
     entry = await bot.dav.entry(path)
     if entry is None or entry.is_folder:
         raise CommandError(t("doc.no_such_document", name=name))
     return entry
+
+
+async def only_real_folders_on_the_way(bot: DocumentsBot, path: str) -> bool:
+    """Every folder above ``path`` is a folder of its own. WsgiDAV refuses a symbolic link
+    itself but follows one met on the way when it points inside its root — into another
+    room's folder, say — so each one is asked about (one PROPFIND per level)."""
+    parts = path.split("/")[:-1]
+    for depth in range(1, len(parts) + 1):
+        entry = await bot.dav.entry("/".join(parts[:depth]) + "/")
+        if entry is None or not entry.is_folder:
+            return False
+    return True
 
 
 def visible(entry: Entry) -> bool:
@@ -69,10 +83,12 @@ def _size(octets: int) -> str:
 async def list_documents(bot: DocumentsBot, event: MessageEvent, **arguments: str) -> None:
     folder = await bound_folder(bot, event)
     path = resolve(folder, arguments["sous-dossier"]) if "sous-dossier" in arguments else folder
+    if not await only_real_folders_on_the_way(bot, path + "/"):
+        raise CommandError(t("doc.empty", folder=path))
     try:
         entries = [e for e in await bot.dav.listing(path + "/") if e.path.rstrip("/") != path and visible(e)]
     except WebDavError as exc:
-        if exc.status == 404:
+        if exc.absent:
             raise CommandError(t("doc.empty", folder=path)) from None
         raise
     if not entries:
@@ -97,7 +113,7 @@ async def search(bot: DocumentsBot, event: MessageEvent, mots: str) -> None:
     try:
         entries = await bot.dav.listing(folder + "/", depth="infinity")
     except WebDavError as exc:
-        if exc.status != 404:  # 404: nothing filed yet
+        if not exc.absent:  # absent: nothing filed yet
             raise
         entries = []
     for entry in entries:

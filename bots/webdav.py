@@ -29,7 +29,13 @@ class WebDavError(Exception):
     @property
     def refused(self) -> bool:
         """The server refuses the bot's credentials: a configuration to fix, not an outage."""
-        return self.status in (401, 403)
+        return self.status == 401
+
+    @property
+    def absent(self) -> bool:
+        """Nothing the room may reach there: missing, or forbidden for this path (a symbolic
+        link, which WsgiDAV does not follow)."""
+        return self.status in (403, 404)
 
 
 @dataclass(frozen=True)
@@ -141,7 +147,7 @@ class WebDav:
         try:
             entries = await self.listing(path, depth="0")
         except WebDavError as exc:
-            if exc.status == 404:
+            if exc.absent:
                 return None
             raise
         return entries[0] if entries else None

@@ -281,3 +281,36 @@ async def test_words_inside_pdf_odt_and_docx_are_found_in_the_room_s_own_folder_
     assert "arrete-circulation.pdf" in await _bot_answer(owner, room, synapse, "!doc cherche tanneurs")
     await _bot_answer(owner, room, synapse, "!doc supprime arrete-circulation.pdf")
     assert "Aucun document" in await _bot_answer(owner, room, synapse, "!doc cherche tanneurs")
+
+
+async def test_a_symbolic_link_does_not_lead_a_room_into_another_room_s_folder(
+    synapse: ServerStack, webdav: str, bots: str, agents: AgentFactory
+) -> None:
+    """WsgiDAV refuses a link itself but follows one met on the way when it stays inside its
+    root: a link put (by hand, on the server) in room A's folder towards room B's must not
+    lead A's commands into B's documents."""
+    neighbour, other = await bound_room(agents, synapse, "liens/rh")
+    since = len(neighbour.received)
+    await post_file(neighbour, other, b"%PDF-1.7 salaires", "Salaires.pdf")
+    secret = (await filed(neighbour, other, synapse, since)).rsplit("/", 1)[1]
+    owner, room = await bound_room(agents, synapse, "liens/accueil")
+    root = synapse.config.data_dir / "webdav" / "fichiers"
+    (root / "liens" / "accueil" / "vers-rh").symlink_to(root / "liens" / "rh", target_is_directory=True)
+    (root / "liens" / "par-lien").symlink_to(root / "liens" / "rh", target_is_directory=True)
+
+    for command in (f"infos vers-rh/{secret}", f"envoie vers-rh/{secret}", f"versions vers-rh/{secret}",
+                    f"supprime vers-rh/{secret}"):
+        assert "Aucun document" in await _bot_answer(owner, room, synapse, f"!doc {command}"), command
+    assert "est vide" in await _bot_answer(owner, room, synapse, "!doc liste vers-rh")
+    assert "vers-rh" not in await _bot_answer(owner, room, synapse, "!doc liste")
+    assert "Aucun document" in await _bot_answer(owner, room, synapse, "!doc cherche salaires")
+    assert (root / "liens" / "rh" / secret).exists()  # nothing moved to a trash
+
+    third, room_c = await _room_with_bot(agents, synapse, "Par un lien")
+    levels = await third.client.room_get_state_event(room_c, "m.room.power_levels")
+    users = {**levels.content["users"], documents_id(synapse): 50}
+    await third.client.room_put_state(room_c, "m.room.power_levels", {**levels.content, "users": users})
+    refused = await _bot_answer(third, room_c, synapse, "!doc lier liens/par-lien")
+    assert "refuse le dossier « liens/par-lien »" in refused
+    state = await third.client.room_get_state_event(room_c, "fr.maillage.documents")
+    assert getattr(state, "content", {}).get("dossier") is None
