@@ -8,6 +8,7 @@ client shows it and it survives the loss of the bot's database.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import tempfile
@@ -225,9 +226,14 @@ class DocumentsBot(Bot):
         version. MOVE never overwrites (``Overwrite: F`` answers 412 for a taken name), and
         properties travel with the file, so a document never shows up half-described."""
         await self.dav.make_folders(folder)
-        async with attachment.download(self.media) as (length, chunks):
-            await self.dav.put_stream(temporary, prefetch(chunks), mimetype, length)
-        await self.dav.set_properties(temporary, {**properties, "sha256": attachment.sha256})
+        try:
+            async with attachment.download(self.media) as (length, chunks):
+                await self.dav.put_stream(temporary, prefetch(chunks), mimetype, length)
+            await self.dav.set_properties(temporary, {**properties, "sha256": attachment.sha256})
+        except (CorruptAttachment, MediaUnavailable, WebDavError):
+            with contextlib.suppress(WebDavError):  # no half-uploaded file left behind
+                await self.dav.delete(temporary)
+            raise
         version = first_version
         while True:
             candidate = f"{folder}/{with_version(base_name, version)}"

@@ -314,3 +314,22 @@ async def test_a_symbolic_link_does_not_lead_a_room_into_another_room_s_folder(
     assert "refuse le dossier « liens/par-lien »" in refused
     state = await third.client.room_get_state_event(room_c, "fr.maillage.documents")
     assert getattr(state, "content", {}).get("dossier") is None
+
+
+async def test_an_attachment_whose_hash_does_not_match_is_refused_and_nothing_kept(
+    synapse: ServerStack, webdav: str, bots: str, agents: AgentFactory
+) -> None:
+    """The event's hash of the encrypted file is what proves the homeserver served it intact."""
+    owner, room = await bound_room(agents, synapse, "controle/empreinte")
+    data = os.urandom(200_000)
+    response, keys = await owner.client.upload(io.BytesIO(data), content_type="application/pdf",
+                                               filename="Altere.pdf", encrypt=True, filesize=len(data))
+    keys["hashes"] = {"sha256": "A" * 43}  # not the hash of what the homeserver holds
+    since = len(owner.received)
+    await owner.client.room_send(room, "m.room.message", {
+        "msgtype": "m.file", "body": "Altéré.pdf", "file": {"url": response.content_uri, **keys},
+        "info": {"mimetype": "application/pdf", "size": len(data)}}, ignore_unverified_devices=True)
+    told = await owner.wait_for_text(room, lambda m: m.sender == documents_id(synapse), since=since)
+    assert "corrompu" in told.body
+    folder = synapse.config.data_dir / "webdav" / "fichiers" / "controle" / "empreinte"
+    assert [p.name for p in folder.iterdir()] == []  # neither the file nor a temporary part of it
