@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from webdav3.client import Client as WebDavClient
 
-from tests.bots.test_runtime import _bot_answer, _room_with_bot, documents_id
+from tests.bots.test_runtime import _bot_answer, _room_with_bot, bound_folder_of, documents_id, let_the_bot_bind
 from tests.conftest import ServerStack, ServiceProcess
 from tests.harness.matrix import Agent, AgentFactory
 from tests.harness.office import docx_with_text, odt_with_text, pdf_with_text
@@ -43,9 +43,7 @@ async def post_file(agent: Agent, room: str, data: bytes, filename: str, *, encr
 
 async def bound_room(agents: AgentFactory, stack: ServerStack, folder: str) -> tuple[Agent, str]:
     owner, room = await _room_with_bot(agents, stack, f"Dossier {folder}")
-    levels = await owner.client.room_get_state_event(room, "m.room.power_levels")
-    users = {**levels.content["users"], documents_id(stack): 50}
-    await owner.client.room_put_state(room, "m.room.power_levels", {**levels.content, "users": users})
+    await let_the_bot_bind(owner, room, stack)
     assert "Ce salon est lié" in await _bot_answer(owner, room, stack, f"!doc lier {folder}")
     return owner, room
 
@@ -178,14 +176,11 @@ async def test_a_room_cannot_bind_another_room_s_folder(
 ) -> None:
     await bound_room(agents, synapse, "finances/paie")
     intruder, room = await _room_with_bot(agents, synapse, "Curieux")
-    levels = await intruder.client.room_get_state_event(room, "m.room.power_levels")
-    users = {**levels.content["users"], documents_id(synapse): 50}
-    await intruder.client.room_put_state(room, "m.room.power_levels", {**levels.content, "users": users})
+    await let_the_bot_bind(intruder, room, synapse)
     for folder in ("finances/paie", "finances", "finances/paie/bulletins"):
         answer = await _bot_answer(intruder, room, synapse, f"!doc lier {folder}")
         assert "déjà lié à un autre salon" in answer, answer
-    state = await intruder.client.room_get_state_event(room, "fr.maillage.documents")
-    assert getattr(state, "content", {}).get("dossier") is None
+    assert await bound_folder_of(intruder, room) is None
     assert "Ce salon est lié" in await _bot_answer(intruder, room, synapse, "!doc lier finances/budget")
 
 
@@ -307,13 +302,10 @@ async def test_a_symbolic_link_does_not_lead_a_room_into_another_room_s_folder(
     assert (root / "liens" / "rh" / secret).exists()  # nothing moved to a trash
 
     third, room_c = await _room_with_bot(agents, synapse, "Par un lien")
-    levels = await third.client.room_get_state_event(room_c, "m.room.power_levels")
-    users = {**levels.content["users"], documents_id(synapse): 50}
-    await third.client.room_put_state(room_c, "m.room.power_levels", {**levels.content, "users": users})
+    await let_the_bot_bind(third, room_c, synapse)
     refused = await _bot_answer(third, room_c, synapse, "!doc lier liens/par-lien")
     assert "refuse le dossier « liens/par-lien »" in refused
-    state = await third.client.room_get_state_event(room_c, "fr.maillage.documents")
-    assert getattr(state, "content", {}).get("dossier") is None
+    assert await bound_folder_of(third, room_c) is None
 
 
 async def test_an_attachment_whose_hash_does_not_match_is_refused_and_nothing_kept(

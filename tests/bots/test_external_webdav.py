@@ -15,10 +15,10 @@ from webdav3.client import Client as WebDavClient
 from maillage.deploy.provisioning import ensure_admin_token
 from maillage.deploy.services import HealthCheck, Service
 from maillage.secretstore import update_secrets
-from tests.bots.test_documents import filed, post_file
+from tests.bots.test_documents import bound_room, filed, post_file
 from tests.bots.test_runtime import _bot_answer, documents_id
 from tests.conftest import ServerStack, ServiceProcess, standalone_stack
-from tests.harness.matrix import Agent, AgentFactory, create_encrypted_room
+from tests.harness.matrix import AgentFactory
 from tests.harness.servers import free_port, running
 
 PREFIX = "remote.php/dav/files/mairie"
@@ -69,23 +69,11 @@ async def own_agents(external: tuple[ServerStack, ServiceProcess, str], tmp_path
     await factory.close()
 
 
-async def _bound_room(agents: AgentFactory, stack: ServerStack, folder: str) -> tuple[Agent, str]:
-    owner = await agents("greffe")
-    room = await create_encrypted_room(owner, name="Greffe")
-    await owner.client.room_invite(room, documents_id(stack))
-    await owner.wait_for_members_including(room, documents_id(stack))
-    levels = await owner.client.room_get_state_event(room, "m.room.power_levels")
-    users = {**levels.content["users"], documents_id(stack): 50}
-    await owner.client.room_put_state(room, "m.room.power_levels", {**levels.content, "users": users})
-    assert "Ce salon est lié" in await _bot_answer(owner, room, stack, f"!doc lier {folder}")
-    return owner, room
-
-
 async def test_documents_go_to_a_nextcloud_style_server_with_its_own_credentials(
     external: tuple[ServerStack, ServiceProcess, str], own_agents: AgentFactory
 ) -> None:
     stack, _, url = external
-    owner, room = await _bound_room(own_agents, stack, "greffe/deliberations")
+    owner, room = await bound_room(own_agents, stack, "greffe/deliberations")
     since = len(owner.received)
     await post_file(owner, room, b"%PDF-1.7 deliberation 2026-42", "Délibération 42.pdf")
     path = await filed(owner, room, stack, since)
@@ -103,7 +91,7 @@ async def test_credentials_the_server_refuses_are_told_at_once_and_never_shown(
     external: tuple[ServerStack, ServiceProcess, str], own_agents: AgentFactory
 ) -> None:
     stack, bots, url = external
-    owner, room = await _bound_room(own_agents, stack, "greffe/registre")
+    owner, room = await bound_room(own_agents, stack, "greffe/registre")
     bots.stop()
     update_secrets(stack.config.data_dir, dav_password="Ancien-mot-de-passe-1")
     bots.start()

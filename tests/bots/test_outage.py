@@ -15,9 +15,9 @@ import httpx
 import pytest
 
 from maillage.deploy.provisioning import ensure_admin_token
-from tests.bots.test_runtime import _bot_answer, documents_id
+from tests.bots.test_runtime import _bot_answer, _room_with_bot, documents_id
 from tests.conftest import ServerStack, ServiceProcess, standalone_stack
-from tests.harness.matrix import AgentFactory, create_encrypted_room
+from tests.harness.matrix import AgentFactory
 
 
 @pytest.fixture
@@ -51,10 +51,7 @@ async def test_a_homeserver_outage_is_reported_and_the_bots_answer_once_it_is_ba
     own_stack: tuple[ServerStack, ServiceProcess, ServiceProcess], own_agents: AgentFactory
 ) -> None:
     stack, homeserver, bots = own_stack
-    claire = await own_agents("claire")
-    room = await create_encrypted_room(claire, name="Avant la panne")
-    await claire.client.room_invite(room, documents_id(stack))
-    await claire.wait_for_members_including(room, documents_id(stack))
+    claire, room = await _room_with_bot(own_agents, stack, "Avant la panne")
     assert "!doc lier" in await _bot_answer(claire, room, stack, "!aide")
 
     homeserver.stop()

@@ -20,6 +20,20 @@ def documents_id(stack: ServerStack) -> str:
     return f"@documents:{stack.server_name}"
 
 
+async def let_the_bot_bind(agent: Agent, room: str, stack: ServerStack) -> None:
+    """Give @documents the moderator level it needs to write the room's binding state."""
+    levels = await agent.client.room_get_state_event(room, "m.room.power_levels")
+    users = {**levels.content["users"], documents_id(stack): 50}
+    await agent.client.room_put_state(room, "m.room.power_levels", {**levels.content, "users": users})
+
+
+async def bound_folder_of(agent: Agent, room: str) -> str | None:
+    """The folder in the room's binding state, as any client reads it."""
+    state = await agent.client.room_get_state_event(room, "fr.maillage.documents")
+    folder = getattr(state, "content", {}).get("dossier")
+    return str(folder) if folder else None
+
+
 async def test_the_bot_joins_when_invited_and_answers_help_encrypted(
     synapse: ServerStack, bots: str, agents: AgentFactory
 ) -> None:
@@ -88,9 +102,7 @@ async def test_a_room_admin_binds_a_folder_as_room_state(
     needs_power = await _bot_answer(owner, room, synapse, "!doc lier urbanisme/instruction")
     assert "donnez-lui le niveau « modérateur »" in needs_power
 
-    levels = await owner.client.room_get_state_event(room, "m.room.power_levels")
-    users = {**levels.content["users"], documents_id(synapse): 50}
-    await owner.client.room_put_state(room, "m.room.power_levels", {**levels.content, "users": users})
+    await let_the_bot_bind(owner, room, synapse)
     bound = await _bot_answer(owner, room, synapse, "!doc lier Urbanisme/Permis de Construire")
     assert "« urbanisme/permis-de-construire »" in bound
     state = await owner.client.room_get_state_event(room, "fr.maillage.documents")
@@ -117,8 +129,7 @@ async def test_a_folder_outside_the_tree_is_refused(
     owner, room = await _room_with_bot(agents, synapse, "Chemins")
     answer = await _bot_answer(owner, room, synapse, f"!doc lier {folder}")
     assert "Nom de dossier refusé" in answer
-    state = await owner.client.room_get_state_event(room, "fr.maillage.documents")
-    assert getattr(state, "content", {}).get("dossier") is None
+    assert await bound_folder_of(owner, room) is None
 
 
 async def test_commands_sent_while_the_bots_are_down_are_handled_once_in_order(
