@@ -313,6 +313,8 @@ async def bind(bot: DocumentsBot, event: MessageEvent, dossier: str) -> None:
         raise CommandError(t("doc.bound_elsewhere", folder=folder, other=other))
     if not await bot.is_room_admin(event.room_id, event.sender):
         raise CommandError(t("doc.admin_only"))
+    if not await bot.is_room_admin(event.room_id, bot.user_id):  # before any folder is made
+        raise CommandError(t("doc.bot_needs_power"))
     await bot.prepare_folder(folder)
     await bot.send_binding(event, {"dossier": folder})
     await bot.remember_binding(event.room_id, folder)

@@ -96,11 +96,12 @@ async def _bot_answer(agent: Agent, room: str, stack: ServerStack, command: str)
 
 
 async def test_a_room_admin_binds_a_folder_as_room_state(
-    synapse: ServerStack, bots: str, agents: AgentFactory
+    synapse: ServerStack, webdav: str, bots: str, agents: AgentFactory
 ) -> None:
     owner, room = await _room_with_bot(agents, synapse, "Permis")
     needs_power = await _bot_answer(owner, room, synapse, "!doc lier urbanisme/instruction")
     assert "donnez-lui le niveau « modérateur »" in needs_power
+    assert not (synapse.config.data_dir / "webdav" / "fichiers" / "urbanisme" / "instruction").exists()
 
     await let_the_bot_bind(owner, room, synapse)
     bound = await _bot_answer(owner, room, synapse, "!doc lier Urbanisme/Permis de Construire")
