@@ -16,7 +16,6 @@ import time
 import unicodedata
 from typing import Any, ClassVar
 
-import httpx
 from mautrix.errors import MatrixRequestError, MForbidden
 from mautrix.types import (
     EventType,
@@ -31,7 +30,7 @@ from mautrix.types import (
 
 from maillage.bots.commands import Argument, CommandError, CommandSet
 from maillage.bots.extract import MAX_FILE, extract_text, fold, is_indexed
-from maillage.bots.media import Attachment, CorruptAttachment, MediaUnavailable, prefetch
+from maillage.bots.media import Attachment, CorruptAttachment, HomeserverMedia, MediaUnavailable, prefetch
 from maillage.bots.naming import base_of, stored_name, with_version
 from maillage.bots.runtime import Bot
 from maillage.bots.webdav import WebDav, WebDavError
@@ -93,8 +92,7 @@ class DocumentsBot(Bot):
         config, stack_secrets = self.context.config, self.context.secrets
         base = config.webdav.url or f"http://{url_host(config.reseau.adresse_ecoute)}:{config.reseau.port_webdav}/"
         self.dav = WebDav(base, config.webdav.utilisateur, stack_secrets.dav_password)
-        self.media = httpx.AsyncClient(base_url=config.synapse_url, timeout=httpx.Timeout(60, read=300),
-                                       headers={"Authorization": f"Bearer {self.client.api.token}"})
+        self.media = HomeserverMedia(config.synapse_url, self.client.api.token)
         self.client.add_event_handler(BINDING_EVENT, self._on_binding, wait_sync=True)
         # Documents are read for search after they are filed, one at a time, in a private folder.
         self.work_dir = config.data_dir / "bots" / "lecture"
@@ -106,7 +104,7 @@ class DocumentsBot(Bot):
         for task in list(self._pending_reads):
             task.cancel()
         await self.dav.close()
-        await self.media.aclose()
+        await self.media.close()
 
     def explain(self, error: Exception) -> str | None:
         if isinstance(error, WebDavError) and error.refused:
@@ -229,9 +227,11 @@ class DocumentsBot(Bot):
         try:
             async with attachment.download(self.media) as (length, chunks):
                 await self.dav.put_stream(temporary, prefetch(chunks), mimetype, length)
+            if not attachment.intact:
+                raise CorruptAttachment(attachment.url)
             await self.dav.set_properties(temporary, {**properties, "sha256": attachment.sha256})
         except (CorruptAttachment, MediaUnavailable, WebDavError):
-            with contextlib.suppress(WebDavError):  # no half-uploaded file left behind
+            with contextlib.suppress(WebDavError):  # nothing left behind under the temporary name
                 await self.dav.delete(temporary)
             raise
         version = first_version

@@ -17,7 +17,7 @@ from mautrix.types import EventType, MessageEvent
 from maillage.bots.commands import Argument, CommandError
 from maillage.bots.documents import DocumentsBot, documents_commands
 from maillage.bots.extract import fold
-from maillage.bots.media import EncryptingStream, upload_stream
+from maillage.bots.media import EncryptingStream
 from maillage.bots.naming import base_of, slugify, split_extension, with_version
 from maillage.bots.webdav import Entry, WebDavError
 from maillage.i18n import t
@@ -246,12 +246,11 @@ async def send(bot: DocumentsBot, event: MessageEvent, nom: str) -> None:
                                "info": {"mimetype": mimetype, "size": entry.size}}
     if encrypted:
         stream = EncryptingStream()
-        mxc = await upload_stream(bot.media, stream.wrap(chunks), size=entry.size, filename=entry.name,
-                                  mimetype="application/octet-stream")
+        mxc = await bot.media.upload(stream.wrap(chunks), size=entry.size, filename=entry.name,
+                                     mimetype="application/octet-stream")
         content["file"] = stream.file_info(mxc)
     else:
-        content["url"] = await upload_stream(bot.media, chunks, size=entry.size, filename=entry.name,
-                                             mimetype=mimetype)
+        content["url"] = await bot.media.upload(chunks, size=entry.size, filename=entry.name, mimetype=mimetype)
     root = event.content.get_thread_parent()
     if root:
         content["m.relates_to"] = {"rel_type": "m.thread", "event_id": root, "is_falling_back": True,
