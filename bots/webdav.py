@@ -58,7 +58,7 @@ class WebDav:
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
         self._base_path = urlsplit(self.base_url).path
         self.http = httpx.AsyncClient(auth=(user, password), timeout=httpx.Timeout(60, read=300))
-        # Uploads are the hot path: aiohttp writes a 100 MB body 15–20 % faster than httpx here.
+        # Uploads are the hot path: aiohttp moved 100 MB about 15 % faster than httpx here.
         self._uploads = aiohttp.ClientSession(
             headers={"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()},
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=60, sock_read=300))
