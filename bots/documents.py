@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import re
 import tempfile
@@ -32,7 +33,7 @@ from maillage.bots.commands import Argument, CommandError, CommandSet
 from maillage.bots.extract import MAX_FILE, extract_text, fold, is_indexed
 from maillage.bots.media import Attachment, CorruptAttachment, HomeserverMedia, MediaUnavailable, prefetch
 from maillage.bots.naming import base_of, stored_name, with_version
-from maillage.bots.runtime import Bot
+from maillage.bots.runtime import Bot, RetryLater
 from maillage.bots.webdav import WebDav, WebDavError
 from maillage.config import url_host
 from maillage.i18n import t
@@ -79,7 +80,7 @@ def slugify(text: str) -> str:
 
 
 FILE_TYPES = (MessageType.FILE, MessageType.IMAGE, MessageType.VIDEO, MessageType.AUDIO)
-RETRY_DELAYS = (2, 10, 30)
+RETRY_DELAYS = (2,)  # then kept for later by the runtime
 
 
 class DocumentsBot(Bot):
@@ -145,6 +146,9 @@ class DocumentsBot(Bot):
             await self.file_document(event, folder)
 
     async def file_document(self, event: MessageEvent, folder: str) -> None:
+        """File a posted document, exactly once: after a crash or an outage the handler runs
+        again and finds the document its earlier attempt filed (the event id is a property of
+        the file) rather than filing it again as ``_v2``."""
         content = event.content
         assert isinstance(content, MediaMessageEventContent)
         original = str(content.get("filename") or content.body or "document")
@@ -159,32 +163,51 @@ class DocumentsBot(Bot):
         attachment = Attachment(url=str(content.file.url if content.file else content.url),
                                 encrypted=content.file.serialize() if content.file else None)
         mimetype = (content.info.mimetype if content.info else None) or "application/octet-stream"
-        temporary = f"{folder}/.maillage-{slugify(event.event_id)}.partiel"
-        try:
+        temporary = f"{folder}/.maillage-{hashlib.sha256(event.event_id.encode()).hexdigest()[:32]}.partiel"
+        found = await self._filed_before(event, folder, temporary) if self.is_replay(event) else None
+        if found is not None:
+            path, sha256, size = found
+        else:
             properties = {"uploader": event.sender, "event": event.event_id, "original": original[:300]}
-            path, version = await self._with_retries(event, lambda: self._store(
-                folder, temporary, attachment, mimetype, base_name, first_version, properties))
-        except CorruptAttachment:
-            await self.reply(event, t("doc.corrupt"))
-            return
-        except WebDavError as error:
-            if error.refused:
-                log.warning("the WebDAV server refuses the bot's credentials ([webdav] utilisateur, dav_password)")
-            await self.reply(event, t("doc.webdav_refused") if error.refused else t("doc.webdav_gave_up"))
-            return
-        except MediaUnavailable:
-            await self.reply(event, t("doc.webdav_gave_up"))
-            return
+            try:
+                path, _ = await self._with_retry(lambda: self._store(
+                    folder, temporary, attachment, mimetype, base_name, first_version, properties))
+            except CorruptAttachment:
+                await self.reply(event, t("doc.corrupt"))
+                return
+            sha256, size = attachment.sha256, attachment.size
         await self.context.db.execute(
             "INSERT INTO maillage_document (event_id, room_id, path, sha256, uploader, size, stored_at)"
             " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (event_id) DO NOTHING",
-            event.event_id, event.room_id, path, attachment.sha256, event.sender, attachment.size,
-            int(time.time() * 1000))
+            event.event_id, event.room_id, path, sha256, event.sender, size, int(time.time() * 1000))
+        version = base_of(path.rpartition("/")[2])[1]
         note = t("doc.filed_version", version=version) if version > 1 else ""
         note += t("doc.name_shortened") if named.shortened else ""
         note += t("doc.name_reserved") if named.reserved else ""
         await self.reply(event, t("doc.filed", path=path, version=note), thread_root=event.event_id)
-        self.read_text_later(path, attachment.sha256, attachment.size)
+        self.read_text_later(path, sha256, size)
+
+    async def _filed_before(self, event: MessageEvent, folder: str, temporary: str) -> tuple[str, str, int] | None:
+        """What an earlier attempt at this event filed (path, hash, size); otherwise its partial
+        upload, if any, is removed."""
+        row = await self.context.db.fetchrow(
+            "SELECT path, sha256, size FROM maillage_document WHERE event_id=$1", event.event_id)
+        if row is not None:
+            return str(row["path"]), str(row["sha256"]), int(row["size"])
+        try:
+            entries = await self.dav.listing(folder + "/")
+        except WebDavError as error:
+            if not error.absent:
+                raise RetryLater(t("doc.webdav_deferred")) from None
+            return None
+        for entry in entries:
+            if entry.properties.get("event") == event.event_id and not entry.name.startswith("."):
+                return entry.path, entry.properties.get("sha256", ""), entry.size
+        if any(entry.path == temporary for entry in entries):
+            with contextlib.suppress(WebDavError):
+                await self.dav.delete(temporary)
+            log.info("partial upload of %s removed before filing it again", event.event_id)
+        return None
 
     def read_text_later(self, path: str, sha256: str, size: int) -> None:
         """Index the document's text for ``!doc cherche`` without delaying the next command."""
@@ -222,8 +245,20 @@ class DocumentsBot(Bot):
                      base_name: str, first_version: int, properties: dict[str, str]) -> tuple[str, int]:
         """Upload under a temporary name with its properties, then MOVE it to the first free
         version. MOVE never overwrites (``Overwrite: F`` answers 412 for a taken name), and
-        properties travel with the file, so a document never shows up half-described."""
-        await self.dav.make_folders(folder)
+        properties travel with the file, so a document never shows up half-described.
+        A folder on the way replaced by a symbolic link (which WsgiDAV follows, into the folder
+        it points to) keeps the document for later rather than filing it there."""
+        try:
+            await self.dav.make_folders(folder)
+            parts = folder.strip("/").split("/")
+            for depth in range(1, len(parts) + 1):
+                entry = await self.dav.entry("/".join(parts[:depth]) + "/")
+                if entry is None or not entry.is_folder:
+                    raise WebDavError("PROPFIND", "/".join(parts[:depth]) + "/", 403)
+        except WebDavError as error:
+            if error.status != 403:
+                raise
+            raise RetryLater(t("doc.folder_forbidden_kept", folder=folder)) from None
         try:
             async with attachment.download(self.media) as (length, chunks):
                 await self.dav.put_stream(temporary, prefetch(chunks), mimetype, length)
@@ -245,15 +280,19 @@ class DocumentsBot(Bot):
                     raise
             version += 1
 
-    async def _with_retries(self, event: MessageEvent, action: Any) -> Any:
-        for attempt, delay in enumerate((*RETRY_DELAYS, None)):
+    async def _with_retry(self, action: Any) -> Any:
+        """A blip is tried again at once; a server away longer keeps the document for later
+        (``RetryLater``: the runtime tries again with back-off and the agent is told once)."""
+        for delay in (*RETRY_DELAYS, None):
             try:
                 return await action()
             except (WebDavError, MediaUnavailable) as error:
-                if delay is None or (isinstance(error, WebDavError) and error.refused):
-                    raise  # refused credentials do not mend by waiting
-                if attempt == 0:
-                    await self.reply(event, t("doc.webdav_down", seconds=delay))
+                if isinstance(error, WebDavError) and error.refused:
+                    log.warning("the WebDAV server refuses the bot's credentials ([webdav] utilisateur, dav_password)")
+                    raise RetryLater(t("doc.webdav_refused_kept")) from None
+                if delay is None:
+                    raise RetryLater(t("doc.webdav_deferred" if isinstance(error, WebDavError)
+                                       else "doc.media_deferred")) from None
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 

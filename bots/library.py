@@ -10,9 +10,9 @@ from __future__ import annotations
 import mimetypes
 import re
 import unicodedata
-from typing import Any, cast
+from typing import Any
 
-from mautrix.types import EventType, MessageEvent
+from mautrix.types import MessageEvent
 
 from maillage.bots.commands import Argument, CommandError
 from maillage.bots.documents import DocumentsBot, documents_commands
@@ -66,6 +66,31 @@ async def only_real_folders_on_the_way(bot: DocumentsBot, path: str) -> bool:
     return True
 
 
+async def move_once(bot: DocumentsBot, event: MessageEvent, source: str, target: str) -> None:
+    """Move a document, marked first with the command's event id (properties travel with it),
+    so that a replay after a crash between the move and the answer finds it moved."""
+    await bot.dav.set_properties(source, {"commande": event.event_id})
+    await bot.dav.move(source, target)
+
+
+async def moved_before(bot: DocumentsBot, event: MessageEvent, targets: list[str] | None, *,
+                       within: str | None = None) -> Entry | None:
+    """On a replay only: the document an earlier attempt at this command moved (to one of
+    ``targets``, or anywhere in the folder ``within``), found by the event id it carries."""
+    if not bot.is_replay(event):
+        return None
+    try:
+        if within is not None:
+            candidates = await bot.dav.listing(within)
+        else:
+            candidates = [entry for path in targets or [] if (entry := await bot.dav.entry(path)) is not None]
+    except WebDavError as error:
+        if error.absent:
+            return None
+        raise
+    return next((e for e in candidates if not e.is_folder and e.properties.get("commande") == event.event_id), None)
+
+
 def visible(entry: Entry) -> bool:
     return not entry.name.startswith(".")
 
@@ -111,7 +136,9 @@ async def search(bot: DocumentsBot, event: MessageEvent, mots: str) -> None:
         raise CommandError(t("doc.search_words"))
     lines = []
     try:
-        entries = await bot.dav.listing(folder + "/", depth="infinity")
+        # a link on the way would be followed, into the folder it points to
+        real = await only_real_folders_on_the_way(bot, folder + "/")
+        entries = await bot.dav.listing(folder + "/", depth="infinity") if real else []
     except WebDavError as exc:
         if not exc.absent:  # absent: nothing filed yet
             raise
@@ -187,7 +214,6 @@ async def versions(bot: DocumentsBot, event: MessageEvent, nom: str) -> None:
 async def rename(bot: DocumentsBot, event: MessageEvent, nom: str, nouveau: str) -> None:
     folder = await bound_folder(bot, event)
     source = resolve(folder, nom)
-    await existing(bot, source, nom)
     stem, extension = split_extension(nouveau)
     slug = slugify(stem)
     if not slug:
@@ -195,9 +221,11 @@ async def rename(bot: DocumentsBot, event: MessageEvent, nom: str, nouveau: str)
     _, old_extension = split_extension(source.rpartition("/")[2])
     target_name = f"{slug}.{extension or old_extension}" if (extension or old_extension) else slug
     target = f"{source.rpartition('/')[0]}/{target_name}"
-    if await bot.dav.exists(target):
-        raise CommandError(t("doc.exists", name=target_name))
-    await bot.dav.move(source, target)
+    if not await moved_before(bot, event, [target]):
+        await existing(bot, source, nom)
+        if await bot.dav.exists(target):
+            raise CommandError(t("doc.exists", name=target_name))
+        await move_once(bot, event, source, target)
     await bot.reply(event, t("doc.renamed", old=nom, new=target_name))
 
 
@@ -207,6 +235,10 @@ async def rename(bot: DocumentsBot, event: MessageEvent, nom: str, nouveau: str)
 async def delete(bot: DocumentsBot, event: MessageEvent, nom: str) -> None:
     folder = await bound_folder(bot, event)
     source = resolve(folder, nom)
+    done = await moved_before(bot, event, None, within=f"{folder}/{TRASH}/")
+    if done is not None:
+        await bot.reply(event, t("doc.trashed", name=nom, trashed=done.name))
+        return
     await existing(bot, source, nom)
     await bot.dav.make_folders(f"{folder}/{TRASH}")
     name = source.rpartition("/")[2]
@@ -214,7 +246,7 @@ async def delete(bot: DocumentsBot, event: MessageEvent, nom: str) -> None:
     while await bot.dav.exists(f"{folder}/{TRASH}/{with_version(name, version)}"):
         version += 1
     trashed = with_version(name, version)
-    await bot.dav.move(source, f"{folder}/{TRASH}/{trashed}")
+    await move_once(bot, event, source, f"{folder}/{TRASH}/{trashed}")
     await bot.reply(event, t("doc.trashed", name=nom, trashed=trashed))
 
 
@@ -224,11 +256,12 @@ async def delete(bot: DocumentsBot, event: MessageEvent, nom: str) -> None:
 async def restore(bot: DocumentsBot, event: MessageEvent, nom: str) -> None:
     folder = await bound_folder(bot, event)
     source = resolve(f"{folder}/{TRASH}", nom)
-    await existing(bot, source, nom)
     target = f"{folder}/{source.rpartition('/')[2]}"
-    if await bot.dav.exists(target):
-        raise CommandError(t("doc.exists", name=target.rpartition("/")[2]))
-    await bot.dav.move(source, target)
+    if not await moved_before(bot, event, [target]):
+        await existing(bot, source, nom)
+        if await bot.dav.exists(target):
+            raise CommandError(t("doc.exists", name=target.rpartition("/")[2]))
+        await move_once(bot, event, source, target)
     await bot.reply(event, t("doc.restored", name=nom))
 
 
@@ -257,4 +290,4 @@ async def send(bot: DocumentsBot, event: MessageEvent, nom: str) -> None:
                                    "m.in_reply_to": {"event_id": event.event_id}}
     else:
         content["m.relates_to"] = {"m.in_reply_to": {"event_id": event.event_id}}
-    await bot.client.send_message_event(event.room_id, EventType.ROOM_MESSAGE, cast(Any, content))
+    await bot.send_about(event.room_id, event.event_id, content, key="reponse")

@@ -6,31 +6,57 @@ writes end-to-end encrypted rooms through mautrix's OlmMachine, and cross-signs
 its own device at first start (recovery key kept 0600) so that clients which
 only encrypt to verified devices still reach it.
 
-Commands are handled one at a time, in order, exactly once: the sync position
-is stored only once a sync's events are handled, and handled event ids are
-recorded, so a restart neither loses nor repeats a command.
+Nothing lost, nothing done twice, even under ``kill -9``:
+
+- events are handled one at a time, in timeline order; an event is marked
+  handled once its handler is done, and the sync position is stored once every
+  event of the sync is (``bots/sync.py``): a crash at any moment replays what
+  was not finished, and skips what was;
+- every message a bot sends about an event carries a transaction id derived
+  from that event (``key`` says which of its messages it is), so a replayed
+  reply is de-duplicated by the homeserver and seen once;
+- a handler whose earlier attempt may have begun (``is_replay``) finds what
+  that attempt did instead of doing it again (a document already filed…);
+- an outage (database, homeserver) stops handling without answering: the same
+  sync is read again when it is back; a server a handler needs being away
+  (``RetryLater``) keeps the event for later and tells the sender once;
+- a message whose key has not arrived is kept, its key asked of the sender's
+  device, handled when the key comes, and its sender told if it never does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import logging
 import secrets
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar, cast
+from zoneinfo import ZoneInfo
 
+import aiohttp
 import httpx
 from mautrix.client import Client, InternalEventType
 from mautrix.client.encryption_manager import DecryptionDispatcher
 from mautrix.client.state_store.asyncpg import PgStateStore
 from mautrix.crypto import OlmMachine, PgCryptoStateStore, PgCryptoStore
-from mautrix.errors import DecryptionError, MForbidden, MUnknownToken, SessionNotFound
+from mautrix.errors import (
+    DecryptionError,
+    MatrixConnectionError,
+    MatrixRequestError,
+    MForbidden,
+    MUnknownToken,
+    SessionNotFound,
+)
 from mautrix.types import (
     DeviceID,
     EncryptedEvent,
+    EncryptedMegolmEventContent,
     EventType,
     Membership,
     MemberStateEventContent,
@@ -38,13 +64,14 @@ from mautrix.types import (
     MessageType,
     RoomID,
     StateEvent,
+    ToDeviceEvent,
     UserID,
 )
 from mautrix.util.async_db import Database
 
 from maillage.bots.commands import CommandError, CommandSet, help_message, reply_content
 from maillage.bots.metrics import Metrics
-from maillage.bots.store import BotStore, Credentials, HandledSyncStore, upgrade_table
+from maillage.bots.store import BotStore, Credentials, HandledSyncStore, PendingEvent, upgrade_table
 from maillage.bots.sync import BOT_FILTER, GaplessClient
 from maillage.config import Config
 from maillage.i18n import t
@@ -55,6 +82,25 @@ log = logging.getLogger("maillage.bots")
 
 HELP_WORDS = ("aide", "help")
 SEND_RETRIES = 5
+KEY_WAIT = 5.0  # seconds a message waits in line for a key that is a moment behind it
+PENDING_POLL = 2.0  # seconds between two looks at the events kept for later
+MAX_ATTEMPTS = 10  # an event that fails this often with the servers up is not an outage: answered
+
+
+class RetryLater(Exception):
+    """Raised by a handler when a server it needs is away: the event is kept and handled again
+    later, with back-off; ``notice`` tells the sender once (already translated)."""
+
+    def __init__(self, notice: str) -> None:
+        super().__init__(notice)
+        self.notice = notice
+
+
+class _MissingKey:
+    """The decryption key of a message has not arrived (yet)."""
+
+
+MISSING_KEY = _MissingKey()
 
 
 @dataclass(frozen=True)
@@ -63,6 +109,15 @@ class BotContext:
     secrets: Secrets
     db: Database
     metrics: Metrics
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def transaction_id(bot_id: str, about: str, key: str) -> str:
+    """The same for every attempt at sending the same message about the same event."""
+    return "maillage." + hashlib.sha256(f"{bot_id}|{about}|{key}".encode()).hexdigest()[:40]
 
 
 @dataclass
@@ -83,6 +138,8 @@ class Bot:
     client: Client = field(init=False)
     store: BotStore = field(init=False)
     _order: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
+    _attempts: dict[str, int] = field(init=False, default_factory=dict)
+    _keys_arrived: asyncio.Event = field(init=False, default_factory=asyncio.Event)
 
     @property
     def user_id(self) -> str:
@@ -103,7 +160,29 @@ class Bot:
         """What to tell the agent when a command met a known failure (a server away…)."""
         return None
 
-    # --- command handling -----------------------------------------------------------
+    # --- what handlers use -----------------------------------------------------------
+
+    def is_replay(self, event: MessageEvent) -> bool:
+        """Whether an earlier attempt at this event may have begun (a crash, an outage, a retry):
+        the handler then looks for what it did before doing it."""
+        return self._attempts.get(event.event_id, 1) > 1
+
+    async def reply(self, event: MessageEvent, body: str, formatted: str | None = None, *,
+                    thread_root: str | None = None, key: str = "reponse") -> None:
+        """Answer ``event``, in its thread when it came in one (or in a new one on ``thread_root``).
+
+        ``key`` names which of the bot's messages about this event it is: the answer
+        (``reponse``) is sent once whatever happens, however many attempts it takes."""
+        root = event.content.get_thread_parent() or thread_root
+        content = reply_content(body, formatted, to_event=event.event_id, thread_root=root)
+        await self.send_about(event.room_id, event.event_id, content, key=key)
+
+    async def send_about(self, room_id: str, about: str, content: dict[str, Any], *, key: str) -> None:
+        """Send a message about event ``about``, once: a resend carries the same transaction id."""
+        await self.client.send_message_event(RoomID(room_id), EventType.ROOM_MESSAGE, cast(Any, content),
+                                             txn_id=transaction_id(self.user_id, about, key))
+
+    # --- event handling --------------------------------------------------------------
 
     async def handle_event(self, event: MessageEvent | EncryptedEvent) -> None:
         """Every room message, encrypted or not, one at a time in the order of the timeline.
@@ -118,21 +197,72 @@ class Bot:
         backlog.inc()
         async with self._order:  # asyncio.Lock is FIFO: tasks enter in the order syncs created them
             backlog.dec()
-            if await self.store.was_handled(event.event_id):
-                return
-            message = await self._decrypted(event) if isinstance(event, EncryptedEvent) else event
-            if message is None:
-                await self.store.mark_handled(event.event_id, int(time.time() * 1000))
-                return
-            await self._handle(message)
+            try:
+                await self._handle_once(event)
+            except Exception as error:  # an outage: not marked handled, the sync is read again
+                log.warning("%s: %s not handled for now (%s); it will be read again", self.localpart,
+                            event.event_id, type(error).__name__)
+                cast(GaplessClient, self.client).handling_failed = True
+            finally:
+                self._attempts.pop(event.event_id, None)
 
-    async def _decrypted(self, event: EncryptedEvent) -> MessageEvent | None:
+    async def _handle_once(self, event: MessageEvent | EncryptedEvent) -> None:
+        if await self.store.was_handled(event.event_id):
+            return
+        attempt = await self.store.begin_attempt(event.event_id)
+        self._attempts[event.event_id] = attempt
+        message: MessageEvent | _MissingKey | None = event if isinstance(event, MessageEvent) else None
+        if isinstance(event, EncryptedEvent):
+            message = await self._decrypted(event, wait=KEY_WAIT)
+        if isinstance(message, _MissingKey):
+            await self._keep(event, "cles", now_ms() + int(PENDING_POLL * 1000))
+            await self._ask_for_key(cast(EncryptedEvent, event))
+        elif message is not None and await self._run(message, attempt) == "plus_tard":
+            await self._keep(event, "reessai", now_ms() + _retry_delay_ms("reessai", 0))
+        await self.store.mark_handled(event.event_id, now_ms())
+
+    async def _run(self, event: MessageEvent, attempt: int) -> str:
+        """Handle a message: ``fait`` (answered, whatever the outcome) or ``plus_tard`` (a server
+        it needs is away; the sender was told). Raises on an outage, which answers nothing."""
+        started = time.perf_counter()
+        try:
+            await self._dispatch(event)
+            return "fait"
+        except RetryLater as later:
+            await self.reply(event, later.notice, key="attente")
+            return "plus_tard"
+        except Exception as error:
+            if attempt < MAX_ATTEMPTS and await self._is_outage(error):
+                raise
+            self.context.metrics.errors.labels(self.localpart).inc()
+            explained = self.explain(error)
+            if explained is None:
+                log.exception("%s failed on %s", self.localpart, event.event_id)
+            else:
+                log.warning("%s could not handle %s: %s", self.localpart, event.event_id, error)
+            await self.reply(event, explained or t("bot.internal_error"))
+            return "fait"
+        finally:
+            self.context.metrics.latency.labels(self.localpart).observe(time.perf_counter() - started)
+
+    async def _is_outage(self, error: Exception) -> bool:
+        """The homeserver or the database away: nothing to tell, the event is tried again."""
+        if isinstance(error, MatrixConnectionError | aiohttp.ClientConnectionError | TimeoutError):
+            return True
+        if isinstance(error, MatrixRequestError) and error.http_status in (502, 503, 504):
+            return True
+        return not await self.store.alive()
+
+    async def _decrypted(self, event: EncryptedEvent, wait: float) -> MessageEvent | _MissingKey | None:
+        """The message, MISSING_KEY while its key is not here, None if it cannot be read at all."""
         crypto = self.client.crypto
         assert crypto is not None
         try:
             decrypted = await crypto.decrypt_megolm_event(event)
-        except SessionNotFound:  # the key is often a moment behind the message
-            await crypto.wait_for_session(event.room_id, event.content.session_id, timeout=10)
+        except SessionNotFound:
+            # The key often comes in the same sync as the message: handled alongside, wait a little.
+            if not wait or not await crypto.wait_for_session(event.room_id, event.content.session_id, timeout=wait):
+                return MISSING_KEY
             try:
                 decrypted = await crypto.decrypt_megolm_event(event)
             except DecryptionError as exc:
@@ -143,21 +273,87 @@ class Bot:
             return None
         return decrypted if isinstance(decrypted, MessageEvent) else None
 
-    async def _handle(self, event: MessageEvent) -> None:
-        started = time.perf_counter()
+    async def _keep(self, event: MessageEvent | EncryptedEvent, reason: str, next_try: int) -> None:
+        source = json.dumps(event.serialize())
+        await self.store.keep_pending(event.event_id, event.room_id, source, reason, next_try, now_ms())
+        log.info("%s: %s kept for later (%s)", self.localpart, event.event_id, reason)
+
+    async def _ask_for_key(self, event: EncryptedEvent) -> None:
+        """Ask the sender's device (every device, when the event does not say) for the key."""
+        content = event.content
+        assert isinstance(content, EncryptedMegolmEventContent) and self.client.crypto is not None
+        device = content.device_id or DeviceID("*")
         try:
-            await self._dispatch(event)
-        except Exception as error:
-            self.context.metrics.errors.labels(self.localpart).inc()
-            explained = self.explain(error)
-            if explained is None:
-                log.exception("%s failed on %s", self.localpart, event.event_id)
+            log.info("%s: key of %s asked of its sender's device %s", self.localpart, event.event_id, device)
+            await self.client.crypto.request_room_key(event.room_id, content.sender_key, content.session_id,
+                                                      {event.sender: [device]}, timeout=0)
+        except Exception as exc:  # a request that does not go out changes nothing: the wait goes on
+            log.info("%s: key request for %s not sent: %s", self.localpart, event.event_id, type(exc).__name__)
+
+    async def keys_arrived(self, to_device: ToDeviceEvent) -> None:
+        """After the crypto machine has stored what a to-device event brought: look again."""
+        self._keys_arrived.set()
+
+    async def run_pending(self) -> None:
+        """Handle the events kept for later, as their keys arrive or their servers come back."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._keys_arrived.wait(), PENDING_POLL)
+            keys = self._keys_arrived.is_set()
+            self._keys_arrived.clear()
+            try:
+                for pending in await self.store.due_pending(now_ms(), "cles" if keys else None):
+                    async with self._order:
+                        await self._retry(pending)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # an outage: the events stay kept, looked at again shortly
+                log.warning("%s: events kept for later not looked at (%s)", self.localpart, type(error).__name__)
+
+    async def _retry(self, pending: PendingEvent) -> None:
+        raw = json.loads(pending.source)
+        event: MessageEvent | EncryptedEvent = (EncryptedEvent.deserialize(raw) if raw.get("type") == "m.room.encrypted"
+                                                else MessageEvent.deserialize(raw))
+        message: MessageEvent | _MissingKey | None = event if isinstance(event, MessageEvent) else None
+        if isinstance(event, EncryptedEvent):
+            message = await self._decrypted(event, wait=0)
+        if isinstance(message, _MissingKey):
+            if now_ms() - pending.created_at > self.context.config.bots.attente_cles_secondes * 1000:
+                await self._tell_unreadable(event)
+                await self.store.drop_pending(pending.event_id)
             else:
-                log.warning("%s could not handle %s: %s", self.localpart, event.event_id, error)
-            await self.reply(event, explained or t("bot.internal_error"))
+                await self.store.postpone(pending.event_id, "cles", now_ms() + _retry_delay_ms("cles", pending.tries))
+            return
+        if message is None:
+            await self.store.drop_pending(pending.event_id)
+            return
+        self._attempts[message.event_id] = MAX_ATTEMPTS if pending.tries >= MAX_ATTEMPTS else 2
+        try:
+            outcome = await self._run(message, self._attempts[message.event_id])
+        except Exception as error:
+            log.warning("%s: %s still waits (%s)", self.localpart, pending.event_id, type(error).__name__)
+            outcome = "plus_tard"
         finally:
-            await self.store.mark_handled(event.event_id, int(time.time() * 1000))
-            self.context.metrics.latency.labels(self.localpart).observe(time.perf_counter() - started)
+            self._attempts.pop(message.event_id, None)
+        if outcome == "fait":
+            await self.store.drop_pending(pending.event_id)
+        else:
+            await self.store.postpone(pending.event_id, "reessai",
+                                      now_ms() + _retry_delay_ms("reessai", pending.tries + 1))
+
+    async def _tell_unreadable(self, event: MessageEvent | EncryptedEvent) -> None:
+        zone = ZoneInfo(self.context.config.collectivite.fuseau_horaire)
+        when = datetime.fromtimestamp(event.timestamp / 1000, zone).strftime("%d/%m/%Y %H:%M")
+        content = reply_content(t("bot.unreadable", when=when), None, to_event=event.event_id, thread_root=None)
+        await self.send_about(event.room_id, event.event_id, content, key="illisible")
+        log.warning("%s: %s never became readable; its sender was told", self.localpart, event.event_id)
+
+    async def on_gap_truncated(self, room_id: RoomID, oldest_ms: int, read: int) -> None:
+        """More was sent in a room while the bot was away than it reads back: say so there."""
+        zone = ZoneInfo(self.context.config.collectivite.fuseau_horaire)
+        since = datetime.fromtimestamp(oldest_ms / 1000, zone).strftime("%d/%m/%Y %H:%M")
+        content = {"msgtype": "m.notice", "body": t("bot.gap_truncated", count=read, since=since)}
+        await self.send_about(room_id, f"{room_id}|{oldest_ms}", content, key="rattrapage")
 
     async def _dispatch(self, event: MessageEvent) -> None:
         body = event.content.body if event.content.msgtype in (MessageType.TEXT, MessageType.NOTICE) else ""
@@ -182,12 +378,13 @@ class Bot:
         except CommandError as error:
             await self.reply(event, str(error))
 
-    async def reply(self, event: MessageEvent, body: str, formatted: str | None = None, *,
-                    thread_root: str | None = None) -> None:
-        """Answer ``event``, in its thread when it came in one (or in a new one on ``thread_root``)."""
-        root = event.content.get_thread_parent() or thread_root
-        content = reply_content(body, formatted, to_event=event.event_id, thread_root=root)
-        await self.client.send_message_event(event.room_id, EventType.ROOM_MESSAGE, cast(Any, content))
+
+def _retry_delay_ms(reason: str, tries: int) -> int:
+    """A missing key is looked for again every few seconds (and as soon as keys arrive); a server
+    away, after 10 s, 20 s… then every minute."""
+    if reason == "cles":
+        return int(min(5 * 2 ** tries, 60) * 1000)
+    return int(min(10 * 2 ** tries, 60) * 1000)
 
 
 class BotRuntime:
@@ -202,6 +399,7 @@ class BotRuntime:
         self.metrics = metrics
         self.bots: list[Bot] = []
         self.db: Database | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         self.db = Database.create(database_url(self.config), upgrade_table=upgrade_table)
@@ -217,12 +415,14 @@ class BotRuntime:
     async def health(self) -> dict[str, object]:
         """What /sante says: ready once every bot runs and the homeserver answers (asked now:
         a bot waiting out an outage inside a request would not have noticed it yet)."""
-        answers = await homeserver_answers(self.config.synapse_url)
+        answers = await homeserver_answers(self.config.bots_homeserver_url)
         unreachable = not answers or any(bot.homeserver_unreachable for bot in self.bots)
         return {"pret": len(self.bots) == len(self.bot_classes) and not unreachable,
                 "serveur_matrix": "injoignable" if unreachable else "joignable"}
 
     async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
         for bot in self.bots:
             bot.client.stop()
             await bot.close()
@@ -236,8 +436,10 @@ class BotRuntime:
         credentials, new_device = await self._valid_credentials(bot)
         state_store = PgCryptoStateStore(self.db)
         client = GaplessClient(mxid=UserID(bot.user_id), device_id=DeviceID(credentials.device_id),
-                        base_url=self.config.synapse_url, token=credentials.access_token,
-                        state_store=state_store, sync_store=HandledSyncStore(bot.store))
+                               base_url=self.config.bots_homeserver_url, token=credentials.access_token,
+                               state_store=state_store, sync_store=HandledSyncStore(bot.store))
+        client.max_gap = self.config.bots.rattrapage_max
+        client.on_gap_truncated = bot.on_gap_truncated
         # One crypto account per device: a new login never reuses another device's keys.
         crypto_store = PgCryptoStore(account_id=f"{bot.user_id}|{credentials.device_id}",
                                      pickle_key=self._pickle_key(), db=self.db)
@@ -259,13 +461,20 @@ class BotRuntime:
         client.remove_dispatcher(DecryptionDispatcher)  # decrypted in order by the bot itself
         client.add_event_handler(EventType.ROOM_ENCRYPTED, bot.handle_event, wait_sync=True)
         client.add_event_handler(EventType.ROOM_MESSAGE, bot.handle_event, wait_sync=True)
+        # Room keys are stored before the next sync is asked for: the homeserver forgets a
+        # to-device message once a later sync is requested, so a crash must not come between.
+        client.remove_event_handler(EventType.TO_DEVICE_ENCRYPTED, machine.handle_to_device_event)
+        client.add_event_handler(EventType.TO_DEVICE_ENCRYPTED, lambda e: _store_keys(bot, machine, e),
+                                 wait_sync=True)
         client.start(BOT_FILTER)
+        self._tasks.append(asyncio.create_task(bot.run_pending()))
 
     async def _valid_credentials(self, bot: Bot) -> tuple[Credentials, bool]:
         """Stored credentials if the homeserver still accepts them, else a new login (True)."""
         stored = await bot.store.credentials()
         if stored is not None:
-            probe = Client(mxid=UserID(bot.user_id), base_url=self.config.synapse_url, token=stored.access_token)
+            probe = Client(mxid=UserID(bot.user_id), base_url=self.config.bots_homeserver_url,
+                           token=stored.access_token)
             try:
                 await probe.whoami()
                 return stored, False
@@ -284,7 +493,7 @@ class BotRuntime:
         async with SynapseAdmin(self.config.synapse_url, self.admin_token) as admin:
             await admin.put_user(bot.user_id, password=password, displayname=bot.displayname, user_type="bot")
             await admin.override_ratelimit(bot.user_id)
-        login = Client(mxid=UserID(bot.user_id), base_url=self.config.synapse_url)
+        login = Client(mxid=UserID(bot.user_id), base_url=self.config.bots_homeserver_url)
         response = await login.login(identifier=UserID(bot.user_id), password=password,
                                      device_name=f"Maillage — {bot.displayname}")
         await login.api.session.close()
@@ -318,6 +527,16 @@ class BotRuntime:
     def _may_invite(self, inviter: str) -> bool:
         server = inviter.split(":", 1)[1]
         return server == self.config.collectivite.nom_serveur or server in self.config.federation.partenaires
+
+
+async def _store_keys(bot: Bot, machine: OlmMachine, event: ToDeviceEvent) -> None:
+    try:
+        await machine.handle_to_device_event(event)
+    except Exception:
+        if not await bot.store.alive():  # keys not stored: read this sync's to-device messages again
+            cast(GaplessClient, bot.client).handling_failed = True
+        raise
+    await bot.keys_arrived(event)
 
 
 async def _note_sync_kind(bot: Bot, event: dict[str, Any]) -> None:

@@ -75,6 +75,48 @@ async def _texts(conn: Connection) -> None:
 upgrade_table.register(_texts, description="Text of documents, for search")
 
 
+async def _attempts_and_pending(conn: Connection) -> None:
+    # How many times handling of an event began: above one, the handler runs again after a
+    # crash and finds what its earlier attempt did instead of doing it twice.
+    await conn.execute(
+        """CREATE TABLE maillage_event_attempt (
+            user_id TEXT NOT NULL,
+            event_id TEXT NOT NULL,
+            attempts INTEGER NOT NULL,
+            PRIMARY KEY (user_id, event_id)
+        )"""
+    )
+    # Events kept for later: a key that has not arrived yet ("cles"), a server a handler needs
+    # that is away ("reessai"). ``source`` is the event as received (still encrypted, if it
+    # was): no plaintext of a message rests here.
+    await conn.execute(
+        """CREATE TABLE maillage_pending_event (
+            user_id TEXT NOT NULL,
+            event_id TEXT NOT NULL,
+            room_id TEXT NOT NULL,
+            source TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            tries INTEGER NOT NULL,
+            next_try BIGINT NOT NULL,
+            created_at BIGINT NOT NULL,
+            PRIMARY KEY (user_id, event_id)
+        )"""
+    )
+
+
+upgrade_table.register(_attempts_and_pending, description="Handling attempts, events kept for later")
+
+
+@dataclass(frozen=True)
+class PendingEvent:
+    event_id: str
+    room_id: str
+    source: str  # JSON of the event as received
+    reason: str  # "cles" (waiting for its key) or "reessai" (a server was away)
+    tries: int
+    created_at: int  # ms
+
+
 @dataclass(frozen=True)
 class Credentials:
     user_id: str
@@ -111,6 +153,54 @@ class BotStore:
             "INSERT INTO maillage_handled_event (user_id, event_id, handled_at) VALUES ($1, $2, $3)"
             " ON CONFLICT DO NOTHING", self.user_id, event_id, timestamp_ms)
 
+    async def begin_attempt(self, event_id: str) -> int:
+        """Note that handling of ``event_id`` begins; how many times it has begun, this one included."""
+        await self.db.execute(
+            "INSERT INTO maillage_event_attempt (user_id, event_id, attempts) VALUES ($1, $2, 1)"
+            " ON CONFLICT (user_id, event_id) DO UPDATE SET attempts=maillage_event_attempt.attempts+1",
+            self.user_id, event_id)
+        return int(await self.db.fetchval(
+            "SELECT attempts FROM maillage_event_attempt WHERE user_id=$1 AND event_id=$2",
+            self.user_id, event_id))
+
+    async def keep_pending(self, event_id: str, room_id: str, source: str, reason: str, next_try: int,
+                           now: int) -> None:
+        await self.db.execute(
+            "INSERT INTO maillage_pending_event (user_id, event_id, room_id, source, reason, tries, next_try,"
+            " created_at) VALUES ($1, $2, $3, $4, $5, 0, $6, $7) ON CONFLICT (user_id, event_id) DO NOTHING",
+            self.user_id, event_id, room_id, source, reason, next_try, now)
+
+    async def is_pending(self, event_id: str) -> bool:
+        return await self.db.fetchval(
+            "SELECT 1 FROM maillage_pending_event WHERE user_id=$1 AND event_id=$2", self.user_id, event_id
+        ) is not None
+
+    async def due_pending(self, now: int, reason: str | None = None) -> list[PendingEvent]:
+        """Events whose next try has come (every one kept for ``reason``, when given), oldest first."""
+        rows = await self.db.fetch(
+            "SELECT event_id, room_id, source, reason, tries, created_at FROM maillage_pending_event"
+            " WHERE user_id=$1 AND (next_try<=$2 OR reason=$3) ORDER BY created_at",
+            self.user_id, now, reason or "")
+        return [PendingEvent(r["event_id"], r["room_id"], r["source"], r["reason"], int(r["tries"]),
+                             int(r["created_at"])) for r in rows]
+
+    async def postpone(self, event_id: str, reason: str, next_try: int) -> None:
+        await self.db.execute(
+            "UPDATE maillage_pending_event SET tries=tries+1, next_try=$3, reason=$4"
+            " WHERE user_id=$1 AND event_id=$2", self.user_id, event_id, next_try, reason)
+
+    async def drop_pending(self, event_id: str) -> None:
+        await self.db.execute(
+            "DELETE FROM maillage_pending_event WHERE user_id=$1 AND event_id=$2", self.user_id, event_id)
+
+    async def alive(self) -> bool:
+        """Whether the database answers (an error with it is an outage, not the command's fault)."""
+        try:
+            await self.db.fetchval("SELECT 1")
+        except Exception:
+            return False
+        return True
+
     async def next_batch(self) -> str | None:
         value = await self.db.fetchval(
             "SELECT next_batch FROM maillage_bot_account WHERE user_id=$1", self.user_id)
@@ -122,22 +212,18 @@ class BotStore:
 
 
 class HandledSyncStore(SyncStore):
-    """Resume from the last sync whose events were all handled, not the last received.
+    """The sync position, stored only once every event of the sync was handled.
 
-    mautrix stores a sync's token before handling its events; a crash in between
-    would lose them. This store persists a token one sync later, once the
-    handlers of the previous sync (registered with ``wait_sync``) have finished.
-    Events seen twice after a restart are skipped by event id.
+    ``GaplessClient`` calls ``put_next_batch`` after a sync's handlers have finished (not
+    before, as mautrix's own loop does): a crash at any moment resumes from a sync whose
+    events are then seen again, and skipped by event id when they were already handled.
     """
 
     def __init__(self, store: BotStore) -> None:
         self.store = store
-        self._received: str | None = None
 
     async def put_next_batch(self, next_batch: SyncToken) -> None:
-        if self._received is not None:
-            await self.store.save_next_batch(self._received)
-        self._received = next_batch
+        await self.store.save_next_batch(next_batch)
 
     async def get_next_batch(self) -> SyncToken:
         return SyncToken(await self.store.next_batch() or "")

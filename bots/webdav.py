@@ -18,7 +18,8 @@ import httpx
 
 DAV = "DAV:"
 MAILLAGE_NS = "urn:x-maillage:documents"
-PROPERTIES = ("uploader", "event", "sha256", "original")
+# ``commande``: the event id of the command that last moved the document (found again on a replay).
+PROPERTIES = ("uploader", "event", "sha256", "original", "commande")
 
 
 class WebDavError(Exception):

@@ -205,6 +205,12 @@ class Bots(_Section):
     # Empty: SQLite in the data directory; else a PostgreSQL URL.
     base_de_donnees: str = ""
     port_sante: Port = 8095
+    # The homeserver as the bots reach it, when not the stack's own address (a reverse proxy…).
+    url_serveur_matrix: Annotated[str, AfterValidator(lambda v: _check_http_url(v) if v else v)] = ""
+    # Messages read back per room after an interruption; past that, the room is told what was skipped.
+    rattrapage_max: int = Field(default=10_000, ge=100, le=1_000_000)
+    # How long a message that cannot be decrypted yet waits for its key before its sender is told.
+    attente_cles_secondes: int = Field(default=600, ge=5, le=86_400)
 
 
 class Demo(_Section):
@@ -291,6 +297,11 @@ class Config(_Section):
     def synapse_url(self) -> str:
         """Where the stack itself reaches Synapse (loopback, not the public URL)."""
         return f"http://{url_host(self.reseau.adresse_ecoute)}:{self.reseau.port_synapse}"
+
+    @property
+    def bots_homeserver_url(self) -> str:
+        """Where the bots reach Synapse: ``[bots] url_serveur_matrix``, else the stack's own address."""
+        return self.bots.url_serveur_matrix.rstrip("/") or self.synapse_url
 
 
 def url_host(address: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -147,6 +148,20 @@ class ServiceProcess:
     def stop(self) -> None:
         if self.process is not None:
             processes.stop(self.process)
+            self.process = None
+
+    def launch(self) -> None:
+        """Start without waiting for its health check (a crash may come at any moment of its start)."""
+        self.service = self.make(self.config)
+        log = self.config.data_dir / "logs" / f"{self.service.name}.log"
+        SERVER_LOGS.append(log)
+        self.process = processes.start(self.service, log)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or the OOM killer would: no clean-up of any kind."""
+        if self.process is not None:
+            self.process.process.send_signal(signal.SIGKILL)
+            self.process.process.wait(timeout=30)
             self.process = None
 
 

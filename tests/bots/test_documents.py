@@ -201,8 +201,11 @@ async def test_a_document_is_posted_back_encrypted_in_an_encrypted_room(
 
 
 async def test_a_webdav_outage_is_told_and_the_document_filed_when_it_is_back(
-    synapse: ServerStack, webdav_process: ServiceProcess, webdav: str, bots: str, agents: AgentFactory
+    synapse: ServerStack, webdav_process: ServiceProcess, webdav: str, bot_process: ServiceProcess, bots: str,
+    agents: AgentFactory
 ) -> None:
+    """Longer than any retry inside one attempt, and with a crash of the bots meanwhile: the document
+    is kept (not dropped), later commands are not held up, and it is filed once WebDAV is back."""
     owner, room = await bound_room(agents, synapse, "panne/webdav")
     webdav_process.stop()
     try:
@@ -210,13 +213,20 @@ async def test_a_webdav_outage_is_told_and_the_document_filed_when_it_is_back(
         await post_file(owner, room, b"pendant la panne", "Arrete municipal.pdf")
         told = await owner.wait_for_text(
             room, lambda m: m.sender == documents_id(synapse) and "ne répond pas" in m.body, since=since)
-        assert "nouvel essai" in told.body
+        assert "sera rangé dès son retour" in told.body
+        assert "panne/webdav" in await _bot_answer(owner, room, synapse, "!doc dossier")
+        bot_process.kill()
+        bot_process.start()
+        await asyncio.sleep(50)
     finally:
         webdav_process.start()
-    path = await filed(owner, room, synapse, since)
+    message = await owner.wait_for_text(
+        room, lambda m: m.sender == documents_id(synapse) and "Rangé dans" in m.body, since=since, timeout=150)
+    path = message.body.split("« ", 1)[1].split(" »", 1)[0]
     stored = io.BytesIO()
     dav_client(synapse, webdav).download_from(stored, path)
     assert stored.getvalue() == b"pendant la panne"
+    assert len([m for m in owner.received[since:] if "ne répond pas" in m.body]) == 1  # told once
 
 
 async def test_a_command_in_a_thread_is_answered_in_that_thread(

@@ -106,3 +106,13 @@ async def test_credentials_the_server_refuses_are_told_at_once_and_never_shown(
     assert independent.list("greffe/registre/") == ["registre/"]  # only the folder itself: nothing filed
     log = (stack.config.data_dir / "logs" / "bots.log").read_text()
     assert "Ancien-mot-de-passe-1" not in log and PASSWORD not in log
+
+    # The document was kept, not dropped: filed once the administrator puts the right password back.
+    bots.stop()
+    update_secrets(stack.config.data_dir, dav_password=PASSWORD)
+    bots.start()
+    path = await filed(owner, room, stack, since)
+    assert path.startswith("greffe/registre/") and path.endswith("registre.pdf")
+    stored = io.BytesIO()
+    independent.download_from(stored, path)
+    assert stored.getvalue() == b"registre"

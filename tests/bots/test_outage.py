@@ -47,14 +47,14 @@ async def _health_until(url: str, expected: str, timeout: float = 60) -> dict[st
             await asyncio.sleep(0.5)
 
 
-async def test_a_homeserver_outage_is_reported_and_the_bots_answer_once_it_is_back(
+async def test_a_homeserver_killed_is_reported_and_the_bots_answer_once_it_is_back(
     own_stack: tuple[ServerStack, ServiceProcess, ServiceProcess], own_agents: AgentFactory
 ) -> None:
     stack, homeserver, bots = own_stack
     claire, room = await _room_with_bot(own_agents, stack, "Avant la panne")
     assert "!doc lier" in await _bot_answer(claire, room, stack, "!aide")
 
-    homeserver.stop()
+    homeserver.kill()  # SIGKILL: no clean shutdown of its database or connections
     try:
         during = await _health_until(bots.url, "injoignable")
         assert during == {"pret": False, "serveur_matrix": "injoignable"}

@@ -67,3 +67,50 @@ async def test_the_bots_run_on_postgresql(
     finally:
         bot_process.stop()
         variant.unlink(missing_ok=True)
+
+
+def _restart_postgresql() -> None:
+    """The server on 127.0.0.1:5432 restarted as an administrator would (fast: connections cut)."""
+    import shutil
+    import subprocess
+
+    clusters = sorted(os.listdir("/etc/postgresql")) if os.path.isdir("/etc/postgresql") else []
+    if not clusters or shutil.which("pg_ctlcluster") is None or os.geteuid() != 0:
+        if IN_CI:
+            raise AssertionError("CI must be able to restart PostgreSQL (pg_ctlcluster as root)")
+        pytest.skip("PostgreSQL cannot be restarted here (pg_ctlcluster as root); CI runs this test")
+    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", clusters[-1], "main", "restart", "-m", "fast"],
+                   check=True, capture_output=True, timeout=120)
+
+
+async def test_postgresql_restarted_under_the_bots_loses_no_command(
+    synapse: ServerStack, bot_process: BotProcess, postgres_url: str, agents: AgentFactory
+) -> None:
+    source = synapse.config.source
+    variant = source.with_name("maillage-postgresql-redemarrage.toml")
+    variant.write_text(source.read_text().replace("[bots]", f'[bots]\nbase_de_donnees = "{postgres_url}"'))
+    bot_process.stop()
+    try:
+        bot_process.start(load_config(variant))
+        owner, room = await _room_with_bot(agents, synapse, "PostgreSQL redémarré")
+        await _bot_answer(owner, room, synapse, "!aide")
+        words = [f"pg-{index:02d}" for index in range(30)]
+
+        async def send() -> None:
+            for word in words:
+                await owner.send_text(room, f"!doc {word}")
+                await asyncio.sleep(0.2)
+
+        sending = asyncio.create_task(send())
+        await asyncio.sleep(1.5)
+        await asyncio.to_thread(_restart_postgresql)
+        await sending
+        for word in words:
+            await owner.wait_for_text(room, lambda m, word=word: m.sender == documents_id(synapse)
+                                      and f"« {word} »" in m.body, timeout=120)
+        await asyncio.sleep(5)
+        replies = [m.body for m in owner.received if m.room_id == room and m.sender == documents_id(synapse)]
+        assert all(sum(f"« {word} »" in body for body in replies) == 1 for word in words), replies
+    finally:
+        bot_process.stop()
+        variant.unlink(missing_ok=True)
