@@ -88,6 +88,37 @@ def may_be_member(member: Member, kind: AccessKind, home_server: str,
     return Refusal("acces.refus.partenaires", {"user": member.user_id, "server": server})
 
 
+def may_be_member_seen_from(member: Member, kind: AccessKind, home_server: str, here: str,
+                            our_partners: frozenset[str]) -> Refusal | None:
+    """``may_be_member`` as the homeserver ``here`` can decide it, for rooms of any home server.
+
+    For a room homed here, our partner list applies. For a room homed elsewhere, that
+    server's own list applies and is not known here (its own module enforces it); what
+    is known here still holds: an ``interne`` room is for its home server's accounts
+    only, and a ``partenaires`` room is shared only with a home server we list as a
+    partner, with the servers we list.
+    """
+    if home_server == here:
+        return may_be_member(member, kind, home_server, our_partners)
+    if kind is AccessKind.PARTENAIRES and not member.expired:
+        if home_server not in our_partners:
+            return Refusal("acces.refus.origine_non_partenaire", {"user": member.user_id, "server": home_server})
+        server = server_of(member.user_id)
+        if server not in {here, home_server, *our_partners}:
+            return Refusal("acces.refus.partenaires", {"user": member.user_id, "server": server})
+        return None
+    return may_be_member(member, kind, home_server, frozenset())
+
+
+def kind_of_state_content(content: Any) -> AccessKind:
+    """The kind a room's current access event gives: a redacted (emptied) or otherwise
+    unreadable event means ``interne``, the most restrictive kind, never a wider one."""
+    try:
+        return parse_access_content(content)
+    except InvalidAccessKind:
+        return AccessKind.INTERNE
+
+
 def is_room_admin(user_id: str, creators: set[str], power_levels: Mapping[str, Any]) -> bool:
     """Room admin: a creator (room versions 12+) or power level 100."""
     if user_id in creators:

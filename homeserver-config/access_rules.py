@@ -3,9 +3,12 @@
 Loaded through Synapse's ``modules:`` config and written against the public
 ``ModuleApi`` only. What it can prevent, it prevents (events made on this
 server: invites, joins, knocks, third-party invites, power levels, access kind
-changes; knocks arriving over federation). Remote joins and invites arriving
-over federation have no module hook before they are accepted: for rooms whose
-home server is this one, such a member who does not qualify is removed at once
+changes and redactions, and any event from an account of this server that no
+longer qualifies for the room; the join and knock events this server makes for
+a remote server, ``make_join`` and ``make_knock``; knocks arriving over
+federation). A join crafted without ``make_join`` and invites made by another
+server have no module hook before they are accepted: for rooms whose home
+server is this one, such a member who does not qualify is removed at once
 (``on_new_event``). See docs/acces.md.
 """
 
@@ -30,7 +33,8 @@ from maillage.homeserver.access_policy import (
     Refusal,
     expiry_timestamp_ms,
     is_room_admin,
-    may_be_member,
+    kind_of_state_content,
+    may_be_member_seen_from,
     parse_access_content,
     server_of,
 )
@@ -113,13 +117,19 @@ class RoomAccessRules:
     # --- room state ------------------------------------------------------------
 
     def room_kind(self, state: StateMap[EventBase]) -> AccessKind:
+        """A redacted access event means ``interne``. A room of another server without
+        one (a plain Synapse partner's) follows that server's rules: seen from here it is
+        shared with partners, and only if its home server is one of ours."""
         event = state.get((ACCESS_EVENT_TYPE, ""))
         if event is None:
-            return self.config.default_kind
-        try:
-            return parse_access_content(event.content)
-        except InvalidAccessKind:
-            return AccessKind.INTERNE  # cannot happen through this module; fail closed
+            home = self.home_server(state)
+            return self.config.default_kind if home == self.server_name else AccessKind.PARTENAIRES
+        return kind_of_state_content(event.content)
+
+    @staticmethod
+    def redacts_access_kind(event: EventBase, state: StateMap[EventBase]) -> bool:
+        current = state.get((ACCESS_EVENT_TYPE, ""))
+        return event.type == "m.room.redaction" and current is not None and event.redacts == current.event_id
 
     @staticmethod
     def creators(state: StateMap[EventBase]) -> set[str]:
@@ -135,23 +145,37 @@ class RoomAccessRules:
         return server_of(create.sender) if create is not None else (
             server_of(next(iter(creators))) if creators else self.server_name)
 
-    def partners_for(self, home_server: str) -> frozenset[str]:
-        # Another server's partner list is not known here: its own module enforces it.
-        return self.config.partners if home_server == self.server_name else frozenset({"*"})
+    async def refusal(self, user_id: str, state: StateMap[EventBase],
+                      kind: AccessKind | None = None) -> Refusal | None:
+        """Why ``user_id`` may not be in the room (of ``kind``, by default its current one)."""
+        return may_be_member_seen_from(await self.member(user_id), kind or self.room_kind(state),
+                                       self.home_server(state), self.server_name, self.config.partners)
 
-    async def refusal(self, user_id: str, state: StateMap[EventBase]) -> Refusal | None:
-        home = self.home_server(state)
-        partners = self.partners_for(home)
-        if "*" in partners and self.room_kind(state) is AccessKind.PARTENAIRES:
+    async def sender_refusal(self, event: EventBase, state: StateMap[EventBase]) -> Refusal | None:
+        """An account of this server acts in a room only while it qualifies for it: a member
+        who no longer does (expired, turned external, the room closed and nobody left to
+        remove them) cannot send, invite, change state or redact. Leaving is always possible;
+        a join or knock is checked as such."""
+        if not self.api.is_mine(event.sender) or event.type == "m.room.create":
             return None
-        return may_be_member(await self.member(user_id), self.room_kind(state), home, partners)
+        if event.type == "m.room.member" and event.state_key == event.sender:
+            return None
+        return await self.refusal(event.sender, state)
 
     # --- third-party rules callbacks --------------------------------------------
 
     async def check_event_allowed(self, event: EventBase,
                                   state: StateMap[EventBase]) -> tuple[bool, dict[str, Any] | None]:
-        if event.type == ACCESS_EVENT_TYPE and event.get_state_key() == "":
+        sender_refusal = await self.sender_refusal(event, state)
+        if sender_refusal:
+            raise SynapseError(403, t("acces.refus.expediteur", user=event.sender,
+                                      reason=t(sender_refusal.key, **sender_refusal.values)), Codes.FORBIDDEN)
+        if event.type == ACCESS_EVENT_TYPE:
+            if event.get_state_key() != "":
+                raise SynapseError(400, t("acces.cle_etat"), Codes.INVALID_PARAM)
             self._check_kind_change(event, state)
+        elif self.redacts_access_kind(event, state):
+            self._check_kind_change(event, state, AccessKind.INTERNE)  # a redacted kind means interne
         elif event.type == "m.room.member" and event.membership in MEMBERSHIPS_TO_CHECK:
             refusal = await self.refusal(event.state_key, state)
             if refusal:
@@ -163,11 +187,15 @@ class RoomAccessRules:
             await self._check_power_levels(event)
         return True, None
 
-    def _check_kind_change(self, event: EventBase, state: StateMap[EventBase]) -> None:
-        try:
-            new_kind = parse_access_content(event.content)
-        except InvalidAccessKind as exc:
-            raise SynapseError(400, t("acces.type_invalide", value=str(exc)), Codes.INVALID_PARAM) from None
+    def _check_kind_change(self, event: EventBase, state: StateMap[EventBase],
+                           new_kind: AccessKind | None = None) -> None:
+        """Opening a room further takes an admin of the room from its home server; a room
+        must be encrypted for any kind but ``public``."""
+        if new_kind is None:
+            try:
+                new_kind = parse_access_content(event.content)
+            except InvalidAccessKind as exc:
+                raise SynapseError(400, t("acces.type_invalide", value=str(exc)), Codes.INVALID_PARAM) from None
         current = state.get((ACCESS_EVENT_TYPE, ""))
         old_kind = self.room_kind(state) if current is not None else AccessKind.INTERNE
         if new_kind.openness > old_kind.openness:
@@ -175,6 +203,10 @@ class RoomAccessRules:
             levels = power.content if power is not None else {}
             if not is_room_admin(event.sender, self.creators(state), levels):
                 raise SynapseError(403, t("acces.ouverture_reservee", kind=new_kind.value), Codes.FORBIDDEN)
+            home = self.home_server(state)
+            if server_of(event.sender) != home:
+                raise SynapseError(403, t("acces.ouverture_origine", kind=new_kind.value, server=home),
+                                   Codes.FORBIDDEN)
         if new_kind is not AccessKind.PUBLIC and ("m.room.encryption", "") not in state \
                 and current is not None:
             raise SynapseError(400, t("acces.chiffrement_requis", kind=new_kind.value), Codes.FORBIDDEN)
@@ -211,20 +243,24 @@ class RoomAccessRules:
         """Remove members who do not qualify, in rooms whose home server is this one."""
         if self.home_server(state) != self.server_name:
             return
+        redaction = self.redacts_access_kind(event, state)
+        kind = AccessKind.INTERNE if redaction else None  # a redacted kind means interne
         if event.type == "m.room.member" and event.membership in MEMBERSHIPS_TO_CHECK:
             candidates = [event.state_key]
-        elif event.type == ACCESS_EVENT_TYPE and event.get_state_key() == "":
-            candidates = [key for (kind, key), member in state.items()
-                          if kind == "m.room.member" and member.membership in MEMBERSHIPS_TO_CHECK]
+        elif (event.type == ACCESS_EVENT_TYPE and event.get_state_key() == "") or redaction:
+            candidates = [key for (type_, key), member in state.items()
+                          if type_ == "m.room.member" and member.membership in MEMBERSHIPS_TO_CHECK]
         else:
             return
         removed = []
         for user_id in candidates:
-            refusal = await self.refusal(user_id, state)
+            refusal = await self.refusal(user_id, state, kind)
             if refusal is not None:
                 await self._remove(event.room_id, user_id, state, t(refusal.key, **refusal.values))
                 removed.append(user_id)
-        if removed and event.type == ACCESS_EVENT_TYPE:
+        if removed and kind is AccessKind.INTERNE:
+            await self._notice(event.room_id, state, t("acces.avis_efface", users=", ".join(removed)))
+        elif removed and event.type == ACCESS_EVENT_TYPE:
             await self._notice(event.room_id, state, t("acces.avis_retrait", kind=self.room_kind(state).value,
                                                        users=", ".join(removed)))
 

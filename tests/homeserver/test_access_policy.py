@@ -13,7 +13,9 @@ from maillage.homeserver.access_policy import (
     Member,
     expiry_timestamp_ms,
     is_room_admin,
+    kind_of_state_content,
     may_be_member,
+    may_be_member_seen_from,
     parse_access_content,
 )
 from maillage.homeserver.access_rules import RoomAccessRules
@@ -42,6 +44,30 @@ STRANGER = Member(f"@agent:{OTHER}")
 )
 def test_who_may_be_a_member_of_each_kind(member: Member, kind: AccessKind, allowed: bool) -> None:
     assert (may_be_member(member, kind, HOME, PARTNERS) is None) is allowed
+
+
+@pytest.mark.parametrize(
+    ("member", "kind", "home", "allowed"),
+    [
+        # a room homed on our partner: its own rules apply there; ours still hold here
+        (AGENT, AccessKind.PARTENAIRES, PARTNER, True), (EXTERNAL, AccessKind.PARTENAIRES, PARTNER, True),
+        (AGENT, AccessKind.INTERNE, PARTNER, False), (AGENT, AccessKind.PUBLIC, PARTNER, True),
+        (STRANGER, AccessKind.PARTENAIRES, PARTNER, False), (EXPIRED, AccessKind.PARTENAIRES, PARTNER, False),
+        # a room homed on a server we do not list: only its public rooms
+        (AGENT, AccessKind.PARTENAIRES, OTHER, False), (AGENT, AccessKind.INTERNE, OTHER, False),
+        (AGENT, AccessKind.PUBLIC, OTHER, True), (STRANGER, AccessKind.PARTENAIRES, OTHER, False),
+        # a room homed here: the partner list applies as such
+        (PARTNER_AGENT, AccessKind.PARTENAIRES, HOME, True), (STRANGER, AccessKind.PARTENAIRES, HOME, False),
+    ],
+)
+def test_who_may_be_a_member_seen_from_this_server(member: Member, kind: AccessKind, home: str,
+                                                    allowed: bool) -> None:
+    assert (may_be_member_seen_from(member, kind, home, HOME, PARTNERS) is None) is allowed
+
+
+@pytest.mark.parametrize("content", [{}, {"acces": "ouvert"}, {"acces": None}, None, "public"])
+def test_a_redacted_or_unreadable_kind_means_internal(content: object) -> None:
+    assert kind_of_state_content(content) is AccessKind.INTERNE
 
 
 @pytest.mark.parametrize("content", [{"acces": "ouvert"}, {"acces": 3}, {}, [], "interne", {"access": "interne"}])

@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from datetime import date, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -18,7 +20,6 @@ from nio import (
     RoomCreateError,
     RoomInviteError,
     RoomPutStateError,
-    RoomSendError,
 )
 from nio.api import RoomPreset
 
@@ -26,6 +27,8 @@ from maillage.config import load_config
 from tests.harness.federation import EXPIRED_EXTERNAL, VALID_EXTERNAL, Federation, Homeserver
 from tests.harness.matrix import Agent, AgentFactory, access_state, create_encrypted_room, login_agent
 from tests.harness.servers import toml_dump
+from tests.homeserver import attempts as attempt
+from tests.homeserver.attempts import FEDERATION, MODULE, NOT_MEMBER, REMOVED, TOKEN, Account, Outcome
 
 AgentsOn = Callable[[Homeserver], AgentFactory]
 
@@ -69,47 +72,107 @@ async def set_power(owner: Agent, room_id: str, user_id: str, level: int) -> Roo
     return response if isinstance(response, RoomPutStateError) else None
 
 
-# kind → account → (invite, join, send, raise power); None: not applicable (not a member)
-EXPECTED: dict[str, dict[str, tuple[bool, bool, bool, bool | None]]] = {
-    "interne": {"local": (True, True, True, True), "externe": (False, False, False, False),
-                "partenaire": (False, False, False, None), "non_partenaire": (False, False, False, None)},
-    "partenaires": {"local": (True, True, True, True), "externe": (True, True, True, False),
-                    "partenaire": (True, True, True, True), "non_partenaire": (False, False, False, None)},
-    "public": {"local": (True, True, True, True), "externe": (True, True, True, False),
-               "partenaire": (True, True, True, True), "non_partenaire": (False, False, False, None)},
+# The matrix of docs/acces.md, "Qui peut faire quoi": room kind → account → (invite, join, send,
+# be given power). True: the homeserver accepts; otherwise the layer that refuses (tests/homeserver/
+# attempts.py): MODULE (access rules, French message), TOKEN (the expired account's tokens no longer
+# work: the module's account-validity callback), FEDERATION (the allowlist), NOT_MEMBER (Matrix: a
+# non-member cannot send), REMOVED (the home server accepts a remote join, the module removes the
+# member at once); None: not applicable (not a member).
+Row = tuple[Outcome, Outcome, Outcome, Outcome | None]
+EXPECTED: dict[str, dict[str, Row]] = {
+    "interne": {"agent": (True, True, True, True), "externe": (MODULE, MODULE, MODULE, MODULE),
+                "partenaire": (MODULE, MODULE, MODULE, None),
+                "non_partenaire": (MODULE, FEDERATION, NOT_MEMBER, None),
+                "externe_expire": (MODULE, TOKEN, TOKEN, MODULE)},
+    "partenaires": {"agent": (True, True, True, True), "externe": (True, True, True, MODULE),
+                    "partenaire": (True, True, True, True),
+                    "non_partenaire": (MODULE, FEDERATION, NOT_MEMBER, None),
+                    "externe_expire": (MODULE, TOKEN, TOKEN, MODULE)},
+    "public": {"agent": (True, True, True, True), "externe": (True, True, True, MODULE),
+               "partenaire": (True, True, True, True),
+               "non_partenaire": (FEDERATION, FEDERATION, NOT_MEMBER, None),
+               "externe_expire": (MODULE, TOKEN, TOKEN, MODULE)},
 }
 
 
+@pytest.mark.parametrize("home", ["mairie", "agglo"])
 @pytest.mark.parametrize("kind", list(EXPECTED))
-async def test_access_matrix(kind: str, federation: Federation, agents_on: AgentsOn) -> None:
-    owner = await agents_on(federation.mairie)("proprietaire")
+async def test_access_matrix(kind: str, home: str, federation: Federation, agents_on: AgentsOn) -> None:
+    """Every cell is a real attempt, and the layer that refuses is checked.
+
+    - invite: the room's owner invites the account into a room of this kind;
+    - join: the account joins a room of this kind whose join rule is open, so that the access
+      kind is the only barrier (a remote account's join is refused by the module of the room's
+      home server, which makes the join event for the remote server: ``make_join``);
+    - send: the account is a member of a room that was ``public`` and was then closed to this
+      kind by a moderator, with no room admin left to remove anyone: a member who no longer
+      qualifies cannot write, refused by the module of its own homeserver (mairie's for its
+      external account, agglo's for its agent); the préfecture agent never got in (allowlist)
+      and, not a member, cannot write (Matrix); the expired account's tokens no longer work;
+    - power: the owner gives the account level 50 (accounts of the home server, members).
+
+    ``home="agglo"``: the same for a room homed on the partner's server, whose own module and
+    partner list apply (mairie is its partner; its external account is marked through the
+    Admin API; the expired row is mairie's only).
+    """
+    here = getattr(federation, home)
+    partner = federation.agglo if home == "mairie" else federation.mairie
+    owner = Account.of(await agents_on(here)("proprietaire"), here)
+    moderator_agent = await agents_on(here)("moderateur")
+    moderator = Account.of(moderator_agent, here)
+    external = Account.of(await agents_on(here)("externe"), here)
+    await attempt.mark_user_type(here, external.user_id, "externe")
     accounts = {
-        "local": await agents_on(federation.mairie)("agent"),
-        "externe": await make_external(federation, agents_on),
-        "partenaire": await agents_on(federation.agglo)("partenaire"),
-        "non_partenaire": await agents_on(federation.prefecture)("prefecture"),
+        "agent": Account.of(await agents_on(here)("agent"), here),
+        "externe": external,
+        "partenaire": Account.of(await agents_on(partner)("partenaire"), partner),
+        "non_partenaire": Account.of(await agents_on(federation.prefecture)("prefecture"), federation.prefecture),
     }
-    public = kind == "public"
-    room = await create_room(owner, kind, name=f"Salon {kind}", join_rule_public=public)
-    seen: dict[str, tuple[bool, bool, bool, bool | None]] = {}
+    if home == "mairie":
+        accounts["externe_expire"] = await attempt.token_made_by_admin(here, here.user_id(EXPIRED_EXTERNAL))
+    invite_room = await attempt.create_room(owner, kind, open_join=False, name=f"Invitations {kind}")
+    join_room = await attempt.create_room(owner, kind, open_join=True, name=f"Entrées {kind}")
+    send_room = await _room_closed_without_admin(owner, moderator, kind, list(accounts.values()))
+
+    invited = {label: await attempt.invite(owner, invite_room, a.user_id) for label, a in accounts.items()}
+    joined = {label: await attempt.join(a, join_room, here) for label, a in accounts.items()}
+    sent: dict[str, Outcome] = {}
     for label, account in accounts.items():
-        invited = not isinstance(await owner.client.room_invite(room, account.user_id), RoomInviteError)
-        # invited or not: a public room is joined without an invitation, the others need one
-        joined_response = await account.client.join(room)
-        joined = not isinstance(joined_response, JoinError) and await is_member(owner, room, account.user_id)
-        sent = False
-        if joined:
-            await asyncio.sleep(0.5)
-            body = f"Message de {label}"
-            response = await account.client.room_send(
-                room, "m.room.message", {"msgtype": "m.text", "body": body}, ignore_unverified_devices=True)
-            sent = not isinstance(response, RoomSendError) and \
-                (await owner.wait_for_text(room, body, timeout=30)).sender == account.user_id
-        power: bool | None = None
-        if joined or label == "externe":
-            power = await set_power(owner, room, account.user_id, 50) is None
-        seen[label] = (invited, joined, sent, power)
-    assert seen == EXPECTED[kind]
+        body = f"Message de {label} ({kind}, {home})"
+        sent[label] = await attempt.send(account, send_room, body)
+        if sent[label] is True:
+            received = await moderator_agent.wait_for_text(send_room, body, timeout=30)
+            sent[label] = received.sender == account.user_id
+    members_now = await attempt.members(owner, join_room)
+    for label, account in accounts.items():
+        if joined[label] is True and account.user_id not in members_now:
+            joined[label] = REMOVED
+    powered: dict[str, Outcome | None] = {
+        label: await attempt.set_power(owner, join_room, a.user_id, 50)
+        if a.server is here or joined[label] is True else None
+        for label, a in accounts.items()}
+    seen = {label: (invited[label], joined[label], sent[label], powered[label]) for label in accounts}
+    expected = {label: row for label, row in EXPECTED[kind].items() if label in accounts}
+    assert seen == expected
+    stayed = {a.user_id for label, a in accounts.items() if joined[label] is True}
+    assert await attempt.members(owner, join_room) >= stayed  # and they are still members
+
+
+async def _room_closed_without_admin(owner: Account, moderator: Account, kind: str, accounts: list[Account]) -> str:
+    """A ``public`` room that every account able to joins, then closed to ``kind`` by a
+    moderator after its only admin left: nobody is removed, so who may still write is decided
+    when they write."""
+    room = await attempt.create_room(owner, "public", open_join=True, name=f"Écriture {kind}")
+    assert await attempt.put_state(owner, room, "m.room.encryption", {"algorithm": "m.megolm.v1.aes-sha2"}) is True
+    assert await attempt.join(moderator, room, owner.server) is True
+    assert await attempt.set_power(owner, room, moderator.user_id, 50) is True
+    for account in accounts:
+        if await attempt.join(account, room, owner.server) is True:
+            assert await attempt.becomes_member(owner, room, account.user_id)
+    assert (await owner.call("POST", f"/rooms/{quote(room)}/leave", {})).is_success
+    if kind != "public":
+        assert await attempt.put_state(moderator, room, "fr.maillage.acces", {"acces": kind}) is True
+    return room
 
 
 async def test_agents_of_partner_servers_exchange_encrypted_messages(
@@ -320,18 +383,107 @@ async def test_non_public_rooms_are_always_encrypted(federation: Federation, age
     assert access.content == {"acces": "interne"}
 
 
-async def test_a_partner_agent_who_joins_an_open_internal_room_is_removed(
+async def test_a_partner_agent_cannot_join_an_open_internal_room(
     federation: Federation, agents_on: AgentsOn
 ) -> None:
-    """Remote joins have no module hook before they are accepted: the home server removes them."""
+    """The room's home server makes the join event for the partner's server (``make_join``):
+    its module refuses it there, with its French message relayed to the partner agent."""
     owner = await agents_on(federation.mairie)("chef")
     partner = await agents_on(federation.agglo)("curieux")
     room = await create_room(owner, "interne", name="Ouvert aux agents", join_rule_public=True)
-    await partner.client.join(room)
-    deadline = time.monotonic() + 20
-    while await is_member(owner, room, partner.user_id, timeout=0.5):
-        assert time.monotonic() < deadline, "the partner agent was not removed"
+    # via mairie: room ids (version 12) name no server
+    response = await Account.of(partner, federation.agglo).call(
+        "POST", f"/join/{quote(room)}", {}, {"server_name": federation.mairie.server_name})
+    assert attempt.layer(response) == MODULE and "interne" in response.json()["error"], response.text
     assert not await is_member(owner, room, partner.user_id, timeout=2)
+
+
+async def test_an_external_account_that_expires_can_no_longer_act_in_its_rooms(
+    federation: Federation, agents_on: AgentsOn
+) -> None:
+    """A consultant, member of a partners' room, expires: here an admin ends the mission early
+    (``expire_le`` set to yesterday in ``[[externes]]``, mairie restarted). Its device's token
+    stops working (the module's account-validity callback: it can no longer send, join or
+    invite), logging in again is refused (module, French message), and nobody can invite it or
+    make it join, not even through the Admin API (module, ``check_event_allowed``). It stays a
+    member of its room, unable to act there."""
+    mairie = federation.mairie
+    owner = Account.of(await agents_on(mairie)("chef"), mairie)
+    colleague = Account.of(await agents_on(mairie)("collegue"), mairie)
+    consultant_agent = await agents_on(mairie)("consultant")
+    consultant = Account.of(consultant_agent, mairie)
+    await attempt.mark_user_type(mairie, consultant.user_id, "externe")
+    room = await attempt.create_room(owner, "partenaires", open_join=False, name="Mission")
+    other_room = await attempt.create_room(owner, "partenaires", open_join=True, name="Autre projet")
+    assert await attempt.invite(owner, room, consultant.user_id) is True
+    assert await attempt.join(consultant, room, mairie) is True
+    assert await attempt.send(consultant, room, "Livrable déposé") is True
+
+    original = mairie.config
+    assert original is not None
+    document: dict[str, Any] = original.model_dump(exclude_none=True)
+    document["externes"] = [*document.get("externes", []),
+                            {"compte": consultant.user_id, "expire_le": date.today() - timedelta(days=1)}]
+    original.source.write_text(toml_dump(document))
+    try:
+        await asyncio.get_running_loop().run_in_executor(None, federation.restart_mairie,
+                                                         load_config(original.source))
+        assert await attempt.send(consultant, room, "Encore un mot") == TOKEN
+        assert await attempt.join(consultant, other_room, mairie) == TOKEN
+        assert await attempt.invite(consultant, room, colleague.user_id) == TOKEN
+        login = httpx.post(f"{mairie.client_url}/_matrix/client/v3/login", json={
+            "type": "m.login.password", "identifier": {"type": "m.id.user", "user": consultant.user_id},
+            "password": consultant_agent.password})
+        assert login.status_code == 403 and "a expiré" in login.json()["error"]
+        assert await attempt.invite(owner, other_room, consultant.user_id) == MODULE
+        forced = await attempt.admin_call(mairie, "POST", f"/v1/join/{quote(other_room)}",
+                                          {"user_id": consultant.user_id})
+        assert attempt.layer(forced) == MODULE, forced.text
+        assert consultant.user_id not in await attempt.members(owner, other_room)
+        assert consultant.user_id in await attempt.members(owner, room)
+    finally:
+        original.source.write_text(toml_dump(original.model_dump(exclude_none=True)))
+        federation.restart_mairie(load_config(original.source))
+
+
+async def test_with_open_federation_the_access_kind_alone_keeps_a_non_partner_out(
+    federation: Federation, agents_on: AgentsOn
+) -> None:
+    """``[federation] ouverte = true``: any server may federate with mairie, so no allowlist
+    stands in front of the module any more. The préfecture (still not a partner) is then kept
+    out of internal and partners' rooms by the module alone — its invitations, its joins and
+    knocks (the join or knock event mairie makes for it, ``make_join``/``make_knock``) — and
+    may join and write in public rooms, as the access kinds say."""
+    mairie = federation.mairie
+    original = mairie.config
+    assert original is not None
+    document: dict[str, Any] = original.model_dump(exclude_none=True)
+    document["federation"]["ouverte"] = True
+    original.source.write_text(toml_dump(document))
+    try:
+        await asyncio.get_running_loop().run_in_executor(None, federation.restart_mairie,
+                                                         load_config(original.source))
+        owner_agent = await agents_on(mairie)("chef")
+        owner = Account.of(owner_agent, mairie)
+        prefet = Account.of(await agents_on(federation.prefecture)("prefet"), federation.prefecture)
+        knock_rule = [{"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "knock"}}]
+        seen: dict[str, tuple[Outcome, Outcome, Outcome]] = {}
+        for kind in ("interne", "partenaires", "public"):
+            invite_room = await attempt.create_room(owner, kind, open_join=False, name=f"Invitations {kind}")
+            open_room = await attempt.create_room(owner, kind, open_join=True, name=f"Ouvert {kind}")
+            knock_room = await attempt.create_room(owner, kind, open_join=False, name=f"Sur demande {kind}",
+                                                   extra_state=knock_rule)
+            seen[kind] = (await attempt.invite(owner, invite_room, prefet.user_id),
+                          await attempt.join(prefet, open_room, mairie),
+                          await attempt.knock(prefet, knock_room, mairie))
+            if kind == "public":
+                assert await attempt.send(prefet, open_room, "Bonjour de la préfecture") is True
+                await owner_agent.wait_for_text(open_room, "Bonjour de la préfecture", timeout=60)
+        assert seen == {"interne": (MODULE, MODULE, MODULE), "partenaires": (MODULE, MODULE, MODULE),
+                        "public": (True, True, True)}
+    finally:
+        original.source.write_text(toml_dump(original.model_dump(exclude_none=True)))
+        federation.restart_mairie(load_config(original.source))
 
 
 async def test_adding_a_partner_lets_a_plain_synapse_in_without_losing_messages(
