@@ -532,6 +532,12 @@ class BotRuntime:
 async def _store_keys(bot: Bot, machine: OlmMachine, event: ToDeviceEvent) -> None:
     try:
         await machine.handle_to_device_event(event)
+    except DecryptionError as error:
+        # Most often a to-device message read again after a crash, whose Olm session has
+        # already moved on; a key it carried and that was lost is asked for again when a
+        # message needs it (Bot._ask_for_key).
+        log.info("%s: to-device message from %s not readable: %s", bot.localpart, event.sender, error)
+        return
     except Exception:
         if not await bot.store.alive():  # keys not stored: read this sync's to-device messages again
             cast(GaplessClient, bot.client).handling_failed = True

@@ -30,7 +30,8 @@ class StartError(Exception):
 
 
 def _die_with_parent() -> None:
-    # Children die with the supervisor even if it is killed with SIGKILL.
+    # Children die with the supervisor even if it is killed with SIGKILL. The signal
+    # follows the *thread* that started the child: start children from the main thread.
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 

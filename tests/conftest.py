@@ -151,11 +151,19 @@ class ServiceProcess:
             self.process = None
 
     def launch(self) -> None:
-        """Start without waiting for its health check (a crash may come at any moment of its start)."""
+        """Start without waiting for its health check (a crash may come at any moment of its start).
+
+        Call it from the test's own thread, never through ``asyncio.to_thread``: the child
+        gets SIGTERM when the thread that started it ends (PR_SET_PDEATHSIG follows the
+        thread), which a worker thread does when the test's event loop closes."""
         self.service = self.make(self.config)
         log = self.config.data_dir / "logs" / f"{self.service.name}.log"
         SERVER_LOGS.append(log)
         self.process = processes.start(self.service, log)
+
+    def wait_ready(self) -> None:
+        assert self.process is not None
+        processes.wait_ready(self.process)
 
     def kill(self) -> None:
         """SIGKILL, as a crash or the OOM killer would: no clean-up of any kind."""

@@ -56,10 +56,11 @@ async def kill_at_random(bots: ServiceProcess, sending: asyncio.Future[list[list
         await asyncio.sleep(rng.uniform(0.3, 4.0))
         await asyncio.to_thread(bots.kill)
         kills += 1
-        await asyncio.to_thread(bots.launch)
+        bots.launch()  # from this thread: see ServiceProcess.launch
     await asyncio.sleep(rng.uniform(0.5, 2.0))
     await asyncio.to_thread(bots.kill)
-    await asyncio.to_thread(bots.start)  # this time waits until healthy
+    bots.launch()
+    await asyncio.to_thread(bots.wait_ready)  # this time waits until healthy
     return kills + 1
 
 
