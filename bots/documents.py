@@ -309,7 +309,15 @@ class DocumentsBot(Bot):
         except MatrixRequestError:
             return None
         folder = content.get("dossier") if isinstance(content, dict) else getattr(content, "dossier", None)
-        return str(folder) if folder else None
+        if not isinstance(folder, str) or not folder:
+            return None
+        # Room state can be sent by any client, not only through ``!doc lier``: a folder
+        # with a way up (``../``, an absolute path…) would take the room outside its folder.
+        try:
+            return normalise_folder(folder)
+        except CommandError:
+            log.warning("room %s: folder %r in its state refused; the room is treated as unbound", room_id, folder)
+            return None
 
     async def is_room_admin(self, room_id: str, user_id: str) -> bool:
         """May change the room's state: a creator (room versions 12+) or enough power."""
