@@ -75,6 +75,41 @@ def check_private(path: Path, warn: Callable[[str], None] | None = None) -> None
         (warn or _stderr)(t("secrets.permissions_fixed", path=path, mode=oct(mode)))
 
 
+PRIVATE_UMASK = 0o077
+
+
+def private_umask() -> None:
+    """Files and folders created from now on (by this process and its children) are the owner's only."""
+    os.umask(PRIVATE_UMASK)
+
+
+def make_private_tree(directory: Path, warn: Callable[[str], None] | None = None) -> int:
+    """Narrow a data directory to its owner: folders 0700, files without group/other bits.
+
+    Data directories written by older versions (or copied with a wide umask) hold
+    access tokens (``homeserver.db``, the bots' database), keys and passwords. Symbolic
+    links are not followed; what belongs to another user is left as it is. Returns how
+    many entries were narrowed, and says so through ``warn``.
+    """
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    narrowed = 0
+    uid = os.getuid()
+    for root, _folders, files in os.walk(directory):  # each folder comes once as ``root``
+        for path in [root, *(os.path.join(root, name) for name in files)]:
+            try:
+                info = os.lstat(path)
+                mode = stat.S_IMODE(info.st_mode)
+                if info.st_uid != uid or stat.S_ISLNK(info.st_mode) or not mode & 0o077:
+                    continue
+                os.chmod(path, 0o700 if stat.S_ISDIR(info.st_mode) else mode & 0o700)
+                narrowed += 1
+            except OSError:  # gone meanwhile, or not ours to change: nothing to narrow
+                continue
+    if narrowed:
+        (warn or _stderr)(t("secrets.tree_narrowed", count=narrowed, path=directory))
+    return narrowed
+
+
 def _stderr(message: str) -> None:
     print(message, file=sys.stderr)
 

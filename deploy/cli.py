@@ -21,7 +21,7 @@ from maillage.deploy import launcher
 from maillage.deploy.neighbour import prepare_neighbour
 from maillage.deploy.partners import PartnerError, change_partners
 from maillage.i18n import set_language, t
-from maillage.secretstore import SecretsError, ensure_secrets
+from maillage.secretstore import SecretsError, ensure_secrets, private_umask
 
 EXIT_USAGE = 2
 
@@ -110,6 +110,9 @@ def _partners(config: Config, action: str, server: str | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Everything the stack writes (databases with tokens, keys, logs) is private,
+    # in this process and in every child it starts.
+    private_umask()
     args = _parser().parse_args(argv)
     path = config_path(args.config, args.data_dir)
     # The quick start creates a demo config at the default place; an explicit

@@ -3,14 +3,22 @@
 ``up`` is a supervisor: it holds a lock in the data directory, starts each
 service in order and waits for its health check, seeds the demo collectivité on
 first start, then watches its children. Ctrl-C or ``maillage down`` (SIGTERM to
-the supervisor) stops them in reverse order. A child that dies stops the stack
-and shows the tail of its log. The state file lets ``status`` and ``down`` find
-the stack from another terminal.
+the supervisor) stops them in reverse order, without restarting anything. A
+service that fails to start the first time stops the stack and shows the tail of
+its log; once the stack is up, a child that dies is started again with back-off
+(``supervisor.py``). The state file (``run/etat.json``, 0600, replaced
+atomically) lets ``status`` and ``down`` find the stack from another terminal and
+shows each service's restarts.
+
+Every file the stack writes is private: the umask is 0077 from the start (the
+children inherit it) and a data directory left wider by an older version is
+narrowed at each start (``secretstore.make_private_tree``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import fcntl
 import json
 import os
@@ -18,11 +26,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
+from zoneinfo import ZoneInfo
 
 from maillage.config import Config, ConfigError, check_data_dir, load_config
 from maillage.deploy import processes
@@ -36,14 +45,35 @@ from maillage.deploy.provisioning import (
     seed_demo,
 )
 from maillage.deploy.services import HealthCheck, Service, log_path, stack_services
+from maillage.deploy.supervisor import STARTING, WAITING, Supervisor, redactor, seconds_until
 from maillage.i18n import t
-from maillage.secretstore import Secrets, ensure_secrets, load_secrets
+from maillage.secretstore import (
+    Secrets,
+    ensure_secrets,
+    load_secrets,
+    make_private_tree,
+    private_umask,
+    write_private,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_ALREADY_RUNNING = 0, 1, 3
 
 
 class _StopRequested(Exception):
     pass
+
+
+class _StopSignal:
+    """SIGTERM/SIGINT: raise at once while starting (a wait can be long), only flag while watching."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.raise_now = True
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.requested = True
+        if self.raise_now:
+            raise _StopRequested
 
 
 def run_dir(config: Config) -> Path:
@@ -83,15 +113,14 @@ def read_state(config: Config) -> dict[str, Any]:
 
 
 def _write_state(config: Config, state: dict[str, Any]) -> None:
-    temporary = state_path(config).with_suffix(".tmp")
-    temporary.write_text(json.dumps(state, indent=2, ensure_ascii=False))
-    temporary.replace(state_path(config))
+    write_private(state_path(config), json.dumps(state, indent=2, ensure_ascii=False))
 
 
 # --- up -----------------------------------------------------------------------
 
 
 def up(config: Config, *, out: TextIO = sys.stdout, show_summary: bool = True) -> int:
+    private_umask()
     check_data_dir(config)
     stack_secrets = ensure_secrets(config.data_dir, warn=lambda m: print(m, file=out))
     with stack_lock(config) as acquired:
@@ -99,6 +128,7 @@ def up(config: Config, *, out: TextIO = sys.stdout, show_summary: bool = True) -
             print(t("up.already_running", data_dir=config.data_dir,
                     pid=read_state(config).get("pid", "?")), file=out)
             return EXIT_ALREADY_RUNNING
+        make_private_tree(config.data_dir, warn=lambda m: print(m, file=out))
         services = stack_services(config, stack_secrets)
         busy = _busy_port(config, services)
         if busy:
@@ -119,31 +149,33 @@ def _busy_port(config: Config, services: list[Service]) -> str | None:
 
 def _supervise(config: Config, stack_secrets: Secrets, services: list[Service],
                out: TextIO, show_summary: bool) -> int:
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        raise _StopRequested
-
+    stop = _StopSignal()
     reload_requested: list[bool] = []
 
     def request_reload(signum: int, frame: FrameType | None) -> None:
         reload_requested.append(True)
 
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, request_reload)
-    running: list[RunningService] = []
+    supervisor = Supervisor([], out=out, redact=redactor(_secret_values(stack_secrets)),
+                            timezone=config.collectivite.fuseau_horaire)
     state: dict[str, Any] = {"pid": os.getpid(), "pret": False, "config": str(config.source),
                              "nom_serveur": config.collectivite.nom_serveur, "services": {}}
     try:
         print(t("up.starting", name=config.collectivite.nom,
                 server_name=config.collectivite.nom_serveur), file=out, flush=True)
         for service in services:
-            running.append(_start_one(config, service, state, out))
+            # Watched from its start, so that a stop during the wait stops it too.
+            _start_one(config, service, state, out, on_started=_adopter(supervisor, service, state))
         _after_start(config, stack_secrets, out)
+        # The admin token exists now: redact it too.
+        supervisor.redact = redactor(_secret_values(load_secrets(config.data_dir)))
         state["pret"] = True
         _write_state(config, state)
         print(t("up.ready"), file=out, flush=True)
         if show_summary:
             print_summary(config, out=out, detached=False)
-        return _watch(config, running, state, reload_requested, out)
+        return _watch(config, supervisor, state, reload_requested, stop, out)
     except _StopRequested:
         return EXIT_OK
     except StartError as exc:
@@ -152,22 +184,33 @@ def _supervise(config: Config, stack_secrets: Secrets, services: list[Service],
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        if running:
+        running_now = supervisor.running()
+        if running_now:
             print(t("up.stopping"), file=out, flush=True)
-        processes.stop_all(running)
+        processes.stop_all(running_now)
         state_path(config).unlink(missing_ok=True)
-        if running:
+        if running_now:
             print(t("up.stopped"), file=out, flush=True)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
 
-def _start_one(config: Config, service: Service, state: dict[str, Any], out: TextIO) -> RunningService:
+def _adopter(supervisor: Supervisor, service: Service, state: dict[str, Any]) -> Callable[[RunningService], object]:
+    return lambda running: supervisor.adopt(service, running, state["services"][service.name])
+
+
+def _secret_values(stack_secrets: Secrets) -> list[str]:
+    return [str(value) for value in vars(stack_secrets).values() if value]
+
+
+def _start_one(config: Config, service: Service, state: dict[str, Any], out: TextIO,
+               on_started: Callable[[RunningService], object] | None = None) -> RunningService:
     print(t("up.waiting", service=service.label), file=out, flush=True)
     running = processes.start(service, log_path(config.data_dir, service))
-    state["services"][service.name] = {
-        "pid": running.pid, "url": service.url, "libelle": service.label, "journal": str(running.log),
-    }
+    info = state["services"].setdefault(service.name, {})
+    info.update(pid=running.pid, url=service.url, libelle=service.label, journal=str(running.log))
+    if on_started is not None:
+        on_started(running)
     _write_state(config, state)
     seconds = processes.wait_ready(running, on_wait=lambda s: print(
         t("up.still_waiting", service=service.label, seconds=int(s)), file=out, flush=True))
@@ -193,43 +236,55 @@ def _after_start(config: Config, stack_secrets: Secrets, out: TextIO) -> None:
         print(t("up.demo_failed", detail=exc), file=out, flush=True)
 
 
-def _watch(config: Config, running: list[RunningService], state: dict[str, Any],
-           reload_requested: list[bool], out: TextIO) -> int:
-    while True:
+def _watch(config: Config, supervisor: Supervisor, state: dict[str, Any],
+           reload_requested: list[bool], stop: _StopSignal, out: TextIO) -> int:
+    stop.raise_now = False  # from now on a stop is handled between two passes
+    while not stop.requested:
         if reload_requested:
             reload_requested.clear()
-            config = _reload(config, running, state, out)
-        for child in running:
-            code = child.process.poll()
-            if code is not None:
-                _report_failure(t("up.child_died", service=child.service.label, code=code),
-                                child.log, out)
-                return EXIT_FAILED
+            stop.raise_now = True  # a reload waits for Synapse: a stop must not wait for it
+            try:
+                config = _reload(config, supervisor, state, out)
+            finally:
+                stop.raise_now = False
+        if supervisor.check():
+            _write_state(config, state)
         time.sleep(0.5)
+    return EXIT_OK
 
 
-def _reload(config: Config, running: list[RunningService], state: dict[str, Any], out: TextIO) -> Config:
+def _reload(config: Config, supervisor: Supervisor, state: dict[str, Any], out: TextIO) -> Config:
     """Read the config again and restart Synapse with it (partners, externals…).
 
-    A config that no longer loads is reported and the stack keeps running as it was.
+    A config that no longer loads is reported and the stack keeps running as it was;
+    a Synapse that does not start with the new one is reported and restarted with
+    back-off by the supervisor, like a Synapse that died.
     """
+    generation = state.get("rechargement", {}).get("generation", 0) + 1
     try:
         fresh = load_config(config.source)
     except ConfigError as exc:
         print(t("reload.invalid", detail=exc), file=out, flush=True)
-        state["rechargement"] = {"generation": state.get("rechargement", {}).get("generation", 0) + 1,
-                                 "erreur": str(exc)}
+        state["rechargement"] = {"generation": generation, "erreur": str(exc)}
         _write_state(config, state)
         return config
     print(t("reload.start"), file=out, flush=True)
     started = time.monotonic()
-    index = next(i for i, r in enumerate(running) if r.service.name == "synapse")
-    processes.stop(running[index])
-    service = next(s for s in stack_services(fresh, load_secrets(fresh.data_dir)) if s.name == "synapse")
-    running[index] = _start_one(fresh, service, state, out)
+    record = supervisor.find("synapse")
+    if record.running is not None:
+        processes.stop(record.running)
+    record.service = next(s for s in stack_services(fresh, load_secrets(fresh.data_dir)) if s.name == "synapse")
+    try:
+        _start_one(fresh, record.service, state, out, on_started=lambda running: supervisor.replaced(record, running))
+    except StartError as exc:
+        if record.running is not None:
+            processes.stop(record.running, grace=5.0)
+        supervisor.failed(record, str(exc), code=record.running.process.returncode if record.running else None)
+        state["rechargement"] = {"generation": generation, "erreur": str(exc)}
+        _write_state(fresh, state)
+        return fresh
     seconds = time.monotonic() - started
-    state["rechargement"] = {"generation": state.get("rechargement", {}).get("generation", 0) + 1,
-                             "secondes": round(seconds, 2)}
+    state["rechargement"] = {"generation": generation, "secondes": round(seconds, 2)}
     _write_state(fresh, state)
     print(t("reload.done", seconds=f"{seconds:.1f}"), file=out, flush=True)
     return fresh
@@ -338,20 +393,29 @@ def status(config: Config) -> dict[str, Any]:
     # Same checks as at start, rebuilt from the config once (credentials are not in the state file).
     checks = {s.name: s.health for s in stack_services(config, load_secrets(config.data_dir))} if running else {}
     for name, info in state.get("services", {}).items():
-        services.append({"nom": name, "libelle": info["libelle"], "url": info["url"],
-                         "pid": info["pid"], "etat": _service_state(info, checks.get(name), ready)})
+        entry = {"nom": name, "libelle": info["libelle"], "url": info["url"], "pid": info.get("pid"),
+                 "etat": _service_state(info, checks.get(name), ready), "journal": info.get("journal"),
+                 "redemarrages": info.get("redemarrages", 0), "dernier_arret": info.get("dernier_arret")}
+        if entry["etat"] == "restarting":
+            entry["redemarrage_dans"] = seconds_until(info.get("redemarrage_a"))
+        if entry["etat"] != "ok" and info.get("supervision") in (WAITING, STARTING) and info.get("raison"):
+            entry["raison"] = info["raison"]  # why it stopped: its log's last lines (secrets blanked)
+        services.append(entry)
     healthy = running and bool(services) and all(s["etat"] == "ok" for s in services)
     return {"demarre": running, "pret": ready, "sain": healthy,
             "repertoire": str(config.data_dir), "nom_serveur": config.collectivite.nom_serveur,
+            "fuseau_horaire": config.collectivite.fuseau_horaire,
             "pid": state.get("pid"), "services": services}
 
 
 def _service_state(info: dict[str, Any], check: HealthCheck | None, ready: bool) -> str:
-    if not _alive(int(info["pid"])):
+    if info.get("supervision") == WAITING:
+        return "restarting"
+    if not info.get("pid") or not _alive(int(info["pid"])):
         return "down"
     if check is not None and processes.is_healthy(check):
         return "ok"
-    return "unhealthy" if ready else "starting"
+    return "unhealthy" if ready and info.get("supervision") != STARTING else "starting"
 
 
 def _alive(pid: int) -> bool:
@@ -369,9 +433,18 @@ def print_status(report: dict[str, Any], *, out: TextIO) -> None:
         print(t("status.not_running", data_dir=report["repertoire"]), file=out)
         return
     print(t("status.header", data_dir=report["repertoire"]), file=out)
+    zone = ZoneInfo(report.get("fuseau_horaire") or "Europe/Paris")
     for service in report["services"]:
-        print(t("status.line", service=service["nom"], state=t(f"status.state.{service['etat']}"),
-                url=service["url"]), file=out)
+        state = t(f"status.state.{service['etat']}", seconds=service.get("redemarrage_dans", 0))
+        print(t("status.line", service=service["nom"], state=state, url=service["url"]), file=out)
+        stopped = service.get("dernier_arret")
+        if stopped:
+            when = datetime.datetime.fromisoformat(stopped["heure"]).astimezone(zone)
+            print(t("status.restarts", count=service["redemarrages"], exit=stopped["description"],
+                    date=when.strftime(t("status.date_format")), time=when.strftime("%H:%M:%S")), file=out)
+        if service.get("raison"):
+            print(t("status.reason", path=service["journal"]), file=out)
+            print("\n".join(f"      | {line}" for line in service["raison"].splitlines()), file=out)
 
 
 def down(config: Config, *, out: TextIO = sys.stdout, timeout: float = 90.0) -> int:
@@ -393,7 +466,7 @@ def down(config: Config, *, out: TextIO = sys.stdout, timeout: float = 90.0) -> 
             return EXIT_OK
         time.sleep(0.2)
     for info in state.get("services", {}).values():
-        if _alive(int(info["pid"])):
+        if info.get("pid") and _alive(int(info["pid"])):
             os.kill(int(info["pid"]), signal.SIGKILL)
     if pid and _alive(pid):
         os.kill(pid, signal.SIGKILL)

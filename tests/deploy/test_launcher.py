@@ -9,7 +9,6 @@ import re
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,14 +41,6 @@ def init_stack(data_dir: Path, *, demo: bool = True) -> dict[str, int]:
     for name in ("synapse", "caldav", "webdav", "bots", "maillage"):
         SERVER_LOGS.append(data_dir / "logs" / f"{name}.log")
     return ports
-
-
-@pytest.fixture
-def stack_dir(tmp_path: Path) -> Iterator[Path]:
-    data_dir = tmp_path / "pile"
-    yield data_dir
-    if (data_dir / "maillage.toml").exists():
-        maillage(data_dir, "down")
 
 
 @pytest.mark.slow
@@ -195,27 +186,6 @@ def test_down_when_nothing_runs_says_so(stack_dir: Path) -> None:
     init_stack(stack_dir, demo=False)
     result = maillage(stack_dir, "down")
     assert result.returncode == 0 and "rien à arrêter" in result.stdout
-
-
-def test_a_child_that_dies_stops_the_stack_and_shows_its_log(stack_dir: Path) -> None:
-    init_stack(stack_dir, demo=False)
-    started = maillage(stack_dir, "up", "--detach")
-    assert started.returncode == 0, started.stdout
-    report = json.loads(maillage(stack_dir, "status", "--json").stdout)
-    radicale = next(s for s in report["services"] if s["nom"] == "caldav")
-    os.kill(radicale["pid"], 9)
-    supervisor_log = stack_dir / "logs" / "maillage.log"
-    import time
-
-    deadline = time.monotonic() + 60
-    while maillage(stack_dir, "status").returncode == 0 or "arrêté." not in supervisor_log.read_text():
-        assert time.monotonic() < deadline, supervisor_log.read_text()
-        time.sleep(0.5)
-    text = supervisor_log.read_text()
-    assert "Agendas (Radicale) s’est arrêté de façon inattendue (code -9)" in text
-    assert "Dernières lignes du journal de caldav" in text
-    report = json.loads(maillage(stack_dir, "status", "--json").stdout)
-    assert not report["demarre"]
 
 
 def test_ctrl_c_stops_a_foreground_stack_cleanly(stack_dir: Path) -> None:
