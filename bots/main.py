@@ -37,8 +37,15 @@ async def run_bots(config: Config) -> None:
         await health.cleanup()
 
 
+def _without_per_message_trust_warnings(record: logging.LogRecord) -> bool:
+    # mautrix looks up the sender's cross-signing keys for every message it decrypts and
+    # warns each time an agent has none (most clients here): one line per message.
+    return not record.getMessage().startswith("Didn't find cross-signing key")
+
+
 def main(config: Config) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("mau").setLevel(logging.WARNING)
+    logging.getLogger("mau.crypto").addFilter(_without_per_message_trust_warnings)
     asyncio.run(run_bots(config))
     return 0
