@@ -50,7 +50,7 @@ class ConfigError(Exception):
 
 # Matrix spec, "Server name": hostname (IPv4, [IPv6] or DNS name) and optional port.
 _DNS_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_DNS_NAME = re.compile(rf"^{_DNS_LABEL}(?:\.{_DNS_LABEL})*$")
+_DNS_NAME = re.compile(rf"{_DNS_LABEL}(?:\.{_DNS_LABEL})*")
 
 
 def _check_server_name(value: str) -> str:
@@ -70,16 +70,19 @@ def _check_server_name(value: str) -> str:
     else:
         if value.count(":") == 1:
             host, port = value.split(":")
-        if not host or len(host) > 255 or not _DNS_NAME.match(host):
+        if not host or len(host) > 255 or not _DNS_NAME.fullmatch(host):
             raise ValueError(t("config.expected.server_name"))
-    if port is not None and not (port.isdigit() and 0 < int(port) < 65536):
+    if port is not None and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
         raise ValueError(t("config.expected.server_name"))
     return value
 
 
 def _check_http_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(value)
+    except ValueError:  # "http://[": urlsplit's own message is in English
+        raise ValueError(t("config.expected.url")) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or not value.isprintable() or " " in value:
         raise ValueError(t("config.expected.url"))
     return value if value.endswith("/") else value + "/"
 
@@ -87,7 +90,7 @@ def _check_http_url(value: str) -> str:
 def _check_timezone(value: str) -> str:
     try:
         zoneinfo.ZoneInfo(value)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "America" is a folder
         raise ValueError(t("config.expected.timezone")) from None
     return value
 
@@ -95,6 +98,8 @@ def _check_timezone(value: str) -> str:
 def _check_ip(value: str) -> str:
     try:
         ipaddress.ip_address(value)
+        if not value.isprintable():  # an IPv6 scope takes any character: "::1%\x00"
+            raise ValueError(value)
     except ValueError:
         raise ValueError(t("config.expected.ip")) from None
     return value
@@ -190,7 +195,7 @@ def _check_name_pattern(value: str) -> str:
         raise ValueError(t("config.expected.name_pattern"))
     try:
         value.format(date="2026-11-22", service="urbanisme", nom="x")
-    except (KeyError, IndexError, ValueError):
+    except (KeyError, IndexError, ValueError, AttributeError, TypeError):  # "{date.x}", "{nom[x]}"
         raise ValueError(t("config.expected.name_pattern")) from None
     return value
 
@@ -265,7 +270,7 @@ class Config(_Section):
         files = [("federation.certificat", self.federation.certificat), ("federation.cle", self.federation.cle)]
         files += [(f"federation.autorites.{i}", path) for i, path in enumerate(self.federation.autorites)]
         for key, path in files:
-            if path and not self.resolve(path).is_file():
+            if path and not self._names_a_file(path):
                 raise ValueError(t("config.federation_file_missing", key=key, value=path))
         return self
 
@@ -284,6 +289,13 @@ class Config(_Section):
     def resolve(self, path: str) -> Path:
         """A path from the file, relative to the file's folder."""
         return (self.source.parent / path).resolve()
+
+    def _names_a_file(self, path: str) -> bool:
+        """A name no file can have (a NUL, too long for the system) names none."""
+        try:
+            return self.resolve(path).is_file()
+        except (OSError, ValueError):
+            return False
 
     @property
     def data_dir(self) -> Path:
@@ -331,6 +343,8 @@ def load_config(path: Path) -> Config:
         raise ConfigError(path, [t("config.missing_file")]) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(path, [t("config.not_toml", detail=exc)]) from None
+    except RecursionError:  # tomllib reads nested arrays and tables recursively
+        raise ConfigError(path, [t("config.not_toml", detail=t("config.too_deep"))]) from None
     return parse_config(raw, source=path)
 
 
@@ -345,7 +359,7 @@ def _describe(error: Any) -> str:
     kind = error["type"]
     if not error["loc"] and kind == "value_error":  # a rule across keys: its message names them
         return _expected(error)
-    key = ".".join(str(part) for part in error["loc"]) or t("config.whole_file")
+    key = ".".join(_key_part(part) for part in error["loc"]) if error["loc"] else t("config.whole_file")
     if kind == "missing":
         return t("config.key_missing", key=key)
     if kind == "extra_forbidden":
@@ -354,8 +368,18 @@ def _describe(error: Any) -> str:
     return t("config.bad_value", key=key, value=value, expected=_expected(error))
 
 
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _key_part(part: object) -> str:
+    """A key as it is written in TOML: quoted when it is not a bare key (``""``, ``"a.b"``)."""
+    text = str(part)
+    return text if _BARE_KEY.fullmatch(text) else json.dumps(text, ensure_ascii=False)
+
+
 def _show(value: Any) -> str:
-    text = repr(value) if not isinstance(value, str) else f'"{value}"'
+    # quoted and escaped as in TOML: a line break or a control character in a value stays visible
+    text = repr(value) if not isinstance(value, str) else json.dumps(value, ensure_ascii=False)
     return text if len(text) <= 80 else text[:77] + "…"
 
 
@@ -379,8 +403,10 @@ def _expected(error: Any) -> str:
         return t("config.expected.list")
     if kind == "literal_error":
         return t("config.expected.one_of", choices=ctx.get("expected", ""))
-    if kind in ("greater_than_equal", "less_than_equal"):
-        return t("config.expected.range", detail=error["msg"])
+    if kind == "greater_than_equal":
+        return t("config.expected.range", detail=f"≥ {ctx.get('ge')}")
+    if kind == "less_than_equal":
+        return t("config.expected.range", detail=f"≤ {ctx.get('le')}")
     if kind.startswith("model_") or kind == "dict_type":
         return t("config.expected.table")
     return str(error["msg"])

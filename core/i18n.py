@@ -37,4 +37,4 @@ def t(key: str, /, **values: object) -> str:
     """The message ``key`` in the current language, French when it is missing."""
     messages = catalogue(current_language())
     text = messages.get(key) or catalogue(DEFAULT_LANGUAGE)[key]
-    return text.format(**values) if values else text
+    return text.format(**values)  # also without values: "{{" in a message is a brace

@@ -24,6 +24,15 @@ class Rendered:
 
 
 @cache
+def _literal_braces(prefixes: tuple[str, ...]) -> frozenset[str]:
+    """``{nom}`` written as ``{{nom}}`` in a message: a brace meant to be shown."""
+    literal_texts = ("".join(literal + ("\x00" if field is not None else "")
+                             for literal, field, _, _ in string.Formatter().parse(text))
+                     for key, text in catalogue("fr").items() if key.startswith(prefixes))
+    return frozenset(brace for text in literal_texts for brace in _LEFT_OVER.findall(text))
+
+
+@cache
 def _templates(prefixes: tuple[str, ...]) -> list[tuple[str, list[str], re.Pattern[str]]]:
     templates = []
     for key, text in catalogue("fr").items():
@@ -58,7 +67,7 @@ def assert_french(message: str, *prefixes: str, typed: str = "", trailing_lines:
     assert message.strip(), "empty message"
     assert "Traceback" not in message or "Traceback" in typed, message
     for left in _LEFT_OVER.findall(message):
-        assert left in typed, f"placeholder {left} left unformatted in {message!r}"
+        assert left in typed or left in _literal_braces(prefixes), f"placeholder {left} left unformatted in {message!r}"
     found = rendered_from(message, *prefixes)
     if found is None and trailing_lines:
         head = message
