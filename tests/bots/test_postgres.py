@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import asyncpg
 import pytest
@@ -13,7 +13,7 @@ import pytest
 from maillage.config import load_config
 from tests.bots.test_runtime import _bot_answer, _room_with_bot, documents_id
 from tests.conftest import IN_CI, BotProcess, ServerStack
-from tests.harness.matrix import AgentFactory
+from tests.harness.matrix import AgentFactory, Received
 
 POSTGRES = os.environ.get("MAILLAGE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -106,11 +106,15 @@ async def test_postgresql_restarted_under_the_bots_loses_no_command(
         await asyncio.to_thread(_restart_postgresql)
         await sending
         for word in words:
-            await owner.wait_for_text(room, lambda m, word=word: m.sender == documents_id(synapse)
-                                      and f"« {word} »" in m.body, timeout=120)
+            await owner.wait_for_text(room, answer_about(documents_id(synapse), word), timeout=120)
         await asyncio.sleep(5)
         replies = [m.body for m in owner.received if m.room_id == room and m.sender == documents_id(synapse)]
         assert all(sum(f"« {word} »" in body for body in replies) == 1 for word in words), replies
     finally:
         bot_process.stop()
         variant.unlink(missing_ok=True)
+
+
+def answer_about(bot: str, word: str) -> Callable[[Received], bool]:
+    """The bot's answer quoting ``word``."""
+    return lambda message: message.sender == bot and f"« {word} »" in message.body
