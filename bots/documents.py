@@ -29,7 +29,7 @@ from mautrix.types import (
     UserID,
 )
 
-from maillage.bots.commands import Argument, CommandError, CommandSet
+from maillage.bots.commands import Argument, CommandError, CommandSet, reply_content
 from maillage.bots.extract import MAX_FILE, extract_text, fold, is_indexed
 from maillage.bots.media import Attachment, CorruptAttachment, HomeserverMedia, MediaUnavailable, prefetch
 from maillage.bots.naming import base_of, stored_name, with_version
@@ -117,9 +117,35 @@ class DocumentsBot(Bot):
         return None
 
     async def _on_binding(self, event: StateEvent) -> None:
-        """Keep the bindings cache in step with room state, whoever changed it."""
-        folder = event.content.get("dossier") if hasattr(event.content, "get") else None
-        await self.remember_binding(event.room_id, str(folder) if folder else None)
+        """Keep the bindings cache in step with room state, whoever changed it.
+
+        Any client can send room state, not only ``!doc lier``: a folder set by hand that
+        ``!doc lier`` would refuse (a way out of the tree, another room's folder) is not
+        taken; the room stays unbound and is told why."""
+        raw = event.content.get("dossier") if hasattr(event.content, "get") else None
+        if not raw:
+            await self.remember_binding(event.room_id, None)
+            return
+        refusal = await self.binding_refusal(event.room_id, raw)
+        if refusal is None:
+            await self.remember_binding(event.room_id, normalise_folder(str(raw)))
+            return
+        await self.remember_binding(event.room_id, None)
+        if event.sender != self.user_id and not self.in_initial_sync:
+            await self.send_about(event.room_id, event.event_id,
+                                  reply_content(t("doc.binding_refused", reason=refusal), None,
+                                                to_event=event.event_id, thread_root=None), key="liaison")
+
+    async def binding_refusal(self, room_id: str, raw: object) -> str | None:
+        """Why the folder ``raw`` (from room state) cannot be this room's, in French."""
+        if not isinstance(raw, str):
+            return t("doc.folder_invalid", value=str(raw)[:60])
+        try:
+            folder = normalise_folder(raw)
+        except CommandError as error:
+            return str(error)
+        other = await self.folder_bound_elsewhere(room_id, folder)
+        return None if other is None else t("doc.bound_elsewhere", folder=folder, other=other)
 
     async def remember_binding(self, room_id: str, folder: str | None) -> None:
         if folder is None:
@@ -309,15 +335,24 @@ class DocumentsBot(Bot):
         except MatrixRequestError:
             return None
         folder = content.get("dossier") if isinstance(content, dict) else getattr(content, "dossier", None)
-        if not isinstance(folder, str) or not folder:
+        if not folder:
             return None
         # Room state can be sent by any client, not only through ``!doc lier``: a folder
-        # with a way up (``../``, an absolute path…) would take the room outside its folder.
-        try:
-            return normalise_folder(folder)
-        except CommandError:
-            log.warning("room %s: folder %r in its state refused; the room is treated as unbound", room_id, folder)
+        # with a way up (``../``, an absolute path…) would take the room outside its folder,
+        # another room's folder would show it that room's documents.
+        refusal = await self.binding_refusal(room_id, folder)
+        if refusal is not None:
+            log.warning("room %s: folder in its state refused; the room is treated as unbound", room_id)
             return None
+        return normalise_folder(str(folder))
+
+    async def has_binding_state(self, room_id: str) -> bool:
+        """Whether the room's state names a folder at all, even one that is refused."""
+        try:
+            content = await self.client.get_state_event(RoomID(room_id), BINDING_EVENT)
+        except MatrixRequestError:
+            return False
+        return bool(content.get("dossier") if isinstance(content, dict) else getattr(content, "dossier", None))
 
     async def is_room_admin(self, room_id: str, user_id: str) -> bool:
         """May change the room's state: a creator (room versions 12+) or enough power."""
@@ -371,7 +406,7 @@ async def bind(bot: DocumentsBot, event: MessageEvent, dossier: str) -> None:
 @documents_commands.subcommand("délier", "delier", "unbind", help="ne plus ranger les documents de ce salon",
                                example="!doc délier")
 async def unbind(bot: DocumentsBot, event: MessageEvent) -> None:
-    if await bot.binding(event.room_id) is None:
+    if not await bot.has_binding_state(event.room_id):  # a refused folder can be cleared too
         raise CommandError(t("doc.not_bound"))
     await bot.send_binding(event, {})
     await bot.remember_binding(event.room_id, None)

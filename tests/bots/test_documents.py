@@ -113,6 +113,31 @@ async def test_files_in_an_unbound_room_are_left_alone(
     assert not [m for m in owner.received if m.room_id == room and "Rangé" in m.body]
 
 
+async def test_another_room_s_folder_set_by_hand_in_room_state_is_not_used(
+    synapse: ServerStack, webdav: str, bots: str, agents: AgentFactory
+) -> None:
+    """Any client can send room state: binding by hand to another room's folder gives no
+    access to its documents; the room is told, stays unbound, and can be unbound."""
+    direction, direction_room = await bound_room(agents, synapse, "direction/confidentiel")
+    await post_file(direction, direction_room, b"budget 2027", "budget.pdf")
+    await filed(direction, direction_room, synapse, 0)
+    intruder, room = await _room_with_bot(agents, synapse, "Salon quelconque")
+    since = len(intruder.received)
+    await intruder.client.room_put_state(room, "fr.maillage.documents", {"dossier": "direction/confidentiel"})
+    told = await intruder.wait_for_text(room, lambda m: m.sender == documents_id(synapse)
+                                        and "pas pris en compte" in m.body, since=since)
+    assert "déjà lié à un autre salon" in told.body
+    listing = await _bot_answer(intruder, room, synapse, "!doc liste")
+    assert "budget" not in listing and "n’est lié à aucun dossier" in listing
+    await post_file(intruder, room, b"intrus", "budget.pdf")
+    assert "n’est lié à aucun dossier" in await _bot_answer(intruder, room, synapse, "!doc envoie budget.pdf")
+    assert not [m for m in intruder.received if m.room_id == room and "Rangé" in m.body]
+    await let_the_bot_bind(intruder, room, synapse)
+    assert "n’est plus lié" in await _bot_answer(intruder, room, synapse, "!doc délier")
+    listing = await _bot_answer(direction, direction_room, synapse, "!doc liste")
+    assert "budget" in listing and "_v2" not in listing
+
+
 @pytest.mark.parametrize("original", ["rapport\x1b[31m.pdf", "NUL.pdf", "a" * 300 + ".pdf"])
 async def test_odd_names_are_filed_and_the_agent_told(
     original: str, synapse: ServerStack, webdav: str, bots: str, agents: AgentFactory
