@@ -444,7 +444,7 @@ def print_status(report: dict[str, Any], *, out: TextIO) -> None:
                     date=when.strftime(t("status.date_format")), time=when.strftime("%H:%M:%S")), file=out)
         if service.get("raison"):
             print(t("status.reason", path=service["journal"]), file=out)
-            print("\n".join(f"      | {line}" for line in service["raison"].splitlines()), file=out)
+            print("\n".join(f"      | {line}" for line in service["raison"].splitlines()[-8:]), file=out)
 
 
 def down(config: Config, *, out: TextIO = sys.stdout, timeout: float = 90.0) -> int:

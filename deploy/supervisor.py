@@ -19,7 +19,6 @@ import datetime
 import math
 import re
 import signal
-import subprocess
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -184,7 +183,7 @@ class Supervisor:
         record.started_at = self.clock()
         try:
             running = processes.start(record.service, record.log)
-        except (OSError, subprocess.SubprocessError, ValueError) as exc:  # prepare() or exec failed
+        except Exception as exc:  # prepare() or exec failed: say so and try again later, never stop the loop
             self.failed(record, t("supervisor.cannot_start", detail=self.redact(type(exc).__name__ + ": " + str(exc))),
                         code=None)
             return

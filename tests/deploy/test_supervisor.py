@@ -173,7 +173,7 @@ def test_a_clean_stop_during_a_pending_restart_stops_everything_and_restarts_not
     wait_until(lambda: "Documents (WsgiDAV) s’est arrêté" in log.read_text(), 10, "the supervisor saw the death",
                poll=0.02)
     os.kill(supervisor, signal.SIGTERM)  # what `maillage down` sends, within the 1 s back-off
-    wait_until(lambda: maillage(stack_dir, "status").returncode == 1, 60, "the stack stopped")
+    wait_until(lambda: not Stack(stack_dir, {}).status()["demarre"], 60, "the stack stopped")
     text = log.read_text()
     assert "redémarrage (n° 1)" not in text.split("Documents (WsgiDAV) s’est arrêté", 1)[1], text
     assert text.rstrip().endswith("Maillage est arrêté.")
