@@ -311,12 +311,13 @@ def _watch_stored(folder: Path, name_start: str, stop: threading.Event, seen: li
         time.sleep(0.002)
 
 
-# The floor: the best a plain tool does with the same bytes on the same loopback. The length is
-# given as the bot gives it (curl would otherwise send a chunked body), and `Expect:` is cleared
-# so that curl does not wait for a `100 Continue` first.
+# The floor: the best a plain tool does with the same bytes on the same loopback. Plain `curl -T -`
+# sends a chunked body (after `Expect: 100-continue`, which WsgiDAV answers at once); forcing the
+# Content-Length instead (-H "Transfer-Encoding:" -H "Content-Length: …" -H "Expect:") was slower
+# into WsgiDAV here (0.50 s against 0.44 s for 100 MB, medians of 8 alternated), so the floor is
+# the plain form.
 CURL_PIPE = ('curl -sSf -H "Authorization: Bearer $MATRIX_TOKEN" "$MEDIA_URL"'
-             ' | curl -sSf -o /dev/null -T - -u "$DAV_USER:$DAV_PASSWORD" -H "Expect:" -H "Transfer-Encoding:"'
-             ' -H "Content-Length: $LENGTH" "$DAV_URL"')
+             ' | curl -sSf -o /dev/null -T - -u "$DAV_USER:$DAV_PASSWORD" "$DAV_URL"')
 
 
 @pytest.mark.parametrize("encrypted", [True, False], ids=["chiffre", "en-clair"])
@@ -344,13 +345,13 @@ async def test_100_mb_file_over_curl_pipe(
                 content["url"] = response.content_uri
             copy = f"gros/{mode}/copie-{run}"
             if run % 2:
-                floor_times.append(await _curl_pipe(synapse, owner, response.content_uri, copy, len(data)))
+                floor_times.append(await _curl_pipe(synapse, owner, response.content_uri, copy))
             name_start = f"{today()}_gros_plan-{run}"
             stored, confirmed = await _filed_by_bot(synapse, owner, room, content, folder, name_start)
             stored_times.append(stored)
             confirmed_times.append(confirmed)
             if not run % 2:
-                floor_times.append(await _curl_pipe(synapse, owner, response.content_uri, copy, len(data)))
+                floor_times.append(await _curl_pipe(synapse, owner, response.content_uri, copy))
             order.append("curl, bot" if run % 2 else "bot, curl")
             rss.mark(f"after file {run}")
             assert (folder / f"copie-{run}").stat().st_size == len(data)
@@ -395,12 +396,12 @@ async def _filed_by_bot(stack: ServerStack, owner: Agent, room: str, content: di
     return stored[0] - started, confirmed
 
 
-async def _curl_pipe(stack: ServerStack, agent: Agent, mxc: str, path: str, length: int) -> float:
+async def _curl_pipe(stack: ServerStack, agent: Agent, mxc: str, path: str) -> float:
     server, _, media_id = mxc.removeprefix("mxc://").partition("/")
     host = stack.config.synapse_url.rsplit(":", 1)[0]
     environment = {**os.environ, "MATRIX_TOKEN": str(agent.client.access_token),
                    "MEDIA_URL": f"{stack.homeserver}/_matrix/client/v1/media/download/{server}/{media_id}",
-                   "DAV_USER": "maillage", "DAV_PASSWORD": stack.secrets.dav_password, "LENGTH": str(length),
+                   "DAV_USER": "maillage", "DAV_PASSWORD": stack.secrets.dav_password,
                    "DAV_URL": f"{host}:{stack.config.reseau.port_webdav}/{path}"}
     started = time.perf_counter()
     process = await asyncio.create_subprocess_exec("bash", "-o", "pipefail", "-c", CURL_PIPE, env=environment)
