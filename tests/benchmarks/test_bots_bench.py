@@ -344,13 +344,19 @@ async def test_100_mb_file_over_curl_pipe(
             else:
                 content["url"] = response.content_uri
             copy = f"gros/{mode}/copie-{run}"
+            # Each transfer starts with nothing left to flush: without it, the side going second
+            # paid for the writeback of the 100 MB the other had just written (the bot much more
+            # than curl: its event post and its store commit to SQLite, curl never syncs).
+            os.sync()
             if run % 2:
                 floor_times.append(await _curl_pipe(synapse, owner, response.content_uri, copy))
+                os.sync()
             name_start = f"{today()}_gros_plan-{run}"
             stored, confirmed = await _filed_by_bot(synapse, owner, room, content, folder, name_start)
             stored_times.append(stored)
             confirmed_times.append(confirmed)
             if not run % 2:
+                os.sync()
                 floor_times.append(await _curl_pipe(synapse, owner, response.content_uri, copy))
             order.append("curl, bot" if run % 2 else "bot, curl")
             rss.mark(f"after file {run}")
