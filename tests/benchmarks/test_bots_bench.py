@@ -345,8 +345,8 @@ async def test_100_mb_file_over_curl_pipe(
                 content["url"] = response.content_uri
             copy = f"gros/{mode}/copie-{run}"
             # Each transfer starts with nothing left to flush: without it, the side going second
-            # paid for the writeback of the 100 MB the other had just written (the bot much more
-            # than curl: its event post and its store commit to SQLite, curl never syncs).
+            # paid for the writeback of the 100 MB the other had just written, the bot much more
+            # than curl (likely its event's post and its own writes wait on SQLite's fsync).
             os.sync()
             if run % 2:
                 floor_times.append(await _curl_pipe(synapse, owner, response.content_uri, copy))
