@@ -158,17 +158,18 @@ class Attachment:
         the WebDAV server after we clean up, so the caller lets it complete under its temporary
         name and deletes it when ``intact`` is False."""
         decrypt = self._decryptor()
-        cipher_hash = hashlib.sha256()
+        cipher_hash = hashlib.sha256() if decrypt else None  # only an encrypted file carries one
         try:
             async for chunk in response.content.iter_chunked(CHUNK):
-                cipher_hash.update(chunk)
+                if cipher_hash is not None:
+                    cipher_hash.update(chunk)
                 plain = decrypt(chunk) if decrypt else chunk
                 self._plain_hash.update(plain)
                 self.size += len(plain)
                 yield plain
         except aiohttp.ClientError as exc:
             raise MediaUnavailable(str(exc)) from None
-        if self.encrypted is not None:
+        if self.encrypted is not None and cipher_hash is not None:
             self.intact = cipher_hash.digest() == _unpadded_b64(self.encrypted["hashes"]["sha256"])
         self.sha256 = self._plain_hash.hexdigest()
 
