@@ -23,6 +23,7 @@ from maillage.deploy import processes
 from maillage.deploy.processes import RunningService
 from maillage.deploy.provisioning import ensure_admin_token
 from maillage.deploy.services import Service, bots_service, caldav_service, synapse_service, webdav_service
+from maillage.i18n import current_language, set_language
 from maillage.secretstore import Secrets, ensure_secrets
 from tests.harness.federation import Federation, Homeserver, three_homeservers
 from tests.harness.matrix import AgentFactory
@@ -207,3 +208,12 @@ def bots(bot_process: ServiceProcess) -> str:
     if bot_process.process is None:
         bot_process.start()
     return bot_process.url
+
+
+@pytest.fixture(scope="module")
+def in_french() -> Iterator[None]:
+    """Messages in French for a module's tests (``pytestmark = pytest.mark.usefixtures("in_french")``)."""
+    before = current_language()
+    set_language("fr")
+    yield
+    set_language(before)

@@ -8,8 +8,6 @@ would read as « la commande a échoué » and the log as a traceback.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -17,7 +15,6 @@ from hypothesis import strategies as st
 import maillage.bots.library  # noqa: F401 (registers the subcommands on documents_commands)
 from maillage.bots.commands import CommandError, help_message
 from maillage.bots.documents import DocumentsBot, documents_commands
-from maillage.i18n import current_language, set_language
 from tests.bots.offline import dispatch, offline_bot
 from tests.messages import assert_french
 
@@ -44,12 +41,7 @@ def commands(draw: st.DrawFn) -> str:
     return root + draw(SEPARATORS) + word + draw(SEPARATORS) + draw(ARGUMENTS)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def in_french() -> Iterator[None]:
-    before = current_language()
-    set_language("fr")
-    yield
-    set_language(before)
+pytestmark = pytest.mark.usefixtures("in_french")
 
 
 def _help_texts() -> set[str]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import posixpath
 import unicodedata
-from collections.abc import Iterator
 from typing import Any, cast
 from urllib.parse import unquote
 
@@ -27,7 +26,6 @@ from maillage.bots.documents import normalise_folder
 from maillage.bots.library import resolve
 from maillage.bots.naming import stored_name
 from maillage.bots.webdav import WebDav
-from maillage.i18n import current_language, set_language
 from tests.bots.offline import FOLDER, dispatch, offline_bot
 from tests.messages import assert_french
 
@@ -47,12 +45,7 @@ PATHS = st.one_of(
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def in_french() -> Iterator[None]:
-    before = current_language()
-    set_language("fr")
-    yield
-    set_language(before)
+pytestmark = pytest.mark.usefixtures("in_french")
 
 
 def assert_plain_relative(path: str) -> None:

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from maillage.config import Config, ConfigError, load_config, render_config_template
-from maillage.i18n import current_language, set_language, t
+from maillage.i18n import t
 from tests.messages import assert_french
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -181,12 +181,7 @@ def load(tmp_path: Path, text: str, document: dict[str, Any] | None = None) -> C
         return None
 
 
-@pytest.fixture(autouse=True, scope="module")
-def in_french() -> Iterator[None]:
-    before = current_language()
-    set_language("fr")
-    yield
-    set_language(before)
+pytestmark = pytest.mark.usefixtures("in_french")
 
 
 # --- the properties -------------------------------------------------------------------------

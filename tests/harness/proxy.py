@@ -52,13 +52,23 @@ class CuttableProxy:
         self._writers.clear()
 
     async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream = await self._connect_upstream(writer)
+        if upstream is None:
+            return
+        upstream_reader, upstream_writer = upstream
+        await asyncio.gather(self._pipe(reader, upstream_writer), self._pipe(upstream_reader, writer))
+
+    async def _connect_upstream(
+        self, writer: asyncio.StreamWriter,
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        """The connection to the real server, or None (the client's connection dropped)."""
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         except OSError:
             writer.transport.abort()
-            return
+            return None
         self._writers |= {writer, upstream_writer}
-        await asyncio.gather(self._pipe(reader, upstream_writer), self._pipe(upstream_reader, writer))
+        return upstream_reader, upstream_writer
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -90,12 +100,10 @@ class HoldingProxy(CuttableProxy):
         self._hold = None
 
     async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        except OSError:
-            writer.transport.abort()
+        upstream = await self._connect_upstream(writer)
+        if upstream is None:
             return
-        self._writers |= {writer, upstream_writer}
+        upstream_reader, upstream_writer = upstream
         holding = asyncio.Event()
 
         async def requests() -> None:
