@@ -277,10 +277,11 @@ class DocumentsBot(Bot):
         try:
             await self.dav.make_folders(folder)
             parts = folder.strip("/").split("/")
-            for depth in range(1, len(parts) + 1):
-                entry = await self.dav.entry("/".join(parts[:depth]) + "/")
+            levels = ["/".join(parts[:depth]) + "/" for depth in range(1, len(parts) + 1)]
+            entries = await asyncio.gather(*(self.dav.entry(level) for level in levels))
+            for level, entry in zip(levels, entries, strict=True):
                 if entry is None or not entry.is_folder:
-                    raise WebDavError("PROPFIND", "/".join(parts[:depth]) + "/", 403)
+                    raise WebDavError("PROPFIND", level, 403)
         except WebDavError as error:
             if error.status != 403:
                 raise

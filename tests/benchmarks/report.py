@@ -7,12 +7,15 @@ figures are written, so they can be looked at).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
+import resource
 import statistics
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -108,3 +111,43 @@ class RssSeries:
                 "end_mb": values[-1] / mb, "growth_end_mb": (values[-1] - values[0]) / mb,
                 "growth_peak_mb": (max(values) - values[0]) / mb,
                 "marks_mb": {label: rss / mb for label, rss in self.marks}}
+
+
+class CpuAccount:
+    """CPU seconds (user + system) that named processes, and the children this process waited
+    for (the ``curl`` pipe), spend during one timed transfer: on a 2-core machine it tells
+    whether a side is slower because it waits or because the cores are all busy."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.processes = {name: psutil.Process(pid) for name, pid in pids.items()}
+
+    def _now(self) -> dict[str, float]:
+        times = {name: sum(process.cpu_times()[:2]) for name, process in self.processes.items()}
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return {**times, "curl": children.ru_utime + children.ru_stime}
+
+    @contextlib.contextmanager
+    def measure(self, into: list[dict[str, float]]) -> Iterator[None]:
+        before = self._now()
+        yield
+        after = self._now()
+        into.append({name: round(after[name] - before[name], 3) for name in before})
+
+
+def cpu_medians(transfers: list[dict[str, float]]) -> dict[str, float]:
+    return {name: statistics.median(t[name] for t in transfers) for name in transfers[0]} if transfers else {}
+
+
+def stack_pids(data_dir: Path) -> dict[str, int]:
+    """Synapse's, WsgiDAV's and the bots' pids in the test stack whose data folder is ``data_dir``
+    (their command lines name a file in it)."""
+    markers = {"synapse": "synapse.app.homeserver", "webdav": "wsgidav.server.server_cli", "bots": "bots"}
+    found: dict[str, int] = {}
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        argv = process.info["cmdline"] or []
+        if not any(str(data_dir) in part for part in argv):
+            continue
+        for name, marker in markers.items():
+            if marker in argv:
+                found[name] = process.info["pid"]
+    return found

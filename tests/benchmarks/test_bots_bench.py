@@ -36,7 +36,7 @@ from nio import RoomCreateError
 from nio.api import RoomPreset
 
 from maillage.synapse_admin import SynapseAdmin
-from tests.benchmarks.report import RssSeries, judge, record, summary
+from tests.benchmarks.report import CpuAccount, RssSeries, cpu_medians, judge, record, stack_pids, summary
 from tests.benchmarks.test_floor import ping_pong_series
 from tests.bots.test_documents import bound_room, today
 from tests.bots.test_runtime import documents_id
@@ -332,6 +332,9 @@ async def test_100_mb_file_over_curl_pipe(
     data = os.urandom(LARGE_FILE_SIZE)
     assert bot_process.process is not None
     stored_times, confirmed_times, floor_times, order = list[float](), list[float](), list[float](), list[str]()
+    pids = stack_pids(synapse.config.data_dir)
+    assert set(pids) == {"synapse", "webdav", "bots"}, pids
+    cpu, bot_cpu, floor_cpu = CpuAccount(pids), list[dict[str, float]](), list[dict[str, float]]()
     with RssSeries(bot_process.process.pid) as rss:
         for run in range(LARGE_FILE_RUNS):
             response, keys = await owner.client.upload(
@@ -349,15 +352,18 @@ async def test_100_mb_file_over_curl_pipe(
             # than curl (likely its event's post and its own writes wait on SQLite's fsync).
             os.sync()
             if run % 2:
-                floor_times.append(await _curl_pipe(synapse, owner, response.content_uri, copy))
+                with cpu.measure(floor_cpu):
+                    floor_times.append(await _curl_pipe(synapse, owner, response.content_uri, copy))
                 os.sync()
             name_start = f"{today()}_gros_plan-{run}"
-            stored, confirmed = await _filed_by_bot(synapse, owner, room, content, folder, name_start)
+            with cpu.measure(bot_cpu):
+                stored, confirmed = await _filed_by_bot(synapse, owner, room, content, folder, name_start)
             stored_times.append(stored)
             confirmed_times.append(confirmed)
             if not run % 2:
                 os.sync()
-                floor_times.append(await _curl_pipe(synapse, owner, response.content_uri, copy))
+                with cpu.measure(floor_cpu):
+                    floor_times.append(await _curl_pipe(synapse, owner, response.content_uri, copy))
             order.append("curl, bot" if run % 2 else "bot, curl")
             rss.mark(f"after file {run}")
             assert (folder / f"copie-{run}").stat().st_size == len(data)
@@ -378,6 +384,10 @@ async def test_100_mb_file_over_curl_pipe(
         "per_file_ratio_stored": [b / p for b, p in zip(stored_times, floor_times, strict=True)],
         "stored_each_s": stored_times, "curl_pipe_each_s": floor_times,
         "bots_rss_over_the_series": memory,
+        "cpu_s_per_transfer": {"what": "CPU seconds (user + system) of each process during each timed transfer;"
+                                       " the bot's side counts until its confirmation is seen, curl = both curls",
+                               "bot_median": cpu_medians(bot_cpu), "curl_median": cpu_medians(floor_cpu),
+                               "bot_each": bot_cpu, "curl_each": floor_cpu},
     }, judge(f"100 MB {'encrypted' if encrypted else 'in clear'}: stored ÷ curl pipe", ratio, LARGE_FILE_GOAL))
     del data
 
