@@ -6,10 +6,9 @@ import asyncio
 import logging
 import signal
 
-from maillage.bots import library  # noqa: F401 (registers the @documents folder commands)
-from maillage.bots.documents import DocumentsBot
-from maillage.bots.metrics import Metrics, serve_health
-from maillage.bots.runtime import Bot, BotRuntime
+from maillage.bots.documents.bot import DocumentsBot
+from maillage.bots.runtime.bot import Bot, BotRuntime
+from maillage.bots.runtime.metrics import Metrics, serve_health
 from maillage.config import Config
 from maillage.deploy.provisioning import ensure_admin_token
 from maillage.i18n import set_language

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from maillage.bots.naming import slugify
+from maillage.bots.documents.naming import slugify
 from maillage.config import Config
 from maillage.secretstore import Secrets, update_secrets, write_private
 from maillage.synapse_admin import (

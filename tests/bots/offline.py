@@ -16,10 +16,11 @@ from typing import Any, cast
 
 from mautrix.types import EventID, EventType, MessageEvent, MessageType, RoomID, TextMessageEventContent, UserID
 
-from maillage.bots.documents import DocumentsBot
-from maillage.bots.metrics import Metrics
-from maillage.bots.runtime import BotContext
-from maillage.bots.webdav import Entry, WebDavError
+from maillage.bots.documents.bot import DocumentsBot
+from maillage.bots.documents.webdav import Entry, WebDavError
+from maillage.bots.runtime.binding import RoomBindings
+from maillage.bots.runtime.bot import BotContext
+from maillage.bots.runtime.metrics import Metrics
 from maillage.config import parse_config
 
 ROOM = "!salle:localhost"
@@ -137,6 +138,16 @@ class FakeClient:
         self.binding = content
 
 
+class OfflineBindings(RoomBindings):
+    """No other room is bound; the bindings cache (a database table) is not kept."""
+
+    async def bound_elsewhere(self, room_id: str, value: str) -> str | None:
+        return None
+
+    async def remember(self, room_id: str, value: str | None) -> None:
+        pass
+
+
 class OfflineDocumentsBot(DocumentsBot):
     """The documents bot, answering into ``replies``; its database and the room's power levels
     are a few fields (the agent is a room admin, so commands go as far as they can)."""
@@ -153,14 +164,8 @@ class OfflineDocumentsBot(DocumentsBot):
     async def send_about(self, room_id: str, about: str, content: dict[str, Any], *, key: str) -> None:
         self.sent.append(content)
 
-    async def is_room_admin(self, room_id: str, user_id: str) -> bool:
+    async def is_room_admin(self, room_id: str, user_id: str, event_type: EventType | None = None) -> bool:
         return True
-
-    async def folder_bound_elsewhere(self, room_id: str, folder: str) -> str | None:
-        return None
-
-    async def remember_binding(self, room_id: str, folder: str | None) -> None:
-        pass
 
     async def text_of(self, sha256: str) -> tuple[str, str]:
         return "", ""
@@ -179,6 +184,7 @@ def offline_bot(binding: Any = None) -> OfflineDocumentsBot:
     bot.fake_dav = FakeDav()
     bot.client, bot.dav = cast(Any, bot.fake_client), cast(Any, bot.fake_dav)
     bot.media = cast(Any, FakeMedia())
+    bot.bindings = OfflineBindings(bot, DocumentsBot.binding)
     return bot
 
 

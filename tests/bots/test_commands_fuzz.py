@@ -12,9 +12,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-import maillage.bots.library  # noqa: F401 (registers the subcommands on documents_commands)
-from maillage.bots.commands import CommandError, help_message
-from maillage.bots.documents import DocumentsBot, documents_commands
+from maillage.bots.documents.bot import DocumentsBot, documents_commands
+from maillage.bots.runtime.commands import CommandError, help_message
 from tests.bots.offline import dispatch, offline_bot
 from tests.messages import assert_french
 

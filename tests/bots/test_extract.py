@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import io
 
-from maillage.bots.extract import MAX_XML, extract_text, fold, is_indexed
-from maillage.bots.library import excerpt
+from maillage.bots.documents.extract import MAX_XML, extract_text, fold, is_indexed
+from maillage.bots.documents.library import excerpt
 from tests.harness.office import docx_with_text, odt_with_text, pdf_with_text, zip_bomb_docx
 
 

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from maillage.bots.commands import CommandError
-from maillage.bots.documents import normalise_folder
-from maillage.bots.naming import base_of, stored_name, with_version
+from maillage.bots.documents.bot import normalise_folder
+from maillage.bots.documents.naming import base_of, stored_name, with_version
+from maillage.bots.runtime.commands import CommandError
 
 PATTERN = "{date}_{service}_{nom}"
 

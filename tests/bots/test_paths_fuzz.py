@@ -20,12 +20,11 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-import maillage.bots.library  # noqa: F401 (registers the subcommands on documents_commands)
-from maillage.bots.commands import CommandError
-from maillage.bots.documents import normalise_folder
-from maillage.bots.library import resolve
-from maillage.bots.naming import stored_name
-from maillage.bots.webdav import WebDav
+from maillage.bots.documents.bot import normalise_folder
+from maillage.bots.documents.library import resolve
+from maillage.bots.documents.naming import stored_name
+from maillage.bots.documents.webdav import WebDav
+from maillage.bots.runtime.commands import CommandError
 from tests.bots.offline import FOLDER, dispatch, offline_bot
 from tests.messages import assert_french
 

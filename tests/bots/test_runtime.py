@@ -7,9 +7,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from maillage.bots.metrics import Metrics
-from maillage.bots.runtime import BotRuntime
-from maillage.bots.sync import TIMELINE_LIMIT
+from maillage.bots.runtime.bot import BotRuntime
+from maillage.bots.runtime.metrics import Metrics
+from maillage.bots.runtime.sync import TIMELINE_LIMIT
 from maillage.secretstore import ensure_secrets
 from tests.conftest import BotProcess, ServerStack
 from tests.harness.matrix import Agent, AgentFactory, Received, create_encrypted_room, wait_for_members

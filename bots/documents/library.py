@@ -14,12 +14,12 @@ from typing import Any
 
 from mautrix.types import MessageEvent
 
-from maillage.bots.commands import Argument, CommandError
-from maillage.bots.documents import DocumentsBot, documents_commands
-from maillage.bots.extract import fold
-from maillage.bots.media import EncryptingStream
-from maillage.bots.naming import base_of, slugify, split_extension, with_version
-from maillage.bots.webdav import Entry, WebDavError
+from maillage.bots.documents.bot import DocumentsBot, documents_commands
+from maillage.bots.documents.extract import fold
+from maillage.bots.documents.naming import base_of, slugify, split_extension, with_version
+from maillage.bots.documents.webdav import Entry, WebDavError
+from maillage.bots.runtime.commands import Argument, CommandError
+from maillage.bots.runtime.media import EncryptingStream
 from maillage.i18n import t
 
 TRASH = ".corbeille"
@@ -39,10 +39,7 @@ def resolve(folder: str, name: str) -> str:
 
 
 async def bound_folder(bot: DocumentsBot, event: MessageEvent) -> str:
-    folder = await bot.binding(event.room_id)
-    if folder is None:
-        raise CommandError(t("doc.not_bound"))
-    return folder
+    return await bot.bindings.required(event.room_id)
 
 
 async def existing(bot: DocumentsBot, path: str, name: str) -> Entry:

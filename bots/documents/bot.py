@@ -17,24 +17,20 @@ import time
 import unicodedata
 from typing import Any, ClassVar
 
-from mautrix.errors import MatrixRequestError, MForbidden
 from mautrix.types import (
     EventType,
     MediaMessageEventContent,
     MessageEvent,
     MessageType,
-    PowerLevelStateEventContent,
-    RoomID,
-    StateEvent,
-    UserID,
 )
 
-from maillage.bots.commands import Argument, CommandError, CommandSet, reply_content
-from maillage.bots.extract import MAX_FILE, extract_text, fold, is_indexed
-from maillage.bots.media import Attachment, CorruptAttachment, HomeserverMedia, MediaUnavailable, prefetch
-from maillage.bots.naming import base_of, stored_name, with_version
-from maillage.bots.runtime import Bot, RetryLater
-from maillage.bots.webdav import WebDav, WebDavError
+from maillage.bots.documents.extract import MAX_FILE, extract_text, fold, is_indexed
+from maillage.bots.documents.naming import base_of, stored_name, with_version
+from maillage.bots.documents.webdav import WebDav, WebDavError
+from maillage.bots.runtime.binding import Binding
+from maillage.bots.runtime.bot import Bot, RetryLater
+from maillage.bots.runtime.commands import Argument, CommandError, CommandSet
+from maillage.bots.runtime.media import Attachment, CorruptAttachment, HomeserverMedia, MediaUnavailable, prefetch
 from maillage.config import url_host
 from maillage.i18n import t
 
@@ -88,13 +84,13 @@ class DocumentsBot(Bot):
     displayname = "Documents"
     title = "Robot Documents — aide"
     commands: ClassVar[list[CommandSet]] = [documents_commands]
+    binding = Binding(BINDING_EVENT, "dossier", normalise_folder, messages="doc", invalid="doc.folder_invalid")
 
     async def setup(self) -> None:
         config, stack_secrets = self.context.config, self.context.secrets
         base = config.webdav.url or f"http://{url_host(config.reseau.adresse_ecoute)}:{config.reseau.port_webdav}/"
         self.dav = WebDav(base, config.webdav.utilisateur, stack_secrets.dav_password)
         self.media = HomeserverMedia(config.synapse_url, self.client.api.token)
-        self.client.add_event_handler(BINDING_EVENT, self._on_binding, wait_sync=True)
         # Documents are read for search after they are filed, one at a time, in a private folder.
         self.work_dir = config.data_dir / "bots" / "lecture"
         self.work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -116,58 +112,10 @@ class DocumentsBot(Bot):
             return t("doc.media_unavailable")
         return None
 
-    async def _on_binding(self, event: StateEvent) -> None:
-        """Keep the bindings cache in step with room state, whoever changed it.
-
-        Any client can send room state, not only ``!doc lier``: a folder set by hand that
-        ``!doc lier`` would refuse (a way out of the tree, another room's folder) is not
-        taken; the room stays unbound and is told why."""
-        raw = event.content.get("dossier") if hasattr(event.content, "get") else None
-        if not raw:
-            await self.remember_binding(event.room_id, None)
-            return
-        refusal = await self.binding_refusal(event.room_id, raw)
-        if refusal is None:
-            await self.remember_binding(event.room_id, normalise_folder(str(raw)))
-            return
-        await self.remember_binding(event.room_id, None)
-        if event.sender != self.user_id and not self.in_initial_sync:
-            await self.send_about(event.room_id, event.event_id,
-                                  reply_content(t("doc.binding_refused", reason=refusal), None,
-                                                to_event=event.event_id, thread_root=None), key="liaison")
-
-    async def binding_refusal(self, room_id: str, raw: object) -> str | None:
-        """Why the folder ``raw`` (from room state) cannot be this room's, in French."""
-        if not isinstance(raw, str):
-            return t("doc.folder_invalid", value=str(raw)[:60])
-        try:
-            folder = normalise_folder(raw)
-        except CommandError as error:
-            return str(error)
-        other = await self.folder_bound_elsewhere(room_id, folder)
-        return None if other is None else t("doc.bound_elsewhere", folder=folder, other=other)
-
-    async def remember_binding(self, room_id: str, folder: str | None) -> None:
-        if folder is None:
-            await self.context.db.execute("DELETE FROM maillage_binding WHERE room_id=$1", room_id)
-        else:
-            await self.context.db.execute(
-                "INSERT INTO maillage_binding (room_id, folder) VALUES ($1, $2)"
-                " ON CONFLICT (room_id) DO UPDATE SET folder=$2", room_id, folder)
-
-    async def folder_bound_elsewhere(self, room_id: str, folder: str) -> str | None:
-        """Another room's folder that is this one, inside it, or contains it."""
-        rows = await self.context.db.fetch("SELECT room_id, folder FROM maillage_binding WHERE room_id<>$1", room_id)
-        for row in rows:
-            other = str(row["folder"])
-            if other == folder or other.startswith(folder + "/") or folder.startswith(other + "/"):
-                return other
-        return None
-
     async def on_message(self, event: MessageEvent) -> None:
         if event.content.msgtype not in FILE_TYPES:
             return
-        folder = await self.binding(event.room_id)
+        folder = await self.bindings.target(event.room_id)
         if folder is not None:
             await self.file_document(event, folder)
 
@@ -330,43 +278,6 @@ class DocumentsBot(Bot):
         path = await self.context.db.fetchval("SELECT path FROM maillage_document WHERE event_id=$1", replied)
         return str(path) if path else None
 
-    async def binding(self, room_id: str) -> str | None:
-        try:
-            content = await self.client.get_state_event(RoomID(room_id), BINDING_EVENT)
-        except MatrixRequestError:
-            return None
-        folder = content.get("dossier") if isinstance(content, dict) else getattr(content, "dossier", None)
-        if not folder:
-            return None
-        # Room state can be sent by any client, not only through ``!doc lier``: a folder
-        # with a way up (``../``, an absolute path…) would take the room outside its folder,
-        # another room's folder would show it that room's documents.
-        refusal = await self.binding_refusal(room_id, folder)
-        if refusal is not None:
-            log.warning("room %s: folder in its state refused; the room is treated as unbound", room_id)
-            return None
-        return normalise_folder(str(folder))
-
-    async def has_binding_state(self, room_id: str) -> bool:
-        """Whether the room's state names a folder at all, even one that is refused."""
-        try:
-            content = await self.client.get_state_event(RoomID(room_id), BINDING_EVENT)
-        except MatrixRequestError:
-            return False
-        return bool(content.get("dossier") if isinstance(content, dict) else getattr(content, "dossier", None))
-
-    async def is_room_admin(self, room_id: str, user_id: str) -> bool:
-        """May change the room's state: a creator (room versions 12+) or enough power."""
-        state = await self.client.get_state(RoomID(room_id))
-        create = next((e for e in state if e.type == EventType.ROOM_CREATE), None)
-        creators = {create.sender, *(create.content.get("additional_creators") or [])} if create else set()
-        if user_id in creators:
-            return True
-        levels = next((e.content for e in state if e.type == EventType.ROOM_POWER_LEVELS), None)
-        if not isinstance(levels, PowerLevelStateEventContent):
-            return False
-        return bool(levels.get_user_level(UserID(user_id)) >= levels.get_event_level(BINDING_EVENT))
-
     async def prepare_folder(self, folder: str) -> None:
         """Make the folder now; refuse one the server forbids (a symbolic link: WsgiDAV would
         follow it through the paths below it, into another room's folder)."""
@@ -377,44 +288,23 @@ class DocumentsBot(Bot):
                 raise CommandError(t("doc.folder_forbidden", folder=folder)) from None
             # unreachable now: the folder is made with the first document
 
-    async def send_binding(self, event: MessageEvent, content: dict[str, Any]) -> None:
-        if not await self.is_room_admin(event.room_id, event.sender):
-            raise CommandError(t("doc.admin_only"))
-        try:
-            await self.client.send_state_event(event.room_id, BINDING_EVENT, content)
-        except MForbidden:
-            raise CommandError(t("doc.bot_needs_power")) from None
-
 
 @documents_commands.subcommand("lier", "bind", help="lier ce salon à un dossier de documents",
                                example="!doc lier urbanisme/permis-de-construire",
                                arguments=(Argument("dossier", "chemin du dossier", rest=True),))
 async def bind(bot: DocumentsBot, event: MessageEvent, dossier: str) -> None:
-    folder = normalise_folder(dossier)
-    other = await bot.folder_bound_elsewhere(event.room_id, folder)
-    if other is not None:
-        raise CommandError(t("doc.bound_elsewhere", folder=folder, other=other))
-    if not await bot.is_room_admin(event.room_id, event.sender):
-        raise CommandError(t("doc.admin_only"))
-    if not await bot.is_room_admin(event.room_id, bot.user_id):  # before any folder is made
-        raise CommandError(t("doc.bot_needs_power"))
-    await bot.prepare_folder(folder)
-    await bot.send_binding(event, {"dossier": folder})
-    await bot.remember_binding(event.room_id, folder)
+    folder = await bot.bindings.bind(event, dossier, prepare=bot.prepare_folder)
     await bot.reply(event, t("doc.bound", folder=folder))
 
 
 @documents_commands.subcommand("délier", "delier", "unbind", help="ne plus ranger les documents de ce salon",
                                example="!doc délier")
 async def unbind(bot: DocumentsBot, event: MessageEvent) -> None:
-    if not await bot.has_binding_state(event.room_id):  # a refused folder can be cleared too
-        raise CommandError(t("doc.not_bound"))
-    await bot.send_binding(event, {})
-    await bot.remember_binding(event.room_id, None)
+    await bot.bindings.unbind(event)
     await bot.reply(event, t("doc.unbound"))
 
 
 @documents_commands.subcommand("dossier", "folder", help="le dossier lié à ce salon", example="!doc dossier")
 async def show_folder(bot: DocumentsBot, event: MessageEvent) -> None:
-    folder = await bot.binding(event.room_id)
+    folder = await bot.bindings.target(event.room_id)
     await bot.reply(event, t("doc.current", folder=folder) if folder else t("doc.not_bound"))

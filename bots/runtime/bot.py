@@ -10,7 +10,7 @@ Nothing lost, nothing done twice, even under ``kill -9``:
 
 - events are handled one at a time, in timeline order; an event is marked
   handled once its handler is done, and the sync position is stored once every
-  event of the sync is (``bots/sync.py``): a crash at any moment replays what
+  event of the sync is (``bots/runtime/sync.py``): a crash at any moment replays what
   was not finished, and skips what was;
 - every message a bot sends about an event carries a transaction id derived
   from that event (``key`` says which of its messages it is), so a replayed
@@ -62,17 +62,19 @@ from mautrix.types import (
     MemberStateEventContent,
     MessageEvent,
     MessageType,
+    PowerLevelStateEventContent,
     RoomID,
     StateEvent,
     ToDeviceEvent,
     UserID,
 )
-from mautrix.util.async_db import Database
+from mautrix.util.async_db import Database, UpgradeTable
 
-from maillage.bots.commands import CommandError, CommandSet, help_message, reply_content
-from maillage.bots.metrics import Metrics
-from maillage.bots.store import BotStore, Credentials, HandledSyncStore, PendingEvent, upgrade_table
-from maillage.bots.sync import BOT_FILTER, GaplessClient
+from maillage.bots.runtime.binding import Binding, RoomBindings
+from maillage.bots.runtime.commands import CommandError, CommandSet, help_message, reply_content
+from maillage.bots.runtime.metrics import Metrics
+from maillage.bots.runtime.store import BotStore, Credentials, HandledSyncStore, PendingEvent, upgrade_table
+from maillage.bots.runtime.sync import BOT_FILTER, GaplessClient
 from maillage.config import Config
 from maillage.i18n import t
 from maillage.secretstore import Secrets, check_private, write_private
@@ -128,6 +130,10 @@ class Bot:
     displayname: ClassVar[str]
     title: ClassVar[str]
     commands: ClassVar[list[CommandSet]] = []
+    # The room state that binds a room to the bot's resource (a folder, a calendar), if any.
+    binding: ClassVar[Binding | None] = None
+    # The bot's own tables, numbered and forward-only, in its own version table.
+    tables: ClassVar[UpgradeTable | None] = None
 
     context: BotContext
     # True while the sync being handled is an initial one (first start, or a lost
@@ -137,6 +143,7 @@ class Bot:
     homeserver_unreachable: bool = field(init=False, default=False)
     client: Client = field(init=False)
     store: BotStore = field(init=False)
+    bindings: RoomBindings = field(init=False)
     _order: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
     _attempts: dict[str, int] = field(init=False, default_factory=dict)
     _keys_arrived: asyncio.Event = field(init=False, default_factory=asyncio.Event)
@@ -176,6 +183,20 @@ class Bot:
         root = event.content.get_thread_parent() or thread_root
         content = reply_content(body, formatted, to_event=event.event_id, thread_root=root)
         await self.send_about(event.room_id, event.event_id, content, key=key)
+
+    async def is_room_admin(self, room_id: str, user_id: str, event_type: EventType | None = None) -> bool:
+        """May send ``event_type`` state in the room (the bot's binding by default): a creator
+        (room versions 12+) or enough power."""
+        state = await self.client.get_state(RoomID(room_id))
+        create = next((e for e in state if e.type == EventType.ROOM_CREATE), None)
+        creators = {create.sender, *(create.content.get("additional_creators") or [])} if create else set()
+        if user_id in creators:
+            return True
+        levels = next((e.content for e in state if e.type == EventType.ROOM_POWER_LEVELS), None)
+        if not isinstance(levels, PowerLevelStateEventContent):
+            return False
+        wanted = event_type or (self.binding.event_type if self.binding else EventType.ROOM_POWER_LEVELS)
+        return bool(levels.get_user_level(UserID(user_id)) >= levels.get_event_level(wanted))
 
     async def send_about(self, room_id: str, about: str, content: dict[str, Any], *, key: str) -> None:
         """Send a message about event ``about``, once: a resend carries the same transaction id."""
@@ -373,6 +394,8 @@ class Bot:
                 await self.reply(event, command_set.help_for(words[2] if len(words) > 2 else None))
                 return
             sub, arguments = command_set.parse(body)
+            if sub.admin and not await self.is_room_admin(event.room_id, event.sender):
+                raise CommandError(t("bot.admin_only", command=sub.usage(command_set.root)))
             self.context.metrics.commands.labels(self.localpart, sub.names[0]).inc()
             await sub.handler(self, event, **arguments)
         except CommandError as error:
@@ -406,6 +429,9 @@ class BotRuntime:
         await self.db.start()
         await PgStateStore.upgrade_table.upgrade(self.db)
         await PgCryptoStore.upgrade_table.upgrade(self.db)
+        for bot_class in self.bot_classes:
+            if bot_class.tables is not None:
+                await bot_class.tables.upgrade(self.db)
         context = BotContext(self.config, self.secrets, self.db, self.metrics)
         for bot_class in self.bot_classes:
             bot = bot_class(context)
@@ -450,6 +476,9 @@ class BotRuntime:
         await machine.share_keys()
         await self._ensure_cross_signing(bot, machine, new_device)
         bot.client = client
+        if bot.binding is not None:
+            bot.bindings = RoomBindings(bot, bot.binding)
+            client.add_event_handler(bot.binding.event_type, bot.bindings.on_state, wait_sync=True)
         await bot.setup()
         # Requests other than syncs (replies, state) wait out a homeserver restart: 4 s, 8 s…
         # about two minutes in all, with the same transaction id, so nothing is sent twice.

@@ -107,6 +107,25 @@ async def _attempts_and_pending(conn: Connection) -> None:
 upgrade_table.register(_attempts_and_pending, description="Handling attempts, events kept for later")
 
 
+async def _room_bindings(conn: Connection) -> None:
+    # A cache of the rooms' binding state, for every bot (folders, calendars…), to refuse one
+    # resource bound to two rooms; the first one was @documents' alone.
+    await conn.execute(
+        """CREATE TABLE maillage_room_binding (
+            bot TEXT NOT NULL,
+            room_id TEXT NOT NULL,
+            target TEXT NOT NULL,
+            PRIMARY KEY (bot, room_id)
+        )"""
+    )
+    await conn.execute("INSERT INTO maillage_room_binding (bot, room_id, target)"
+                       " SELECT 'documents', room_id, folder FROM maillage_binding")
+    await conn.execute("DROP TABLE maillage_binding")
+
+
+upgrade_table.register(_room_bindings, description="Room bindings of every bot")
+
+
 @dataclass(frozen=True)
 class PendingEvent:
     event_id: str

@@ -28,6 +28,8 @@ class Argument:
     help: str
     required: bool = True
     rest: bool = False  # takes the rest of the line (names with spaces)
+    # Turns the text into the handler's value, or raises CommandError saying what is expected.
+    parse: Callable[[str], Any] | None = None
 
 
 Handler = Callable[..., Awaitable[None]]
@@ -40,6 +42,7 @@ class Subcommand:
     example: str
     handler: Handler
     arguments: tuple[Argument, ...] = ()
+    admin: bool = False  # only the room's admins may run it
 
     def usage(self, root: str) -> str:
         args = " ".join(f"<{a.name}>" if a.required else f"[{a.name}]" for a in self.arguments)
@@ -56,10 +59,10 @@ class CommandSet:
     def root(self) -> str:
         return self.names[0]
 
-    def subcommand(self, *names: str, help: str, example: str,
-                   arguments: tuple[Argument, ...] = ()) -> Callable[[Handler], Handler]:
+    def subcommand(self, *names: str, help: str, example: str, arguments: tuple[Argument, ...] = (),
+                   admin: bool = False) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
-            self.subcommands.append(Subcommand(names, help, example, handler, arguments))
+            self.subcommands.append(Subcommand(names, help, example, handler, arguments, admin))
             return handler
         return register
 
@@ -67,7 +70,7 @@ class CommandSet:
         word = body.strip().split(maxsplit=1)[0] if body.strip() else ""
         return word.startswith(PREFIX) and word[1:].lower() in self.names
 
-    def parse(self, body: str) -> tuple[Subcommand, dict[str, str]]:
+    def parse(self, body: str) -> tuple[Subcommand, dict[str, Any]]:
         words = body.strip().split(maxsplit=2)
         if len(words) < 2:
             raise CommandError(t("bot.missing_subcommand", root=self.root, choices=self._choices()))
@@ -78,8 +81,8 @@ class CommandSet:
                                  choices=self._choices()))
         return sub, self._arguments(sub, words[2] if len(words) > 2 else "")
 
-    def _arguments(self, sub: Subcommand, text: str) -> dict[str, str]:
-        values: dict[str, str] = {}
+    def _arguments(self, sub: Subcommand, text: str) -> dict[str, Any]:
+        values: dict[str, Any] = {}
         remaining = text.strip()
         for argument in sub.arguments:
             if argument.rest:
@@ -91,7 +94,7 @@ class CommandSet:
                 raise CommandError(t("bot.missing_argument", name=argument.name, usage=sub.usage(self.root),
                                      example=sub.example))
             if value:
-                values[argument.name] = value
+                values[argument.name] = argument.parse(value) if argument.parse else value
         if remaining:
             raise CommandError(t("bot.too_many_arguments", usage=sub.usage(self.root), example=sub.example))
         return values
