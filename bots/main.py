@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 
+from maillage.bots.agenda.bot import AgendaBot
 from maillage.bots.documents.bot import DocumentsBot
 from maillage.bots.runtime.bot import Bot, BotRuntime
 from maillage.bots.runtime.metrics import Metrics, serve_health
@@ -14,7 +15,7 @@ from maillage.deploy.provisioning import ensure_admin_token
 from maillage.i18n import set_language
 from maillage.secretstore import load_secrets
 
-BOTS: list[type[Bot]] = [DocumentsBot]
+BOTS: list[type[Bot]] = [DocumentsBot, AgendaBot]
 
 
 async def run_bots(config: Config) -> None:

@@ -1,0 +1,427 @@
+"""@agenda: a room's shared calendar, kept on the CalDAV server, used from the room.
+
+The room's calendar is room state (``fr.maillage.agenda``, content
+``{"calendrier": "urbanisme"}``), the id of a calendar under the bots' calendar
+home. Events are standard iCalendar (VEVENT with TZID, VTIMEZONE included), so
+Thunderbird, DAVx5 or Nextcloud show the same calendar. Each event gets a short
+number in the room, never reused, whoever made the event.
+
+Exactly once: an event made by a command has a UID derived from the command's
+event id and is PUT with ``If-None-Match: *``, so a replay after a crash finds
+it rather than making it twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from datetime import date, datetime, timedelta
+from typing import Any, ClassVar
+from zoneinfo import ZoneInfo
+
+import recurring_ical_events
+from icalendar import Calendar as ICalendar
+from icalendar import Event as IEvent
+from mautrix.types import EventType, MessageEvent
+from mautrix.util.async_db import Connection, UpgradeTable
+
+from maillage.bots.agenda.dates import MONTH_NAMES, WEEKDAYS, DateError, When, read_event, read_when
+from maillage.bots.caldav.client import CALENDAR_ID, CalDav, CalDavError
+from maillage.bots.documents.naming import slugify
+from maillage.bots.runtime.binding import Binding
+from maillage.bots.runtime.bot import Bot, RetryLater
+from maillage.bots.runtime.commands import Argument, CommandError, CommandSet
+from maillage.config import url_host
+from maillage.i18n import t
+
+log = logging.getLogger("maillage.bots.agenda")
+
+BINDING_EVENT = EventType.find("fr.maillage.agenda", t_class=EventType.Class.STATE)
+PRODID = "-//Maillage//Agenda//FR"
+MAX_LISTED = 60
+
+agenda_commands = CommandSet(("agenda", "calendar"), "l’agenda partagé du salon, dans son calendrier CalDAV")
+
+tables = UpgradeTable(version_table_name="maillage_agenda_version")
+
+
+@tables.register(description="Short numbers of events in rooms")
+async def _numbers(conn: Connection) -> None:
+    # A number is given once per room and never reused, so « n°12 » always means one event.
+    await conn.execute(
+        """CREATE TABLE agenda_number (
+            room_id TEXT NOT NULL,
+            number INTEGER NOT NULL,
+            uid TEXT NOT NULL,
+            href TEXT NOT NULL,
+            PRIMARY KEY (room_id, number),
+            UNIQUE (room_id, uid)
+        )"""
+    )
+
+
+def normalise_calendar(raw: str) -> str:
+    """A calendar id (one path segment: lower-case letters, digits, ``-``, ``_``)."""
+    calendar_id = slugify(raw.strip()).replace(".", "-")
+    if "/" in raw or not CALENDAR_ID.match(calendar_id):
+        raise CommandError(t("agenda.calendar_invalid", value=raw[:60]))
+    return calendar_id
+
+
+def uid_for(event_id: str) -> str:
+    """The UID of the event a command makes: the same on every attempt at that command."""
+    return hashlib.sha256(event_id.encode()).hexdigest()[:32] + "@maillage"
+
+
+class AgendaBot(Bot):
+    localpart = "agenda"
+    displayname = "Agenda"
+    title = "Robot Agenda — aide"
+    commands: ClassVar[list[CommandSet]] = [agenda_commands]
+    binding = Binding(BINDING_EVENT, "calendrier", normalise_calendar, messages="agenda",
+                      invalid="agenda.calendar_invalid")
+    tables = tables
+
+    async def setup(self) -> None:
+        config = self.context.config
+        home = config.caldav.url or (f"http://{url_host(config.reseau.adresse_ecoute)}:{config.reseau.port_caldav}"
+                                     f"/{config.caldav.utilisateur}/")
+        self.caldav = CalDav(home, config.caldav.utilisateur, self.context.secrets.dav_password)
+        self.zone = ZoneInfo(config.collectivite.fuseau_horaire)
+
+    async def close(self) -> None:
+        await self.caldav.close()
+
+    def explain(self, error: Exception) -> str | None:
+        if isinstance(error, CalDavError) and error.refused:
+            return t("agenda.caldav_refused")
+        if isinstance(error, CalDavError) and error.unavailable:
+            return t("agenda.caldav_unavailable")
+        return None
+
+    def now(self) -> datetime:
+        return datetime.now(self.zone).replace(microsecond=0)
+
+    # --- numbers ---------------------------------------------------------------------
+
+    async def number_of(self, room_id: str, uid: str, href: str) -> int:
+        db = self.context.db
+        number = await db.fetchval("SELECT number FROM agenda_number WHERE room_id=$1 AND uid=$2", room_id, uid)
+        if number is not None:
+            return int(number)
+        async with db.acquire() as conn, conn.transaction():
+            highest = await conn.fetchval("SELECT MAX(number) FROM agenda_number WHERE room_id=$1", room_id)
+            number = int(highest or 0) + 1
+            await conn.execute("INSERT INTO agenda_number (room_id, number, uid, href) VALUES ($1, $2, $3, $4)",
+                               room_id, number, uid, href)
+        return number
+
+    async def numbered(self, event: MessageEvent, number: int) -> tuple[IEvent, str, str]:
+        """The event numbered ``number`` in this room (its VEVENT, href, ETag), or a French error."""
+        calendar_id = await self.bindings.required(event.room_id)
+        row = await self.context.db.fetchrow("SELECT uid, href FROM agenda_number WHERE room_id=$1 AND number=$2",
+                                             event.room_id, number)
+        if row is None:
+            raise CommandError(t("agenda.no_such_number", number=number))
+        href = str(row["href"])
+        if not href.startswith(self.caldav.href_of(calendar_id, "x").rsplit("/", 1)[0] + "/"):
+            raise CommandError(t("agenda.no_such_number", number=number))  # from a calendar bound before
+        item = await self.caldav.get(href)
+        master = _master(item.data) if item else None
+        if item is None or master is None:
+            raise CommandError(t("agenda.no_such_number", number=number))
+        return master, href, item.etag
+
+    # --- writing ---------------------------------------------------------------------
+
+    async def put_event(self, href: str, vevent: IEvent, etag: str | None) -> None:
+        calendar = ICalendar()
+        calendar.add("prodid", PRODID)
+        calendar.add("version", "2.0")
+        calendar.add_component(vevent)
+        calendar.add_missing_timezones()
+        await self.caldav.put(href, calendar.to_ical().decode(), etag)
+
+    # --- reading ---------------------------------------------------------------------
+
+    async def occurrences(self, room_id: str, start: datetime, end: datetime) -> list[tuple[int, IEvent]]:
+        """Every occurrence in [start, end) of the room's calendar, numbered, in time order."""
+        calendar_id = await self.bindings.required(room_id)
+        found: list[tuple[datetime, int, IEvent]] = []
+        for item in await self.caldav.between(calendar_id, start, end):
+            try:
+                calendar = ICalendar.from_ical(item.data)
+                expanded = recurring_ical_events.of(calendar).between(start, end)
+            except Exception:  # one unreadable item must not hide the others
+                log.info("item %s of %s not readable", item.href[-60:], calendar_id)
+                continue
+            for occurrence in expanded:
+                if occurrence.name != "VEVENT":
+                    continue
+                number = await self.number_of(room_id, str(occurrence.get("uid", item.href)), item.href)
+                found.append((_as_local(occurrence.decoded("dtstart"), self.zone), number, occurrence))
+        found.sort(key=lambda entry: (entry[0], entry[1]))
+        return [(number, occurrence) for _, number, occurrence in found]
+
+    def describe(self, number: int, vevent: IEvent, *, long: bool = False) -> str:
+        start = _as_local(vevent.decoded("dtstart"), self.zone)
+        end = _as_local(vevent.decoded("dtend"), self.zone) if vevent.get("dtend") else None
+        all_day = not isinstance(vevent.decoded("dtstart"), datetime)
+        when = spoken_day(start.date())
+        if not all_day:
+            when += f", {start:%H:%M}" + (f"–{end:%H:%M}" if end and end.date() == start.date() else "")
+        elif end is not None and (end.date() - start.date()).days > 1:
+            when += t("agenda.until_day", day=spoken_day(end.date() - timedelta(days=1)))
+        else:
+            when += t("agenda.all_day")
+        line = f"n°{number} — {vevent.get('summary', '')} · {when}"
+        if vevent.get("location"):
+            line += f" · {vevent.get('location')}"
+        if vevent.get("rrule"):
+            line += t("agenda.repeats")
+        if long and vevent.get("description"):
+            line += "\n" + str(vevent.get("description"))[:500]
+        return line
+
+
+def spoken_day(day: date) -> str:
+    """« jeudi 27 novembre 2026 »."""
+    return f"{WEEKDAYS[day.weekday()]} {day.day} {MONTH_NAMES[day.month - 1]} {day.year}"
+
+
+def _as_local(value: date | datetime, zone: ZoneInfo) -> datetime:
+    if isinstance(value, datetime):
+        return value.astimezone(zone) if value.tzinfo else value.replace(tzinfo=zone)
+    return datetime(value.year, value.month, value.day, tzinfo=zone)
+
+
+def _master(data: str) -> IEvent | None:
+    """The item's main VEVENT (not an overridden occurrence)."""
+    try:
+        calendar = ICalendar.from_ical(data)
+    except ValueError:
+        return None
+    events = [c for c in calendar.walk("VEVENT") if not c.get("recurrence-id")]
+    return events[0] if events else None
+
+
+def new_vevent(uid: str, title: str, when: When, place: str, author: str, zone: ZoneInfo) -> IEvent:
+    vevent = IEvent()
+    vevent.add("uid", uid)
+    vevent.add("summary", title)
+    vevent.add("dtstamp", datetime.now(ZoneInfo("UTC")))
+    set_when(vevent, when)
+    if place:
+        vevent.add("location", place)
+    vevent.add("x-maillage-auteur", author)
+    return vevent
+
+
+def set_when(vevent: IEvent, when: When) -> None:
+    for name in ("dtstart", "dtend", "rrule"):
+        vevent.pop(name, None)
+    if when.all_day:
+        vevent.add("dtstart", when.start.date())
+        vevent.add("dtend", when.end.date())
+    else:
+        vevent.add("dtstart", when.start)
+        vevent.add("dtend", when.end)
+    if when.recurrence is not None:
+        vevent.add("rrule", when.recurrence.rrule(ZoneInfo(str(when.start.tzinfo))))
+
+
+# --- commands ------------------------------------------------------------------------
+
+def _number(text: str) -> int:
+    cleaned = text.removeprefix("n°").removeprefix("#")
+    if not cleaned.isdigit() or not 0 < int(cleaned) < 10**9:
+        raise CommandError(t("agenda.number_invalid", value=text[:20]))
+    return int(cleaned)
+
+
+NUMBER = Argument("numéro", "le numéro de l’événement (n°3)", parse=_number)
+
+
+@agenda_commands.subcommand("lier", "bind", help="lier ce salon à un calendrier existant",
+                            example="!agenda lier urbanisme",
+                            arguments=(Argument("calendrier", "identifiant du calendrier", rest=True),))
+async def bind(bot: AgendaBot, event: MessageEvent, calendrier: str) -> None:
+    async def exists(calendar_id: str) -> None:
+        if await bot.caldav.calendar(calendar_id) is None:
+            known = ", ".join(c.id for c in await bot.caldav.calendars()) or "—"
+            raise CommandError(t("agenda.no_such_calendar", calendar=calendar_id, known=known))
+
+    calendar_id = await bot.bindings.bind(event, calendrier, prepare=exists)
+    await bot.reply(event, t("agenda.bound", calendar=calendar_id))
+
+
+@agenda_commands.subcommand("créer", "creer", "create", help="créer un calendrier et y lier ce salon",
+                            example="!agenda créer Conseil municipal",
+                            arguments=(Argument("nom", "nom du calendrier", rest=True),))
+async def create(bot: AgendaBot, event: MessageEvent, nom: str) -> None:
+    async def make(calendar_id: str) -> None:
+        try:
+            await bot.caldav.make_calendar(calendar_id, nom.strip()[:100])
+        except CalDavError as error:
+            if error.status not in (405, 409):
+                raise
+            if not bot.is_replay(event):  # made by this very command before a crash: bind it
+                raise CommandError(t("agenda.calendar_exists", calendar=calendar_id)) from None
+
+    calendar_id = await bot.bindings.bind(event, nom, prepare=make)
+    await bot.reply(event, t("agenda.created", calendar=calendar_id, name=nom.strip()[:100]))
+
+
+@agenda_commands.subcommand("délier", "delier", "unbind", help="ne plus lier ce salon à son calendrier",
+                            example="!agenda délier")
+async def unbind(bot: AgendaBot, event: MessageEvent) -> None:
+    await bot.bindings.unbind(event)
+    await bot.reply(event, t("agenda.unbound"))
+
+
+@agenda_commands.subcommand("calendrier", "calendar", help="le calendrier lié à ce salon et son adresse CalDAV",
+                            example="!agenda calendrier")
+async def show_calendar(bot: AgendaBot, event: MessageEvent) -> None:
+    calendar_id = await bot.bindings.required(event.room_id)
+    await bot.reply(event, t("agenda.current", calendar=calendar_id, url=bot.caldav.calendar_url(calendar_id)))
+
+
+@agenda_commands.subcommand("ajoute", "ajouter", "add", help="ajouter un événement (titre, quand, durée, lieu)",
+                            example="!agenda ajoute Conseil municipal jeudi 18h30 pendant 2h salle du conseil",
+                            arguments=(Argument("événement", "titre, date, heure, durée, lieu", rest=True),))
+async def add(bot: AgendaBot, event: MessageEvent, **arguments: str) -> None:
+    calendar_id = await bot.bindings.required(event.room_id)
+    text = read_event(arguments["événement"], bot.now())
+    uid = uid_for(event.event_id)
+    href = bot.caldav.href_of(calendar_id, uid)
+    vevent = new_vevent(uid, text.title, text.when, text.place, event.sender, bot.zone)
+    try:
+        await bot.put_event(href, vevent, None)
+    except CalDavError as error:
+        if error.status != 412:  # 412: made by an earlier attempt at this command
+            raise _deferred(error) from None
+    number = await bot.number_of(event.room_id, uid, href)
+    await bot.reply(event, t("agenda.added", event=bot.describe(number, vevent)))
+
+
+def _deferred(error: CalDavError) -> Exception:
+    """The server away: the command is kept and done when it is back (the agent is told)."""
+    return RetryLater(t("agenda.caldav_deferred")) if error.unavailable else error
+
+
+async def _list(bot: AgendaBot, event: MessageEvent, start: datetime, end: datetime, label: str) -> None:
+    occurrences = await bot.occurrences(event.room_id, start, end)
+    if not occurrences:
+        await bot.reply(event, t("agenda.nothing", period=label))
+        return
+    lines = [bot.describe(number, occurrence) for number, occurrence in occurrences[:MAX_LISTED]]
+    if len(occurrences) > MAX_LISTED:
+        lines.append(t("agenda.more", count=len(occurrences) - MAX_LISTED))
+    await bot.reply(event, t("agenda.listing", period=label) + "\n" + "\n".join(lines))
+
+
+def _day_start(day: date, zone: ZoneInfo) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=zone)
+
+
+@agenda_commands.subcommand("aujourd'hui", "aujourdhui", "today", help="les événements d’aujourd’hui",
+                            example="!agenda aujourd'hui")
+async def today(bot: AgendaBot, event: MessageEvent) -> None:
+    day = bot.now().date()
+    await _list(bot, event, _day_start(day, bot.zone), _day_start(day + timedelta(days=1), bot.zone),
+                t("agenda.period_today"))
+
+
+@agenda_commands.subcommand("demain", "tomorrow", help="les événements de demain", example="!agenda demain")
+async def tomorrow(bot: AgendaBot, event: MessageEvent) -> None:
+    day = bot.now().date() + timedelta(days=1)
+    await _list(bot, event, _day_start(day, bot.zone), _day_start(day + timedelta(days=1), bot.zone),
+                t("agenda.period_tomorrow"))
+
+
+@agenda_commands.subcommand("semaine", "week", help="les événements de cette semaine (du lundi au dimanche)",
+                            example="!agenda semaine")
+async def week(bot: AgendaBot, event: MessageEvent) -> None:
+    monday = bot.now().date() - timedelta(days=bot.now().weekday())
+    await _list(bot, event, _day_start(monday, bot.zone), _day_start(monday + timedelta(days=7), bot.zone),
+                t("agenda.period_week", start=spoken_day(monday)))
+
+
+@agenda_commands.subcommand("mois", "month", help="les événements de ce mois", example="!agenda mois")
+async def month(bot: AgendaBot, event: MessageEvent) -> None:
+    first = bot.now().date().replace(day=1)
+    following = (first + timedelta(days=32)).replace(day=1)
+    await _list(bot, event, _day_start(first, bot.zone), _day_start(following, bot.zone),
+                t("agenda.period_month", month=f"{MONTH_NAMES[first.month - 1]} {first.year}"))
+
+
+@agenda_commands.subcommand("détails", "details", help="tout sur un événement", example="!agenda détails 3",
+                            arguments=(NUMBER,))
+async def details(bot: AgendaBot, event: MessageEvent, **arguments: Any) -> None:
+    number = arguments["numéro"]
+    vevent, _, _ = await bot.numbered(event, number)
+    await bot.reply(event, bot.describe(number, vevent, long=True))
+
+
+@agenda_commands.subcommand("déplace", "deplace", "move", help="changer la date ou l’heure d’un événement",
+                            example="!agenda déplace 3 à vendredi 10h",
+                            arguments=(NUMBER, Argument("quand", "nouvelle date et heure", rest=True)))
+async def move(bot: AgendaBot, event: MessageEvent, quand: str, **arguments: Any) -> None:
+    number = arguments["numéro"]
+    vevent, href, etag = await bot.numbered(event, number)
+    start, end = vevent.decoded("dtstart"), vevent.decoded("dtend") if vevent.get("dtend") else None
+    duration = (end - start) if end is not None else timedelta(hours=1)
+    when = read_when(quand, bot.now(), duration=duration if isinstance(start, datetime) else timedelta(hours=1))
+    if when.recurrence is not None:
+        raise DateError(t("agenda.move_recurrence"))
+    rule = vevent.get("rrule")
+    set_when(vevent, when)
+    if rule is not None:
+        vevent.add("rrule", rule)
+    vevent["sequence"] = int(vevent.get("sequence", 0)) + 1
+    try:
+        await bot.put_event(href, vevent, etag or None)
+    except CalDavError as error:
+        if error.status == 412:
+            raise CommandError(t("agenda.changed_meanwhile", number=number)) from None
+        raise _deferred(error) from None
+    await bot.reply(event, t("agenda.moved", event=bot.describe(number, vevent)))
+
+
+@agenda_commands.subcommand("annule", "annuler", "cancel",
+                            help="annuler un événement (une série : « série », ou la date d’une occurrence)",
+                            example="!agenda annule 3",
+                            arguments=(NUMBER, Argument("quoi", "« série » ou la date d’une occurrence",
+                                                        required=False, rest=True)))
+async def cancel(bot: AgendaBot, event: MessageEvent, quoi: str = "", **arguments: Any) -> None:
+    number = arguments["numéro"]
+    vevent, href, etag = await bot.numbered(event, number)
+    described = bot.describe(number, vevent)
+    if vevent.get("rrule") is None or quoi.strip().lower() in ("série", "serie", "series"):
+        await bot.caldav.delete(href, etag or None)
+        await bot.reply(event, t("agenda.cancelled", event=described))
+        return
+    if not quoi.strip():
+        raise CommandError(t("agenda.cancel_which", number=number))
+    day = read_when(quoi, bot.now()).start.date()
+    start = vevent.decoded("dtstart")
+    if isinstance(start, datetime):
+        excluded: date | datetime = _as_local(start, bot.zone).replace(year=day.year, month=day.month, day=day.day)
+    else:
+        excluded = day
+    if not recurring_ical_events.of(_wrapped(vevent)).at(day):
+        raise CommandError(t("agenda.no_occurrence", number=number, day=spoken_day(day)))
+    vevent.add("exdate", excluded)
+    try:
+        await bot.put_event(href, vevent, etag or None)
+    except CalDavError as error:
+        if error.status == 412:
+            raise CommandError(t("agenda.changed_meanwhile", number=number)) from None
+        raise _deferred(error) from None
+    await bot.reply(event, t("agenda.occurrence_cancelled", number=number, day=spoken_day(day)))
+
+
+def _wrapped(vevent: IEvent) -> ICalendar:
+    calendar = ICalendar()
+    calendar.add_component(vevent)
+    return calendar
