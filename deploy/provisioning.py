@@ -11,9 +11,10 @@ from typing import Any
 
 import httpx
 
+from maillage.bots.caldav.client import CalDav
 from maillage.bots.documents.naming import slugify
 from maillage.config import Config
-from maillage.secretstore import Secrets, update_secrets, write_private
+from maillage.secretstore import Secrets, load_secrets, update_secrets, write_private
 from maillage.synapse_admin import (
     AdminApiError,
     SynapseAdmin,
@@ -158,7 +159,8 @@ class DemoProgress:
 
 
 def demo_seeded(config: Config) -> bool:
-    return bool(DemoProgress(demo_dir(config) / "etat.json").get("termine"))
+    progress = DemoProgress(demo_dir(config) / "etat.json")
+    return bool(progress.get("termine") and progress.get("agendas"))
 
 
 def demo_accounts(config: Config) -> list[dict[str, str]]:
@@ -168,9 +170,14 @@ def demo_accounts(config: Config) -> list[dict[str, str]]:
 
 async def seed_demo(config: Config, admin_token: str) -> None:
     progress = DemoProgress(demo_dir(config) / "etat.json")
-    if progress.get("termine"):
-        return
     model = DEMO_MODELS[config.demo.modele]
+    if not progress.get("termine"):
+        await _seed_rooms(config, model, progress, admin_token)
+    if not progress.get("agendas"):  # added later: a collectivité seeded before gets them too
+        await _seed_calendars(config, model, progress, admin_token)
+
+
+async def _seed_rooms(config: Config, model: DemoModel, progress: DemoProgress, admin_token: str) -> None:
     async with SynapseAdmin(config.synapse_url, admin_token) as admin:
         await _seed_agents(config, model, admin)
         all_agents = await _room(admin, progress, "room:tous", model.all_agents_room, None)
@@ -185,7 +192,8 @@ async def seed_demo(config: Config, admin_token: str) -> None:
                 await admin.send_state(space, "m.space.child", child,
                                        {"via": [config.collectivite.nom_serveur]})
             for room_id, name in zip(children, service.rooms, strict=True):
-                await _bind_documents(config, admin, progress, room_id, f"{service.key}/{_room_slug(name)}")
+                await _bind_room(config, admin, progress, room_id, "documents", "fr.maillage.documents",
+                                 {"dossier": f"{service.key}/{_room_slug(name)}"})
             members = [a for a in model.agents if a.service == service.key]
             for agent in members:
                 for room in (space, *children):
@@ -199,19 +207,35 @@ def _room_slug(name: str) -> str:
     return slugify(name.split("—")[-1]) or "documents"
 
 
-async def _bind_documents(config: Config, admin: SynapseAdmin, progress: DemoProgress, room_id: str,
-                          folder: str) -> None:
-    """@documents in the room, with the power to keep its binding, and the room bound to a folder."""
-    key = f"documents:{room_id}"
+async def _seed_calendars(config: Config, model: DemoModel, progress: DemoProgress, admin_token: str) -> None:
+    """A calendar per service on the CalDAV server, bound to the service's team room."""
+    caldav = CalDav.for_stack(config, load_secrets(config.data_dir).dav_password)
+    try:
+        async with SynapseAdmin(config.synapse_url, admin_token) as admin:
+            for service in model.services:
+                room_id = str(progress.get(f"room:{service.key}:0"))
+                if await caldav.calendar(service.key) is None:
+                    await caldav.make_calendar(service.key, service.name)
+                await _bind_room(config, admin, progress, room_id, "agenda", "fr.maillage.agenda",
+                                 {"calendrier": service.key})
+    finally:
+        await caldav.close()
+    progress.set("agendas", True)
+
+
+async def _bind_room(config: Config, admin: SynapseAdmin, progress: DemoProgress, room_id: str, bot_name: str,
+                     event_type: str, content: dict[str, str]) -> None:
+    """The bot in the room, with the power to keep its binding, and the room bound by its state."""
+    key = f"{bot_name}:{room_id}"
     if progress.get(key):
         return
-    bot = user_id(config, "documents")
+    bot = user_id(config, bot_name)
     levels = await admin.state(room_id, "m.room.power_levels")
     levels["users"] = {**levels.get("users", {}), bot: 50}
     await admin.send_state(room_id, "m.room.power_levels", "", levels)
     await admin.invite(room_id, bot)
-    await admin.send_state(room_id, "fr.maillage.documents", "", {"dossier": folder})
-    progress.set(key, folder)
+    await admin.send_state(room_id, event_type, "", content)
+    progress.set(key, next(iter(content.values())))
 
 
 async def _seed_agents(config: Config, model: DemoModel, admin: SynapseAdmin) -> None:

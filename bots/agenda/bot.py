@@ -31,7 +31,6 @@ from maillage.bots.documents.naming import slugify
 from maillage.bots.runtime.binding import Binding
 from maillage.bots.runtime.bot import Bot, RetryLater
 from maillage.bots.runtime.commands import Argument, CommandError, CommandSet
-from maillage.config import url_host
 from maillage.i18n import t
 
 log = logging.getLogger("maillage.bots.agenda")
@@ -84,9 +83,7 @@ class AgendaBot(Bot):
 
     async def setup(self) -> None:
         config = self.context.config
-        home = config.caldav.url or (f"http://{url_host(config.reseau.adresse_ecoute)}:{config.reseau.port_caldav}"
-                                     f"/{config.caldav.utilisateur}/")
-        self.caldav = CalDav(home, config.caldav.utilisateur, self.context.secrets.dav_password)
+        self.caldav = CalDav.for_stack(config, self.context.secrets.dav_password)
         self.zone = ZoneInfo(config.collectivite.fuseau_horaire)
 
     async def close(self) -> None:

@@ -16,6 +16,8 @@ from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import httpx
 
+from maillage.config import Config, url_host
+
 DAV, CALDAV = "DAV:", "urn:ietf:params:xml:ns:caldav"
 CALENDAR_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 MAX_ITEM_BYTES = 1_000_000  # an event or task larger than this is not read (a hostile server)
@@ -69,7 +71,20 @@ def check_calendar_id(calendar_id: str) -> str:
     return calendar_id
 
 
+def calendar_home(config: Config) -> str:
+    """Where the bots' calendars live: ``[caldav] url``, or the embedded Radicale's home of the
+    bots' account."""
+    if config.caldav.url:
+        return config.caldav.url
+    host = url_host(config.reseau.adresse_ecoute)
+    return f"http://{host}:{config.reseau.port_caldav}/{config.caldav.utilisateur}/"
+
+
 class CalDav:
+    @classmethod
+    def for_stack(cls, config: Config, password: str) -> CalDav:
+        return cls(calendar_home(config), config.caldav.utilisateur, password)
+
     def __init__(self, home_url: str, user: str, password: str) -> None:
         self.home_url = home_url if home_url.endswith("/") else home_url + "/"
         self.http = httpx.AsyncClient(auth=(user, password), timeout=httpx.Timeout(30, read=120))

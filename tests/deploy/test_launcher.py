@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -11,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import caldav
 import pytest
 from webdav3.client import Client as WebDavClient
 
@@ -97,6 +99,18 @@ async def test_quick_start_two_demo_agents_exchange_an_encrypted_message(stack_d
         stored = io.BytesIO()
         dav.download_from(stored, path)
         assert stored.getvalue() == pdf
+
+        # The service's calendar is bound to its team room: an event added there is on the
+        # CalDAV server, where Thunderbird or DAVx5 would read it.
+        since = len(claire.received)
+        await claire.send_text(team, "!agenda ajoute CODIR le 3/12/2027 10h salle du conseil")
+        added = await claire.wait_for_text(
+            team, lambda m: m.sender == "@agenda:localhost", since=since, timeout=90)
+        assert added.body == "Ajouté : n°1 — CODIR · vendredi 3 décembre 2027, 10:00–11:00 · salle du conseil"
+        calendar = caldav.DAVClient(url=f"http://127.0.0.1:{ports['port_caldav']}/", username="maillage",
+                                    password=dav_password[1]).calendar(
+            url=f"http://127.0.0.1:{ports['port_caldav']}/maillage/dg/")
+        assert ["SUMMARY:CODIR" in item.data for item in await asyncio.to_thread(calendar.events)] == [True]
     finally:
         await claire.close()
         await thomas.close()
