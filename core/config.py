@@ -206,6 +206,11 @@ class Documents(_Section):
     modele_nom: Annotated[str, AfterValidator(_check_name_pattern)] = "{date}_{service}_{nom}"
 
 
+class Agenda(_Section):
+    # Seconds between two looks at each bound calendar for changes made in other apps.
+    intervalle_secondes: int = Field(default=30, ge=5, le=3600)
+
+
 class Bots(_Section):
     # Empty: SQLite in the data directory; else a PostgreSQL URL.
     base_de_donnees: str = ""
@@ -235,6 +240,7 @@ class Config(_Section):
     synapse: Synapse = Synapse()
     bots: Bots = Bots()
     documents: Documents = Documents()
+    agenda: Agenda = Agenda()
     demo: Demo = Demo()
     externes: list[Externe] = []
 

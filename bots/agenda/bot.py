@@ -13,6 +13,8 @@ it rather than making it twice.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import logging
 from datetime import date, datetime, timedelta
@@ -27,6 +29,8 @@ from mautrix.util.async_db import Connection, UpgradeTable
 
 from maillage.bots.agenda.dates import MONTH_NAMES, WEEKDAYS, DateError, When, read_event, read_when
 from maillage.bots.caldav.client import CALENDAR_ID, CalDav, CalDavError
+from maillage.bots.caldav.watch import CalendarWatcher, Change
+from maillage.bots.caldav.watch import tables as watch_tables
 from maillage.bots.documents.naming import slugify
 from maillage.bots.runtime.binding import Binding
 from maillage.bots.runtime.bot import Bot, RetryLater
@@ -41,10 +45,9 @@ MAX_LISTED = 60
 
 agenda_commands = CommandSet(("agenda", "calendar"), "l’agenda partagé du salon, dans son calendrier CalDAV")
 
-tables = UpgradeTable(version_table_name="maillage_agenda_version")
+agenda_tables = UpgradeTable(version_table_name="maillage_agenda_version")
 
 
-@tables.register(description="Short numbers of events in rooms")
 async def _numbers(conn: Connection) -> None:
     # A number is given once per room and never reused, so « n°12 » always means one event.
     await conn.execute(
@@ -57,6 +60,9 @@ async def _numbers(conn: Connection) -> None:
             UNIQUE (room_id, uid)
         )"""
     )
+
+
+agenda_tables.register(_numbers, description="Short numbers of events in rooms")
 
 
 def normalise_calendar(raw: str) -> str:
@@ -79,15 +85,48 @@ class AgendaBot(Bot):
     commands: ClassVar[list[CommandSet]] = [agenda_commands]
     binding = Binding(BINDING_EVENT, "calendrier", normalise_calendar, messages="agenda",
                       invalid="agenda.calendar_invalid")
-    tables = tables
+    tables = (agenda_tables, watch_tables)
 
     async def setup(self) -> None:
         config = self.context.config
         self.caldav = CalDav.for_stack(config, self.context.secrets.dav_password)
         self.zone = ZoneInfo(config.collectivite.fuseau_horaire)
+        self._numbering = asyncio.Lock()  # commands and the watcher both give numbers
+        self.watcher = CalendarWatcher(self.caldav, self.context.db, self.localpart, self.bound_calendars,
+                                       self.announce, config.agenda.intervalle_secondes)
+        self._watching = asyncio.create_task(self.watcher.run())
 
     async def close(self) -> None:
+        self._watching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._watching
         await self.caldav.close()
+
+    # --- changes made elsewhere ------------------------------------------------------
+
+    async def bound_calendars(self) -> list[str]:
+        rows = await self.context.db.fetch("SELECT DISTINCT target FROM maillage_room_binding WHERE bot=$1",
+                                           self.localpart)
+        return [str(row["target"]) for row in rows]
+
+    async def announce(self, change: Change) -> None:
+        """Tell the calendar's room what another app added, changed or removed."""
+        rooms = await self.context.db.fetch("SELECT room_id FROM maillage_room_binding WHERE bot=$1 AND target=$2",
+                                            self.localpart, change.calendar_id)
+        for row in rooms:
+            room_id = str(row["room_id"])
+            if change.kind == "suppression":
+                number = await self.context.db.fetchval(
+                    "SELECT number FROM agenda_number WHERE room_id=$1 AND href=$2", room_id, change.href)
+                body = t("agenda.announce_removed", number=number or "?", title=change.summary or "—")
+            else:
+                master = _master(change.data)
+                if master is None:
+                    continue
+                number = await self.number_of(room_id, str(master.get("uid", change.href)), change.href)
+                key = "agenda.announce_added" if change.kind == "ajout" else "agenda.announce_changed"
+                body = t(key, event=self.describe(number, master))
+            await self.send_about(room_id, change.key, {"msgtype": "m.notice", "body": body}, key="annonce")
 
     def explain(self, error: Exception) -> str | None:
         if isinstance(error, CalDavError) and error.refused:
@@ -103,18 +142,23 @@ class AgendaBot(Bot):
 
     async def number_of(self, room_id: str, uid: str, href: str) -> int:
         db = self.context.db
-        number = await db.fetchval("SELECT number FROM agenda_number WHERE room_id=$1 AND uid=$2", room_id, uid)
-        if number is not None:
-            return int(number)
-        async with db.acquire() as conn, conn.transaction():
-            highest = await conn.fetchval("SELECT MAX(number) FROM agenda_number WHERE room_id=$1", room_id)
-            number = int(highest or 0) + 1
-            await conn.execute("INSERT INTO agenda_number (room_id, number, uid, href) VALUES ($1, $2, $3, $4)",
-                               room_id, number, uid, href)
-        return number
+        async with self._numbering:
+            number = await db.fetchval("SELECT number FROM agenda_number WHERE room_id=$1 AND uid=$2", room_id, uid)
+            if number is not None:
+                return int(number)
+            return await self._new_number(room_id, uid, href)
 
-    async def numbered(self, event: MessageEvent, number: int) -> tuple[IEvent, str, str]:
-        """The event numbered ``number`` in this room (its VEVENT, href, ETag), or a French error."""
+    async def _new_number(self, room_id: str, uid: str, href: str) -> int:
+        """The room's next number, in one statement (numbers are never reused)."""
+        db = self.context.db
+        await db.execute("INSERT INTO agenda_number (room_id, number, uid, href)"
+                         " SELECT $1, COALESCE(MAX(number), 0) + 1, $2, $3 FROM agenda_number WHERE room_id=$1",
+                         room_id, uid, href)
+        return int(await db.fetchval("SELECT number FROM agenda_number WHERE room_id=$1 AND uid=$2", room_id, uid))
+
+    async def numbered(self, event: MessageEvent, number: int) -> tuple[IEvent, str, str, str]:
+        """The event numbered ``number`` in this room (its VEVENT, calendar, href, ETag), or a French
+        error."""
         calendar_id = await self.bindings.required(event.room_id)
         row = await self.context.db.fetchrow("SELECT uid, href FROM agenda_number WHERE room_id=$1 AND number=$2",
                                              event.room_id, number)
@@ -127,17 +171,31 @@ class AgendaBot(Bot):
         master = _master(item.data) if item else None
         if item is None or master is None:
             raise CommandError(t("agenda.no_such_number", number=number))
-        return master, href, item.etag
+        return master, calendar_id, href, item.etag
 
     # --- writing ---------------------------------------------------------------------
 
-    async def put_event(self, href: str, vevent: IEvent, etag: str | None) -> None:
+    async def put_event(self, calendar_id: str, href: str, vevent: IEvent, etag: str | None) -> None:
+        """Write the event (``etag`` None: a new one, never overwriting) and note the bot's own
+        write, so that the watcher does not announce it back."""
         calendar = ICalendar()
         calendar.add("prodid", PRODID)
         calendar.add("version", "2.0")
         calendar.add_component(vevent)
         calendar.add_missing_timezones()
-        await self.caldav.put(href, calendar.to_ical().decode(), etag)
+        try:
+            new_etag = await self.caldav.put(href, calendar.to_ical().decode(), etag)
+        except CalDavError as error:
+            if error.status != 412 or etag is not None:
+                raise
+            new_etag = ""  # 412 on a creation: written by an earlier attempt at the same command
+        await self.noted(calendar_id, href, new_etag, str(vevent.get("summary", "")))
+
+    async def noted(self, calendar_id: str, href: str, etag: str, summary: str) -> None:
+        if not etag:  # not every server answers a PUT with the ETag
+            item = await self.caldav.get(href)
+            etag = item.etag if item else ""
+        await self.watcher.wrote(calendar_id, href, etag, summary)
 
     # --- reading ---------------------------------------------------------------------
 
@@ -198,7 +256,7 @@ def _master(data: str) -> IEvent | None:
         calendar = ICalendar.from_ical(data)
     except ValueError:
         return None
-    events = [c for c in calendar.walk("VEVENT") if not c.get("recurrence-id")]
+    events = [c for c in calendar.walk("VEVENT") if isinstance(c, IEvent) and not c.get("recurrence-id")]
     return events[0] if events else None
 
 
@@ -293,10 +351,9 @@ async def add(bot: AgendaBot, event: MessageEvent, **arguments: str) -> None:
     href = bot.caldav.href_of(calendar_id, uid)
     vevent = new_vevent(uid, text.title, text.when, text.place, event.sender, bot.zone)
     try:
-        await bot.put_event(href, vevent, None)
+        await bot.put_event(calendar_id, href, vevent, None)
     except CalDavError as error:
-        if error.status != 412:  # 412: made by an earlier attempt at this command
-            raise _deferred(error) from None
+        raise _deferred(error) from None
     number = await bot.number_of(event.room_id, uid, href)
     await bot.reply(event, t("agenda.added", event=bot.describe(number, vevent)))
 
@@ -356,7 +413,7 @@ async def month(bot: AgendaBot, event: MessageEvent) -> None:
                             arguments=(NUMBER,))
 async def details(bot: AgendaBot, event: MessageEvent, **arguments: Any) -> None:
     number = arguments["numéro"]
-    vevent, _, _ = await bot.numbered(event, number)
+    vevent, _, _, _ = await bot.numbered(event, number)
     await bot.reply(event, bot.describe(number, vevent, long=True))
 
 
@@ -365,7 +422,7 @@ async def details(bot: AgendaBot, event: MessageEvent, **arguments: Any) -> None
                             arguments=(NUMBER, Argument("quand", "nouvelle date et heure", rest=True)))
 async def move(bot: AgendaBot, event: MessageEvent, quand: str, **arguments: Any) -> None:
     number = arguments["numéro"]
-    vevent, href, etag = await bot.numbered(event, number)
+    vevent, calendar_id, href, etag = await bot.numbered(event, number)
     start, end = vevent.decoded("dtstart"), vevent.decoded("dtend") if vevent.get("dtend") else None
     duration = (end - start) if end is not None else timedelta(hours=1)
     when = read_when(quand, bot.now(), duration=duration if isinstance(start, datetime) else timedelta(hours=1))
@@ -377,7 +434,7 @@ async def move(bot: AgendaBot, event: MessageEvent, quand: str, **arguments: Any
         vevent.add("rrule", rule)
     vevent["sequence"] = int(vevent.get("sequence", 0)) + 1
     try:
-        await bot.put_event(href, vevent, etag or None)
+        await bot.put_event(calendar_id, href, vevent, etag or None)
     except CalDavError as error:
         if error.status == 412:
             raise CommandError(t("agenda.changed_meanwhile", number=number)) from None
@@ -392,10 +449,11 @@ async def move(bot: AgendaBot, event: MessageEvent, quand: str, **arguments: Any
                                                         required=False, rest=True)))
 async def cancel(bot: AgendaBot, event: MessageEvent, quoi: str = "", **arguments: Any) -> None:
     number = arguments["numéro"]
-    vevent, href, etag = await bot.numbered(event, number)
+    vevent, calendar_id, href, etag = await bot.numbered(event, number)
     described = bot.describe(number, vevent)
     if vevent.get("rrule") is None or quoi.strip().lower() in ("série", "serie", "series"):
         await bot.caldav.delete(href, etag or None)
+        await bot.watcher.forget(calendar_id, href)
         await bot.reply(event, t("agenda.cancelled", event=described))
         return
     if not quoi.strip():
@@ -410,7 +468,7 @@ async def cancel(bot: AgendaBot, event: MessageEvent, quoi: str = "", **argument
         raise CommandError(t("agenda.no_occurrence", number=number, day=spoken_day(day)))
     vevent.add("exdate", excluded)
     try:
-        await bot.put_event(href, vevent, etag or None)
+        await bot.put_event(calendar_id, href, vevent, etag or None)
     except CalDavError as error:
         if error.status == 412:
             raise CommandError(t("agenda.changed_meanwhile", number=number)) from None

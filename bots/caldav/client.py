@@ -65,6 +65,11 @@ class Changes:
     removed: list[str]
 
 
+def normal_href(href: str) -> str:
+    """The path of an item, encoded one way: servers differ in what they percent-encode."""
+    return quote(unquote(urlsplit(href).path))
+
+
 def check_calendar_id(calendar_id: str) -> str:
     if not CALENDAR_ID.match(calendar_id):
         raise ValueError(f"invalid calendar id {calendar_id[:70]!r}")
@@ -105,7 +110,7 @@ class CalDav:
     def href_of(self, calendar_id: str, uid: str) -> str:
         """Where the bot puts a new item: the UID, made safe for a path, as its file name."""
         name = re.sub(r"[^A-Za-z0-9@._-]", "_", uid)[:120]
-        return urlsplit(self.calendar_url(calendar_id)).path + quote(name) + ".ics"
+        return normal_href(urlsplit(self.calendar_url(calendar_id)).path + name + ".ics")
 
     async def _request(self, method: str, url: str, ok: tuple[int, ...], **kwargs: object) -> httpx.Response:
         try:
@@ -161,7 +166,7 @@ class CalDav:
         headers["If-Match" if etag else "If-None-Match"] = etag or "*"
         response = await self._request("PUT", self.item_url(href), (200, 201, 204), content=data.encode(),
                                        headers=headers)
-        return response.headers.get("ETag", "")
+        return str(response.headers.get("ETag", ""))
 
     async def get(self, href: str) -> Item | None:
         try:
@@ -212,8 +217,15 @@ class CalDav:
         for href, prop in _multistatus(response.content):
             data = prop.findtext(f"{{{CALDAV}}}calendar-data")
             if data and len(data) <= MAX_ITEM_BYTES:
-                items.append(Item(href, prop.findtext(f"{{{DAV}}}getetag") or "", data))
+                items.append(Item(normal_href(href), prop.findtext(f"{{{DAV}}}getetag") or "", data))
         return items
+
+    async def etags(self, calendar_id: str) -> dict[str, str]:
+        """Every item's ETag (the fallback where sync-collection is not offered)."""
+        response = await self._request("PROPFIND", self.calendar_url(calendar_id), (207,), headers={"Depth": "1"},
+                                       content=_ETAG_PROPS)
+        return {normal_href(href): prop.findtext(f"{{{DAV}}}getetag") or ""
+                for href, prop in _multistatus(response.content) if not href.endswith("/")}
 
     async def changes(self, calendar_id: str, token: str) -> Changes:
         """RFC 6578 sync-collection since ``token`` ("" for the first time: every item)."""
@@ -227,7 +239,7 @@ class CalDav:
         root = ET.fromstring(response.content)
         changed, removed = [], []
         for answer in root.iter(f"{{{DAV}}}response"):
-            href = answer.findtext(f"{{{DAV}}}href", "")
+            href = normal_href(answer.findtext(f"{{{DAV}}}href", ""))
             if href.endswith("/"):
                 continue
             status = answer.findtext(f"{{{DAV}}}status", "")
@@ -272,4 +284,8 @@ def _xml_text(text: str) -> str:
 _CALENDAR_PROPS = (
     f'<?xml version="1.0" encoding="utf-8"?><d:propfind xmlns:d="{DAV}" xmlns:c="{CALDAV}"><d:prop>'
     "<d:resourcetype/><d:displayname/><c:supported-calendar-component-set/></d:prop></d:propfind>"
+).encode()
+
+_ETAG_PROPS = (
+    f'<?xml version="1.0" encoding="utf-8"?><d:propfind xmlns:d="{DAV}"><d:prop><d:getetag/></d:prop></d:propfind>'
 ).encode()

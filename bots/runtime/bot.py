@@ -132,8 +132,9 @@ class Bot:
     commands: ClassVar[list[CommandSet]] = []
     # The room state that binds a room to the bot's resource (a folder, a calendar), if any.
     binding: ClassVar[Binding | None] = None
-    # The bot's own tables, numbered and forward-only, in its own version table.
-    tables: ClassVar[UpgradeTable | None] = None
+    # The bot's own tables (and those of shared parts it uses), numbered and forward-only,
+    # each in its own version table.
+    tables: ClassVar[tuple[UpgradeTable, ...]] = ()
 
     context: BotContext
     # True while the sync being handled is an initial one (first start, or a lost
@@ -429,9 +430,8 @@ class BotRuntime:
         await self.db.start()
         await PgStateStore.upgrade_table.upgrade(self.db)
         await PgCryptoStore.upgrade_table.upgrade(self.db)
-        for bot_class in self.bot_classes:
-            if bot_class.tables is not None:
-                await bot_class.tables.upgrade(self.db)
+        for table in dict.fromkeys(table for bot_class in self.bot_classes for table in bot_class.tables):
+            await table.upgrade(self.db)
         context = BotContext(self.config, self.secrets, self.db, self.metrics)
         for bot_class in self.bot_classes:
             bot = bot_class(context)

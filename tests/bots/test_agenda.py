@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import date, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
-import caldav
+import caldav.davclient
 import pytest
 import recurring_ical_events
 from icalendar import Calendar
@@ -25,8 +26,8 @@ def agenda_id(stack: ServerStack) -> str:
     return f"@agenda:{stack.server_name}"
 
 
-def calendar_client(stack: ServerStack, caldav_url: str, calendar_id: str) -> caldav.Calendar:
-    client = caldav.DAVClient(url=caldav_url, username="maillage", password=stack.secrets.dav_password)
+def calendar_client(stack: ServerStack, caldav_url: str, calendar_id: str) -> Any:
+    client: Any = caldav.davclient.DAVClient(url=caldav_url, username="maillage", password=stack.secrets.dav_password)
     return client.calendar(url=f"{caldav_url.rstrip('/')}/maillage/{calendar_id}/")
 
 
@@ -35,7 +36,7 @@ def events_of(stack: ServerStack, caldav_url: str, calendar_id: str) -> list[Cal
     return [Calendar.from_ical(item.data) for item in calendar_client(stack, caldav_url, calendar_id).events()]
 
 
-def only_event(calendars: list[Calendar]) -> object:
+def only_event(calendars: list[Calendar]) -> Any:
     assert len(calendars) == 1, calendars
     return next(iter(calendars[0].walk("VEVENT")))
 
@@ -125,7 +126,7 @@ async def test_a_weekly_series_keeps_its_hour_across_the_change_to_summer_time_a
     assert added.startswith("Ajouté : n°1 — Comité de direction") and added.endswith("se répète")
 
     calendar = (await asyncio.to_thread(events_of, synapse, caldav, calendar_id))[0]
-    vevent = next(iter(calendar.walk("VEVENT")))
+    vevent: Any = next(iter(calendar.walk("VEVENT")))
     assert vevent["rrule"]["FREQ"] == ["WEEKLY"] and vevent["rrule"]["BYDAY"] == ["MO"]
     around_the_change = recurring_ical_events.of(calendar).between(date(2027, 3, 20), date(2027, 4, 6))
     starts = [occurrence.decoded("dtstart") for occurrence in around_the_change]
@@ -198,3 +199,45 @@ async def test_only_admins_bind_and_a_room_reaches_only_its_own_calendar(
     assert "n’est lié à aucun agenda" in await answer(owner, other_room, synapse, "!agenda détails 1")
     listing = await answer(owner, other_room, synapse, "!agenda mois")
     assert "Commission" not in listing and "n’est lié à aucun agenda" in listing
+
+
+async def test_what_another_app_adds_changes_and_removes_is_announced_once_and_the_bot_s_own_writes_are_not(
+    synapse: ServerStack, caldav: str, bots: str, agents: AgentFactory
+) -> None:
+    owner, room = await room_with_agenda(agents, synapse, "Annonces")
+    calendar_id = unique_id("annonces")
+    await answer(owner, room, synapse, f"!agenda créer {calendar_id}")
+    await answer(owner, room, synapse, "!agenda ajoute Réunion publique le 5/5/2027 18h")
+    calendar = calendar_client(synapse, caldav, calendar_id)
+    await asyncio.sleep(6)  # a look at the calendar has passed (5 s in tests): it met the bot's own event
+
+    since = len(owner.received)
+    ics = ("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//test//DAVx5-like//FR\r\nBEGIN:VEVENT\r\n"
+           "UID:exterieur-1@davx5\r\nDTSTAMP:20261125T080000Z\r\nDTSTART;TZID=Europe/Paris:20270506T090000\r\n"
+           "DTEND;TZID=Europe/Paris:20270506T100000\r\nSUMMARY:Visite de chantier\r\nEND:VEVENT\r\n"
+           "END:VCALENDAR\r\n")
+    saved = await asyncio.to_thread(calendar.save_event, ics)
+    added = await owner.wait_for_text(room, lambda m: m.sender == agenda_id(synapse), since=since, timeout=30)
+    assert added.body == ("Nouvel événement, ajouté depuis une autre application d’agenda : "
+                          "n°2 — Visite de chantier · jeudi 6 mai 2027, 09:00–10:00")
+
+    since = len(owner.received)
+    saved.data = saved.data.replace("SUMMARY:Visite de chantier", "SUMMARY:Visite de chantier (reportée)").replace(
+        "20270506T", "20270507T")
+    await asyncio.to_thread(saved.save)
+    changed = await owner.wait_for_text(room, lambda m: m.sender == agenda_id(synapse), since=since, timeout=30)
+    assert changed.body == ("Événement modifié depuis une autre application d’agenda : "
+                            "n°2 — Visite de chantier (reportée) · vendredi 7 mai 2027, 09:00–10:00")
+
+    since = len(owner.received)
+    await asyncio.to_thread(saved.delete)
+    removed = await owner.wait_for_text(room, lambda m: m.sender == agenda_id(synapse), since=since, timeout=30)
+    assert removed.body == ("Événement n°2 retiré du calendrier depuis une autre application d’agenda : "
+                            "Visite de chantier (reportée)")
+
+    # The bot's own changes are answered, never announced back; each change was told once.
+    await answer(owner, room, synapse, "!agenda déplace 1 au 12/5/2027 18h")
+    await asyncio.sleep(7)
+    bodies = [m.body for m in owner.received if m.room_id == room and m.sender == agenda_id(synapse)]
+    assert not [b for b in bodies if "autre application" in b and "Réunion publique" in b]
+    assert sum("autre application" in b for b in bodies) == 3

@@ -11,8 +11,9 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
-import caldav
+import caldav.davclient
 import pytest
 from webdav3.client import Client as WebDavClient
 
@@ -107,9 +108,9 @@ async def test_quick_start_two_demo_agents_exchange_an_encrypted_message(stack_d
         added = await claire.wait_for_text(
             team, lambda m: m.sender == "@agenda:localhost", since=since, timeout=90)
         assert added.body == "Ajouté : n°1 — CODIR · vendredi 3 décembre 2027, 10:00–11:00 · salle du conseil"
-        calendar = caldav.DAVClient(url=f"http://127.0.0.1:{ports['port_caldav']}/", username="maillage",
-                                    password=dav_password[1]).calendar(
-            url=f"http://127.0.0.1:{ports['port_caldav']}/maillage/dg/")
+        caldav_url = f"http://127.0.0.1:{ports['port_caldav']}/"
+        calendars: Any = caldav.davclient.DAVClient(url=caldav_url, username="maillage", password=dav_password[1])
+        calendar = calendars.calendar(url=f"{caldav_url}maillage/dg/")
         assert ["SUMMARY:CODIR" in item.data for item in await asyncio.to_thread(calendar.events)] == [True]
     finally:
         await claire.close()

@@ -63,6 +63,7 @@ def config_document(**sections: Any) -> dict[str, Any]:
             "port_webdav": free_port(),
         },
         "bots": {"port_sante": free_port()},
+        "agenda": {"intervalle_secondes": 5},  # changes made elsewhere announced within seconds
     }
     for name, keys in sections.items():
         if isinstance(keys, list):

@@ -1,0 +1,161 @@
+"""Changes made in other apps (Thunderbird, DAVx5, Nextcloud), found and handed over once.
+
+Each bound calendar is looked at every interval with one cheap request: an RFC 6578
+``sync-collection`` since the last token where the server offers it, a Depth 1
+PROPFIND of the ETags otherwise. Only what changed is then read, so the cost
+follows the changes, not the size of the calendar. The bot's own writes are
+recorded with their ETag and not handed back to it.
+
+Exactly once: a change is handed over, then recorded; after a crash in between it
+is handed over again with the same identity (``Change.key``), which the bot turns
+into the same transaction id, so the room sees it once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from icalendar import Calendar as ICalendar
+from mautrix.util.async_db import Connection, Database, UpgradeTable
+
+from maillage.bots.caldav.client import CalDav, CalDavError
+
+log = logging.getLogger("maillage.bots.caldav")
+
+tables = UpgradeTable(version_table_name="maillage_caldav_version")
+
+
+async def _seen(conn: Connection) -> None:
+    await conn.execute(
+        """CREATE TABLE caldav_sync (
+            bot TEXT NOT NULL,
+            calendar_id TEXT NOT NULL,
+            token TEXT NOT NULL,
+            PRIMARY KEY (bot, calendar_id)
+        )"""
+    )
+    await conn.execute(
+        """CREATE TABLE caldav_item (
+            bot TEXT NOT NULL,
+            calendar_id TEXT NOT NULL,
+            href TEXT NOT NULL,
+            etag TEXT NOT NULL,
+            summary TEXT NOT NULL,
+            PRIMARY KEY (bot, calendar_id, href)
+        )"""
+    )
+
+
+tables.register(_seen, description="What the bots last saw of each bound calendar")
+
+
+Kind = Literal["ajout", "modification", "suppression"]
+
+
+@dataclass(frozen=True)
+class Change:
+    calendar_id: str
+    kind: Kind
+    href: str
+    etag: str
+    data: str  # the item's iCalendar text; "" when removed
+    summary: str  # its title (for a removal: the last one seen)
+
+    @property
+    def key(self) -> str:
+        return f"{self.calendar_id}|{self.href}|{self.etag or self.kind}"
+
+
+Announce = Callable[[Change], Awaitable[None]]
+
+
+class CalendarWatcher:
+    def __init__(self, caldav: CalDav, db: Database, owner: str, calendars: Callable[[], Awaitable[list[str]]],
+                 announce: Announce, interval: float) -> None:
+        self.caldav, self.db, self.owner = caldav, db, owner
+        self.calendars, self.announce, self.interval = calendars, announce, interval
+        self.requests = 0  # CalDAV requests made by ``look`` (the benchmark counts them)
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            for calendar_id in await self.calendars():
+                try:
+                    await self.look(calendar_id)
+                except (CalDavError, OSError) as error:  # the server away: looked at again next time
+                    log.info("calendar %s not looked at: %s", calendar_id, error)
+
+    async def look(self, calendar_id: str) -> None:
+        """One look at one calendar: what changed since the last one is handed over."""
+        known = {str(row["href"]): (str(row["etag"]), str(row["summary"])) for row in await self.db.fetch(
+            "SELECT href, etag, summary FROM caldav_item WHERE bot=$1 AND calendar_id=$2", self.owner, calendar_id)}
+        token = await self.db.fetchval("SELECT token FROM caldav_sync WHERE bot=$1 AND calendar_id=$2",
+                                       self.owner, calendar_id)
+        first_look = token is None
+        changed, removed, new_token = await self._differences(calendar_id, str(token or ""), known)
+        for href, etag in changed:
+            if known.get(href, ("", ""))[0] == etag and etag:
+                continue  # the bot's own write, or seen already
+            item = await self.caldav.get(href)
+            self.requests += 1
+            if item is None:
+                continue
+            summary = _summary(item.data)
+            if not first_look:
+                kind: Kind = "modification" if href in known else "ajout"
+                await self.announce(Change(calendar_id, kind, href, item.etag or etag, item.data, summary))
+            await self._remember(calendar_id, href, item.etag or etag, summary)
+        for href in removed:
+            if href in known:
+                if not first_look:
+                    await self.announce(Change(calendar_id, "suppression", href, "", "", known[href][1]))
+                await self.forget(calendar_id, href)
+        await self.db.execute(
+            "INSERT INTO caldav_sync (bot, calendar_id, token) VALUES ($1, $2, $3)"
+            " ON CONFLICT (bot, calendar_id) DO UPDATE SET token=$3", self.owner, calendar_id, new_token)
+
+    async def _differences(self, calendar_id: str, token: str, known: dict[str, tuple[str, str]]
+                           ) -> tuple[list[tuple[str, str]], list[str], str]:
+        """(changed, removed, next token): by sync-collection, or by comparing ETags."""
+        self.requests += 1
+        try:
+            changes = await self.caldav.changes(calendar_id, token)
+            if changes.token:
+                return changes.changed, changes.removed, changes.token
+        except CalDavError as error:
+            if error.unavailable or error.status in (401, 404):
+                raise
+            # sync-collection not offered, or the token no longer valid: compare ETags
+        etags = await self.caldav.etags(calendar_id)
+        self.requests += 1
+        changed = [(href, etag) for href, etag in etags.items() if known.get(href, ("", ""))[0] != etag]
+        return changed, [href for href in known if href not in etags], ""
+
+    async def wrote(self, calendar_id: str, href: str, etag: str, summary: str) -> None:
+        """The bot's own write: not announced back to it."""
+        await self._remember(calendar_id, href, etag, summary)
+
+    async def forget(self, calendar_id: str, href: str) -> None:
+        await self.db.execute("DELETE FROM caldav_item WHERE bot=$1 AND calendar_id=$2 AND href=$3",
+                              self.owner, calendar_id, href)
+
+    async def _remember(self, calendar_id: str, href: str, etag: str, summary: str) -> None:
+        await self.db.execute(
+            "INSERT INTO caldav_item (bot, calendar_id, href, etag, summary) VALUES ($1, $2, $3, $4, $5)"
+            " ON CONFLICT (bot, calendar_id, href) DO UPDATE SET etag=$4, summary=$5",
+            self.owner, calendar_id, href, etag, summary[:200])
+
+
+def _summary(data: str) -> str:
+    try:
+        calendar = ICalendar.from_ical(data)
+    except ValueError:
+        return ""
+    for component in calendar.walk():
+        if component.name in ("VEVENT", "VTODO") and component.get("summary"):
+            return str(component.get("summary"))
+    return ""
