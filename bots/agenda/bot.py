@@ -28,6 +28,8 @@ from mautrix.types import EventType, MessageEvent
 from mautrix.util.async_db import Connection, UpgradeTable
 
 from maillage.bots.agenda.dates import MONTH_NAMES, WEEKDAYS, DateError, When, read_event, read_when
+from maillage.bots.agenda.reminders import Reminders, read_rules, read_summary_time
+from maillage.bots.agenda.reminders import create_tables as reminder_tables
 from maillage.bots.caldav.client import CALENDAR_ID, CalDav, CalDavError
 from maillage.bots.caldav.watch import CalendarWatcher, Change
 from maillage.bots.caldav.watch import tables as watch_tables
@@ -63,6 +65,7 @@ async def _numbers(conn: Connection) -> None:
 
 
 agenda_tables.register(_numbers, description="Short numbers of events in rooms")
+agenda_tables.register(reminder_tables, description="Reminder settings of rooms, reminders sent")
 
 
 def normalise_calendar(raw: str) -> str:
@@ -94,12 +97,14 @@ class AgendaBot(Bot):
         self._numbering = asyncio.Lock()  # commands and the watcher both give numbers
         self.watcher = CalendarWatcher(self.caldav, self.context.db, self.localpart, self.bound_calendars,
                                        self.announce, config.agenda.intervalle_secondes)
-        self._watching = asyncio.create_task(self.watcher.run())
+        self.reminders = Reminders(self)
+        self._tasks = [asyncio.create_task(self.watcher.run()), asyncio.create_task(self.reminders.run())]
 
     async def close(self) -> None:
-        self._watching.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._watching
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await self.caldav.close()
 
     # --- changes made elsewhere ------------------------------------------------------
@@ -111,6 +116,7 @@ class AgendaBot(Bot):
 
     async def announce(self, change: Change) -> None:
         """Tell the calendar's room what another app added, changed or removed."""
+        self.reminders.changed()
         rooms = await self.context.db.fetch("SELECT room_id FROM maillage_room_binding WHERE bot=$1 AND target=$2",
                                             self.localpart, change.calendar_id)
         for row in rooms:
@@ -137,6 +143,13 @@ class AgendaBot(Bot):
 
     def now(self) -> datetime:
         return datetime.now(self.zone).replace(microsecond=0)
+
+    def local(self, value: date | datetime) -> datetime:
+        return _as_local(value, self.zone)
+
+    @staticmethod
+    def spoken(day: date) -> str:
+        return spoken_day(day)
 
     # --- numbers ---------------------------------------------------------------------
 
@@ -192,6 +205,7 @@ class AgendaBot(Bot):
         await self.noted(calendar_id, href, new_etag, str(vevent.get("summary", "")))
 
     async def noted(self, calendar_id: str, href: str, etag: str, summary: str) -> None:
+        self.reminders.changed()
         if not etag:  # not every server answers a PUT with the ETag
             item = await self.caldav.get(href)
             etag = item.etag if item else ""
@@ -338,7 +352,32 @@ async def unbind(bot: AgendaBot, event: MessageEvent) -> None:
                             example="!agenda calendrier")
 async def show_calendar(bot: AgendaBot, event: MessageEvent) -> None:
     calendar_id = await bot.bindings.required(event.room_id)
-    await bot.reply(event, t("agenda.current", calendar=calendar_id, url=bot.caldav.calendar_url(calendar_id)))
+    rules, summary_at = await bot.reminders.settings(event.room_id)
+    await bot.reply(event, t("agenda.current", calendar=calendar_id, url=bot.caldav.calendar_url(calendar_id))
+                    + "\n" + t("agenda.current_reminders", rules=rules or t("agenda.none"),
+                               summary=summary_at or t("agenda.none")))
+
+
+@agenda_commands.subcommand("rappels", "reminders", admin=True,
+                            help="les rappels du salon avant chaque événement (« aucun » pour n’en avoir aucun)",
+                            example="!agenda rappels 15min veille17h",
+                            arguments=(Argument("réglages", "15min, 1h, 1j, veille17h… ou aucun", rest=True),))
+async def set_reminders(bot: AgendaBot, event: MessageEvent, **arguments: str) -> None:
+    rules = read_rules(arguments["réglages"])
+    text = " ".join(rule.text for rule in rules)
+    await bot.reminders.set(event.room_id, reminders=text)
+    await bot.reply(event, t("agenda.reminders_set", rules=text) if rules else t("agenda.reminders_off"))
+
+
+@agenda_commands.subcommand("résumé", "resume", "summary", admin=True,
+                            help="l’agenda du jour posté chaque matin à l’heure dite (« aucun » pour l’arrêter)",
+                            example="!agenda résumé 8h",
+                            arguments=(Argument("heure", "8h, 7h30… ou aucun"),))
+async def set_summary(bot: AgendaBot, event: MessageEvent, heure: str) -> None:
+    await bot.bindings.required(event.room_id)
+    at = read_summary_time(heure)
+    await bot.reminders.set(event.room_id, summary_at=at)
+    await bot.reply(event, t("agenda.summary_set", time=at) if at else t("agenda.summary_off"))
 
 
 @agenda_commands.subcommand("ajoute", "ajouter", "add", help="ajouter un événement (titre, quand, durée, lieu)",
@@ -454,6 +493,7 @@ async def cancel(bot: AgendaBot, event: MessageEvent, quoi: str = "", **argument
     if vevent.get("rrule") is None or quoi.strip().lower() in ("série", "serie", "series"):
         await bot.caldav.delete(href, etag or None)
         await bot.watcher.forget(calendar_id, href)
+        bot.reminders.changed()
         await bot.reply(event, t("agenda.cancelled", event=described))
         return
     if not quoi.strip():

@@ -14,7 +14,7 @@ import pytest
 import recurring_ical_events
 from icalendar import Calendar
 
-from tests.conftest import ServerStack
+from tests.conftest import BotProcess, ServerStack
 from tests.harness.matrix import Agent, AgentFactory, create_encrypted_room, wait_for_members
 
 pytestmark = pytest.mark.usefixtures("in_french")
@@ -185,6 +185,9 @@ async def test_only_admins_bind_and_a_room_reaches_only_its_own_calendar(
     await wait_for_members(room, owner, member)
     refused = await answer(member, room, synapse, "!agenda délier")
     assert refused == "Seul un administrateur du salon peut lier ou délier son agenda."
+    no_reminders = await answer(member, room, synapse, "!agenda rappels aucun")
+    assert no_reminders == "Seul un administrateur du salon peut utiliser « !agenda rappels <réglages> »."
+    assert "Rappels : 15min veille17h." in await answer(member, room, synapse, "!agenda calendrier")
     state = await owner.client.room_get_state_event(room, "fr.maillage.agenda")
     assert state.content == {"calendrier": calendar_id}
 
@@ -241,3 +244,44 @@ async def test_what_another_app_adds_changes_and_removes_is_announced_once_and_t
     bodies = [m.body for m in owner.received if m.room_id == room and m.sender == agenda_id(synapse)]
     assert not [b for b in bodies if "autre application" in b and "Réunion publique" in b]
     assert sum("autre application" in b for b in bodies) == 3
+
+
+def command_date(moment: datetime) -> str:
+    """``le 26/11/2026 9h05``: an exact date as agents type it."""
+    return f"le {moment.day}/{moment.month}/{moment.year} {moment.hour}h{moment.minute:02d}"
+
+
+async def test_reminders_are_sent_once_even_when_the_bots_are_killed_and_the_daily_agenda_is_posted(
+    synapse: ServerStack, caldav: str, bot_process: BotProcess, bots: str, agents: AgentFactory
+) -> None:
+    owner, room = await room_with_agenda(agents, synapse, "Rappels")
+    calendar_id = unique_id("rappels")
+    await answer(owner, room, synapse, f"!agenda créer {calendar_id}")
+    assert "Rappel non compris : « 15 »" in await answer(owner, room, synapse, "!agenda rappels 15 minutes")
+    assert await answer(owner, room, synapse, "!agenda rappels 1j") == "Rappels de ce salon : 1j."
+    # Five events a little less than a day away: their « 1j » reminders are all due now.
+    soon = datetime.now(PARIS).replace(second=0, microsecond=0) + timedelta(hours=23)
+    for index in range(5):
+        added = await answer(owner, room, synapse,
+                             f"!agenda ajoute Comité {index} {command_date(soon + timedelta(minutes=index))}")
+        assert added.startswith(f"Ajouté : n°{index + 1} — Comité {index}")
+
+    # The bots are killed at random moments while the reminders go out, and started again.
+    for pause in (0.5, 2.5, 1.0):
+        await asyncio.sleep(pause)
+        bot_process.kill()
+        bot_process.launch()
+        await asyncio.to_thread(bot_process.wait_ready)
+    await owner.wait_for_text(room, lambda m: m.sender == agenda_id(synapse) and "Comité 4" in m.body
+                              and m.body.startswith("Rappel"), timeout=60)
+    await asyncio.sleep(12)  # two more rounds of reminders: nothing is sent again
+    reminders = [m.body for m in owner.received if m.room_id == room and m.body.startswith("Rappel, ")]
+    assert sorted(reminders) == sorted(set(reminders)) and len(reminders) == 5, reminders
+    assert all(f"n°{i + 1} — Comité {i}" in "".join(reminders) for i in range(5))
+
+    since = len(owner.received)
+    earlier = (datetime.now(PARIS) - timedelta(minutes=1)).strftime("%Hh%M")
+    assert "chaque jour à" in await answer(owner, room, synapse, f"!agenda résumé {earlier}")
+    summary = await owner.wait_for_text(room, lambda m: m.sender == agenda_id(synapse)
+                                        and m.body.startswith("Agenda du "), since=since, timeout=30)
+    assert summary.body.split("\n", 1)[0].startswith("Agenda du ")
