@@ -67,10 +67,19 @@ def admin_token(synapse: ServerStack) -> str:
 
 
 @pytest.fixture(scope="session")
-def caldav(stack: ServerStack) -> Iterator[str]:
-    service = caldav_service(stack.config, stack.secrets)
-    with running(stack.config.data_dir, service):
-        yield service.url
+def caldav_process(stack: ServerStack) -> Iterator[ServiceProcess]:
+    controller = ServiceProcess(stack.config, lambda config: caldav_service(config, stack.secrets))
+    controller.start()
+    yield controller
+    controller.stop()
+
+
+@pytest.fixture
+def caldav(caldav_process: ServiceProcess) -> str:
+    """Radicale, running (started again if a previous test stopped it); its URL."""
+    if caldav_process.process is None:
+        caldav_process.start()
+    return caldav_process.url
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ import pytest
 import recurring_ical_events
 from icalendar import Calendar
 
-from tests.conftest import BotProcess, ServerStack
+from tests.conftest import BotProcess, ServerStack, ServiceProcess
 from tests.harness.matrix import Agent, AgentFactory, create_encrypted_room, wait_for_members
 
 pytestmark = pytest.mark.usefixtures("in_french")
@@ -285,3 +285,28 @@ async def test_reminders_are_sent_once_even_when_the_bots_are_killed_and_the_dai
     summary = await owner.wait_for_text(room, lambda m: m.sender == agenda_id(synapse)
                                         and m.body.startswith("Agenda du "), since=since, timeout=30)
     assert summary.body.split("\n", 1)[0].startswith("Agenda du ")
+
+
+async def test_an_event_added_while_the_calendar_server_is_down_is_kept_and_added_once_when_it_is_back(
+    synapse: ServerStack, caldav: str, caldav_process: ServiceProcess, bots: str, agents: AgentFactory
+) -> None:
+    owner, room = await room_with_agenda(agents, synapse, "Panne")
+    calendar_id = unique_id("panne")
+    await answer(owner, room, synapse, f"!agenda créer {calendar_id}")
+    caldav_process.stop()
+    try:
+        kept = await answer(owner, room, synapse, "!agenda ajoute Réunion de crise le 8/6/2027 8h")
+        assert kept == ("Le serveur d’agendas ne répond pas : votre commande est gardée et sera faite dès son "
+                        "retour. Inutile de la retaper.")
+        down = await answer(owner, room, synapse, "!agenda semaine")
+        assert down == "Le serveur d’agendas ne répond pas : rien n’a été modifié. Réessayez dans quelques minutes."
+    finally:
+        caldav_process.start()
+    since = len(owner.received)
+    added = await owner.wait_for_text(room, lambda m: m.sender == agenda_id(synapse) and m.body.startswith("Ajouté"),
+                                      since=since, timeout=90)
+    assert added.body == "Ajouté : n°1 — Réunion de crise · mardi 8 juin 2027, 08:00–09:00"
+    events = await asyncio.to_thread(events_of, synapse, caldav, calendar_id)
+    assert [str(next(iter(c.walk("VEVENT")))["summary"]) for c in events] == ["Réunion de crise"]
+    await asyncio.sleep(3)
+    assert sum(m.body.startswith("Ajouté") for m in owner.received if m.room_id == room) == 1
