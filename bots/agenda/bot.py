@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+from collections.abc import AsyncIterator
 from datetime import date, datetime, timedelta
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
@@ -24,10 +25,11 @@ from zoneinfo import ZoneInfo
 import recurring_ical_events
 from icalendar import Calendar as ICalendar
 from icalendar import Event as IEvent
-from mautrix.types import EventType, MessageEvent
+from mautrix.types import EventType, MessageEvent, MessageType
 from mautrix.util.async_db import Connection, UpgradeTable
 
 from maillage.bots.agenda.dates import MONTH_NAMES, WEEKDAYS, DateError, When, read_event, read_when
+from maillage.bots.agenda.ics import MAX_ICS_BYTES, export, read_file, uid_of, with_its_zones
 from maillage.bots.agenda.reminders import Reminders, read_rules, read_summary_time
 from maillage.bots.agenda.reminders import create_tables as reminder_tables
 from maillage.bots.caldav.client import CALENDAR_ID, CalDav, CalDavError
@@ -66,6 +68,15 @@ async def _numbers(conn: Connection) -> None:
 
 agenda_tables.register(_numbers, description="Short numbers of events in rooms")
 agenda_tables.register(reminder_tables, description="Reminder settings of rooms, reminders sent")
+
+
+async def _imports(conn: Connection) -> None:
+    # The last .ics file previewed in a room, waiting for « !agenda importe » (checked already).
+    await conn.execute("CREATE TABLE agenda_import (room_id TEXT PRIMARY KEY, filename TEXT NOT NULL,"
+                       " data TEXT NOT NULL)")
+
+
+agenda_tables.register(_imports, description="Calendar files waiting to be imported")
 
 
 def normalise_calendar(raw: str) -> str:
@@ -140,6 +151,41 @@ class AgendaBot(Bot):
         if isinstance(error, CalDavError) and error.unavailable:
             return t("agenda.caldav_unavailable")
         return None
+
+    async def on_message(self, event: MessageEvent) -> None:
+        """An .ics file posted in a bound room: checked, previewed, imported on request."""
+        content = event.content
+        name = str(content.get("filename") or content.body or "")
+        info = getattr(content, "info", None)
+        mimetype = str(getattr(info, "mimetype", "") or "")
+        if content.msgtype != MessageType.FILE or not (name.lower().endswith(".ics") or mimetype == "text/calendar"):
+            return
+        if await self.bindings.target(event.room_id) is None:
+            return
+        try:
+            data = await self.attachment_bytes(event, MAX_ICS_BYTES)
+            if data is None:
+                raise CommandError(t("agenda.ics_too_large", limit=MAX_ICS_BYTES // 1000))
+            events = read_file(data)
+        except CommandError as error:
+            await self.reply(event, str(error))
+            return
+        await self.context.db.execute(
+            "INSERT INTO agenda_import (room_id, filename, data) VALUES ($1, $2, $3)"
+            " ON CONFLICT (room_id) DO UPDATE SET filename=$2, data=$3", event.room_id, name[:100],
+            data.decode("utf-8-sig"))
+        lines = [self.describe_imported(vevent) for vevent in events[:10]]
+        if len(events) > 10:
+            lines.append(t("agenda.more", count=len(events) - 10))
+        await self.reply(event, t("agenda.ics_preview", name=one_line(name)[:100], count=len(events))
+                         + "\n" + "\n".join(lines) + "\n" + t("agenda.ics_confirm"))
+
+    def describe_imported(self, vevent: IEvent) -> str:
+        start = vevent.decoded("dtstart")
+        when = spoken_day(start.date() if isinstance(start, datetime) else start)
+        if isinstance(start, datetime):
+            when += f", {_as_local(start, self.zone):%H:%M}"
+        return f"– {one_line(vevent.get('summary', '—'))} · {when}"
 
     def now(self) -> datetime:
         return datetime.now(self.zone).replace(microsecond=0)
@@ -243,14 +289,19 @@ class AgendaBot(Bot):
             when += t("agenda.until_day", day=spoken_day(end.date() - timedelta(days=1)))
         else:
             when += t("agenda.all_day")
-        line = f"n°{number} — {vevent.get('summary', '')} · {when}"
+        line = f"n°{number} — {one_line(vevent.get('summary', ''))} · {when}"
         if vevent.get("location"):
-            line += f" · {vevent.get('location')}"
+            line += f" · {one_line(vevent.get('location'))}"
         if vevent.get("rrule"):
             line += t("agenda.repeats")
         if long and vevent.get("description"):
             line += "\n" + str(vevent.get("description"))[:500]
         return line
+
+
+def one_line(value: object) -> str:
+    """A title or a place as one line: a file's line breaks cannot shape the bot's messages."""
+    return " ".join("".join(c if c.isprintable() else " " for c in str(value)).split())[:200]
 
 
 def spoken_day(day: date) -> str:
@@ -520,3 +571,52 @@ def _wrapped(vevent: IEvent) -> ICalendar:
     calendar = ICalendar()
     calendar.add_component(vevent)
     return calendar
+
+
+@agenda_commands.subcommand("importe", "importer", "import",
+                            help="ajouter à l’agenda les événements du dernier fichier .ics posté ici",
+                            example="!agenda importe")
+async def import_file(bot: AgendaBot, event: MessageEvent) -> None:
+    calendar_id = await bot.bindings.required(event.room_id)
+    row = await bot.context.db.fetchrow("SELECT filename, data FROM agenda_import WHERE room_id=$1", event.room_id)
+    if row is None:
+        raise CommandError(t("agenda.ics_nothing_to_import"))
+    events = read_file(str(row["data"]).encode())  # checked again: nothing is written unless all of it is fine
+    added = already = 0
+    for vevent in events:
+        href = bot.caldav.href_of(calendar_id, uid_of(vevent))
+        try:
+            etag = await bot.caldav.put(href, with_its_zones(vevent).to_ical().decode(), None)
+        except CalDavError as error:
+            if error.status != 412:
+                raise _deferred(error) from None
+            already += 1  # there before, or written by an earlier attempt at this command
+            continue
+        await bot.noted(calendar_id, href, etag, str(vevent.get("summary", "")))
+        added += 1
+    await bot.context.db.execute("DELETE FROM agenda_import WHERE room_id=$1", event.room_id)
+    await bot.reply(event, t("agenda.ics_imported", count=added, name=one_line(row["filename"]), already=already))
+
+
+@agenda_commands.subcommand("export", "exporte", "exporter",
+                            help="l’agenda du salon en fichier .ics (semaine, mois ou tout)",
+                            example="!agenda export mois",
+                            arguments=(Argument("période", "semaine, mois ou tout", required=False),))
+async def export_file(bot: AgendaBot, event: MessageEvent, **arguments: str) -> None:
+    calendar_id = await bot.bindings.required(event.room_id)
+    period = (arguments.get("période") or "tout").lower()
+    today = bot.now().date()
+    if period in ("tout", "all"):
+        items = await bot.caldav.everything(calendar_id)
+    elif period in ("semaine", "week", "mois", "month"):
+        days = 7 if period in ("semaine", "week") else 31
+        start = _day_start(today, bot.zone)
+        items = await bot.caldav.between(calendar_id, start, start + timedelta(days=days))
+    else:
+        raise CommandError(t("agenda.export_period", value=period[:20]))
+    data = export(items)
+    async def chunks() -> AsyncIterator[bytes]:
+        yield data
+
+    await bot.send_file(event, chunks(), size=len(data), filename=f"agenda-{calendar_id}.ics",
+                        mimetype="text/calendar")

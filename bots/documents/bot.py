@@ -30,7 +30,7 @@ from maillage.bots.documents.webdav import WebDav, WebDavError
 from maillage.bots.runtime.binding import Binding
 from maillage.bots.runtime.bot import Bot, RetryLater
 from maillage.bots.runtime.commands import Argument, CommandError, CommandSet
-from maillage.bots.runtime.media import Attachment, CorruptAttachment, HomeserverMedia, MediaUnavailable, prefetch
+from maillage.bots.runtime.media import Attachment, CorruptAttachment, MediaUnavailable, prefetch
 from maillage.config import url_host
 from maillage.i18n import t
 
@@ -90,7 +90,6 @@ class DocumentsBot(Bot):
         config, stack_secrets = self.context.config, self.context.secrets
         base = config.webdav.url or f"http://{url_host(config.reseau.adresse_ecoute)}:{config.reseau.port_webdav}/"
         self.dav = WebDav(base, config.webdav.utilisateur, stack_secrets.dav_password)
-        self.media = HomeserverMedia(config.synapse_url, self.client.api.token)
         # Documents are read for search after they are filed, one at a time, in a private folder.
         self.work_dir = config.data_dir / "bots" / "lecture"
         self.work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -101,7 +100,6 @@ class DocumentsBot(Bot):
         for task in list(self._pending_reads):
             task.cancel()
         await self.dav.close()
-        await self.media.close()
 
     def explain(self, error: Exception) -> str | None:
         if isinstance(error, WebDavError) and error.refused:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import mimetypes
 import re
 import unicodedata
-from typing import Any
 
 from mautrix.types import MessageEvent
 
@@ -19,7 +18,6 @@ from maillage.bots.documents.extract import fold
 from maillage.bots.documents.naming import base_of, slugify, split_extension, with_version
 from maillage.bots.documents.webdav import Entry, WebDavError
 from maillage.bots.runtime.commands import Argument, CommandError
-from maillage.bots.runtime.media import EncryptingStream
 from maillage.i18n import t
 
 TRASH = ".corbeille"
@@ -269,22 +267,5 @@ async def send(bot: DocumentsBot, event: MessageEvent, nom: str) -> None:
     folder = await bound_folder(bot, event)
     entry = await existing(bot, resolve(folder, nom), nom)
     mimetype = mimetypes.guess_type(entry.name)[0] or "application/octet-stream"
-    assert bot.client.state_store is not None  # the runtime always gives one (E2EE needs it)
-    encrypted = await bot.client.state_store.is_encrypted(event.room_id)
-    chunks = bot.dav.get_stream(entry.path)
-    content: dict[str, Any] = {"msgtype": "m.file", "body": entry.name, "filename": entry.name,
-                               "info": {"mimetype": mimetype, "size": entry.size}}
-    if encrypted:
-        stream = EncryptingStream()
-        mxc = await bot.media.upload(stream.wrap(chunks), size=entry.size, filename=entry.name,
-                                     mimetype="application/octet-stream")
-        content["file"] = stream.file_info(mxc)
-    else:
-        content["url"] = await bot.media.upload(chunks, size=entry.size, filename=entry.name, mimetype=mimetype)
-    root = event.content.get_thread_parent()
-    if root:
-        content["m.relates_to"] = {"rel_type": "m.thread", "event_id": root, "is_falling_back": True,
-                                   "m.in_reply_to": {"event_id": event.event_id}}
-    else:
-        content["m.relates_to"] = {"m.in_reply_to": {"event_id": event.event_id}}
-    await bot.send_about(event.room_id, event.event_id, content, key="reponse")
+    await bot.send_file(event, bot.dav.get_stream(entry.path), size=entry.size, filename=entry.name,
+                        mimetype=mimetype)

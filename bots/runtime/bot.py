@@ -33,6 +33,7 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -72,6 +73,7 @@ from mautrix.util.async_db import Database, UpgradeTable
 
 from maillage.bots.runtime.binding import Binding, RoomBindings
 from maillage.bots.runtime.commands import CommandError, CommandSet, help_message, reply_content
+from maillage.bots.runtime.media import Attachment, CorruptAttachment, EncryptingStream, HomeserverMedia
 from maillage.bots.runtime.metrics import Metrics
 from maillage.bots.runtime.store import BotStore, Credentials, HandledSyncStore, PendingEvent, upgrade_table
 from maillage.bots.runtime.sync import BOT_FILTER, GaplessClient
@@ -145,6 +147,7 @@ class Bot:
     client: Client = field(init=False)
     store: BotStore = field(init=False)
     bindings: RoomBindings = field(init=False)
+    media: HomeserverMedia = field(init=False)
     _order: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
     _attempts: dict[str, int] = field(init=False, default_factory=dict)
     _keys_arrived: asyncio.Event = field(init=False, default_factory=asyncio.Event)
@@ -198,6 +201,45 @@ class Bot:
             return False
         wanted = event_type or (self.binding.event_type if self.binding else EventType.ROOM_POWER_LEVELS)
         return bool(levels.get_user_level(UserID(user_id)) >= levels.get_event_level(wanted))
+
+    async def send_file(self, event: MessageEvent, chunks: AsyncIterator[bytes], *, size: int, filename: str,
+                        mimetype: str) -> None:
+        """Answer ``event`` with a file, encrypted when the room is; streamed, never whole in memory."""
+        assert self.client.state_store is not None  # the runtime always gives one (E2EE needs it)
+        content: dict[str, Any] = {"msgtype": "m.file", "body": filename, "filename": filename,
+                                   "info": {"mimetype": mimetype, "size": size}}
+        if await self.client.state_store.is_encrypted(RoomID(event.room_id)):
+            stream = EncryptingStream()
+            mxc = await self.media.upload(stream.wrap(chunks), size=size, filename=filename,
+                                          mimetype="application/octet-stream")
+            content["file"] = stream.file_info(mxc)
+        else:
+            content["url"] = await self.media.upload(chunks, size=size, filename=filename, mimetype=mimetype)
+        root = event.content.get_thread_parent()
+        if root:
+            content["m.relates_to"] = {"rel_type": "m.thread", "event_id": root, "is_falling_back": True,
+                                       "m.in_reply_to": {"event_id": event.event_id}}
+        else:
+            content["m.relates_to"] = {"m.in_reply_to": {"event_id": event.event_id}}
+        await self.send_about(event.room_id, event.event_id, content, key="reponse")
+
+    async def attachment_bytes(self, event: MessageEvent, limit: int) -> bytes | None:
+        """A small attachment's bytes (decrypted, checked); None when larger than ``limit``."""
+        content = event.content
+        file = content.get("file")
+        attachment = Attachment(url=str(file["url"] if file else content.get("url")),
+                                encrypted=file.serialize() if hasattr(file, "serialize") else file)
+        data = bytearray()
+        async with attachment.download(self.media) as (length, chunks):
+            if length is not None and length > limit:
+                return None
+            async for chunk in chunks:
+                data += chunk
+                if len(data) > limit:
+                    return None
+        if not attachment.intact:
+            raise CorruptAttachment(attachment.url)
+        return bytes(data)
 
     async def send_about(self, room_id: str, about: str, content: dict[str, Any], *, key: str) -> None:
         """Send a message about event ``about``, once: a resend carries the same transaction id."""
@@ -452,6 +494,7 @@ class BotRuntime:
         for bot in self.bots:
             bot.client.stop()
             await bot.close()
+            await bot.media.close()
             await bot.client.api.session.close()
         if self.db is not None:
             await self.db.stop()
@@ -476,6 +519,7 @@ class BotRuntime:
         await machine.share_keys()
         await self._ensure_cross_signing(bot, machine, new_device)
         bot.client = client
+        bot.media = HomeserverMedia(self.config.synapse_url, credentials.access_token)
         if bot.binding is not None:
             bot.bindings = RoomBindings(bot, bot.binding)
             client.add_event_handler(bot.binding.event_type, bot.bindings.on_state, wait_sync=True)
