@@ -25,13 +25,14 @@ from zoneinfo import ZoneInfo
 import recurring_ical_events
 from icalendar import Calendar as ICalendar
 from icalendar import Event as IEvent
-from mautrix.types import EventType, MessageEvent, MessageType
+from mautrix.types import EventType, MessageEvent, MessageType, RoomID
 from mautrix.util.async_db import Connection, UpgradeTable
 
 from maillage.bots.agenda.dates import MONTH_NAMES, WEEKDAYS, DateError, When, read_event, read_when
 from maillage.bots.agenda.ics import MAX_ICS_BYTES, export, read_file, uid_of, with_its_zones
 from maillage.bots.agenda.reminders import Reminders, read_rules, read_summary_time
 from maillage.bots.agenda.reminders import create_tables as reminder_tables
+from maillage.bots.agenda.slots import free_slots, read_duration, read_period
 from maillage.bots.caldav.client import CALENDAR_ID, CalDav, CalDavError
 from maillage.bots.caldav.watch import CalendarWatcher, Change
 from maillage.bots.caldav.watch import tables as watch_tables
@@ -77,6 +78,25 @@ async def _imports(conn: Connection) -> None:
 
 
 agenda_tables.register(_imports, description="Calendar files waiting to be imported")
+
+
+async def _slots(conn: Connection) -> None:
+    # Free slots last proposed in a room (« !agenda réserve 2 » books the second one).
+    await conn.execute(
+        """CREATE TABLE agenda_slot (
+            room_id TEXT NOT NULL,
+            number INTEGER NOT NULL,
+            starts_at TEXT NOT NULL,
+            ends_at TEXT NOT NULL,
+            participants TEXT NOT NULL,
+            PRIMARY KEY (room_id, number)
+        )"""
+    )
+    # An agent's own calendar, made by the bot for them: only they link it.
+    await conn.execute("CREATE TABLE agenda_personal (user_id TEXT PRIMARY KEY, calendar_id TEXT NOT NULL)")
+
+
+agenda_tables.register(_slots, description="Proposed slots, personal calendars")
 
 
 def normalise_calendar(raw: str) -> str:
@@ -179,6 +199,31 @@ class AgendaBot(Bot):
             lines.append(t("agenda.more", count=len(events) - 10))
         await self.reply(event, t("agenda.ics_preview", name=one_line(name)[:100], count=len(events))
                          + "\n" + "\n".join(lines) + "\n" + t("agenda.ics_confirm"))
+
+    async def busy_times(self, user_id: str, start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
+        """When ``user_id`` is busy: events of the calendars of the rooms they are in, and of
+        their personal calendar. Times only: titles never leave this method."""
+        calendars = set()
+        for row in await self.context.db.fetch("SELECT room_id, target FROM maillage_room_binding WHERE bot=$1",
+                                               self.localpart):
+            if user_id in await self.client.get_joined_members(RoomID(str(row["room_id"]))):
+                calendars.add(str(row["target"]))
+        personal = await self.context.db.fetchval("SELECT calendar_id FROM agenda_personal WHERE user_id=$1", user_id)
+        if personal:
+            calendars.add(str(personal))
+        busy = []
+        for calendar_id in sorted(calendars):
+            for item in await self.caldav.between(calendar_id, start, end):
+                try:
+                    occurrences = recurring_ical_events.of(ICalendar.from_ical(item.data)).between(start, end)
+                except Exception:
+                    continue
+                for occurrence in occurrences:
+                    if _blocks_time(occurrence):
+                        busy.append((self.local(occurrence.decoded("dtstart")),
+                                     self.local(occurrence.decoded("dtend") if occurrence.get("dtend")
+                                                else occurrence.decoded("dtstart"))))
+        return busy
 
     def describe_imported(self, vevent: IEvent) -> str:
         start = vevent.decoded("dtstart")
@@ -297,6 +342,17 @@ class AgendaBot(Bot):
         if long and vevent.get("description"):
             line += "\n" + str(vevent.get("description"))[:500]
         return line
+
+
+def _blocks_time(occurrence: IEvent) -> bool:
+    """Busy unless marked free or cancelled; a whole-day event (a holiday, a fair) only when
+    marked busy, as calendar apps do."""
+    if str(occurrence.get("transp", "")).upper() == "TRANSPARENT" or str(occurrence.get("status", "")).upper() \
+            == "CANCELLED":
+        return False
+    if not isinstance(occurrence.decoded("dtstart"), datetime):
+        return str(occurrence.get("transp", "")).upper() == "OPAQUE"
+    return True
 
 
 def one_line(value: object) -> str:
@@ -620,3 +676,80 @@ async def export_file(bot: AgendaBot, event: MessageEvent, **arguments: str) -> 
 
     await bot.send_file(event, chunks(), size=len(data), filename=f"agenda-{calendar_id}.ics",
                         mimetype="text/calendar")
+
+
+@agenda_commands.subcommand("créneau", "creneau", "slot",
+                            help="proposer les premiers créneaux libres communs (heures ouvrées), "
+                                 "sans rien révéler des agendas",
+                            example="!agenda créneau 1h avec @alice:mairie.fr @bob:mairie.fr semaine prochaine",
+                            arguments=(Argument("durée", "1h, 1h30, 45min"),
+                                       Argument("avec", "avec @agent… puis la période", required=False, rest=True)))
+async def propose_slots(bot: AgendaBot, event: MessageEvent, **arguments: str) -> None:
+    await bot.bindings.required(event.room_id)
+    duration = read_duration(arguments["durée"])
+    words = arguments.get("avec", "").split()
+    mentioned = [w.rstrip(",;") for w in words if w.startswith("@") and ":" in w]
+    period_words = [w for w in words if not w.startswith("@") and w.lower() not in ("avec", "with", "et", "and")]
+    mentions = getattr(event.content, "get", lambda *_: None)("m.mentions") or {}
+    listed = [str(u) for u in (mentions.get("user_ids", []) if isinstance(mentions, dict) else [])]
+    participants = list(dict.fromkeys([event.sender, *mentioned, *listed]))
+    if len(participants) > 10:
+        raise CommandError(t("agenda.slot_too_many"))
+    members = set(await bot.client.get_joined_members(RoomID(event.room_id)))
+    strangers = [p for p in participants if p not in members]
+    if strangers:
+        raise CommandError(t("agenda.slot_not_member", who=", ".join(strangers)))
+    start, end = read_period(period_words, bot.now())
+    busy = [interval for who in participants for interval in await bot.busy_times(who, start, end)]
+    slots = free_slots(busy, start, end, duration, bot.zone)
+    if not slots:
+        await bot.reply(event, t("agenda.slot_none"))
+        return
+    db = bot.context.db
+    await db.execute("DELETE FROM agenda_slot WHERE room_id=$1", event.room_id)
+    for number, (begin, finish) in enumerate(slots, 1):
+        await db.execute("INSERT INTO agenda_slot (room_id, number, starts_at, ends_at, participants)"
+                         " VALUES ($1, $2, $3, $4, $5)", event.room_id, number, begin.isoformat(),
+                         finish.isoformat(), " ".join(participants))
+    lines = [f"{number}) {spoken_day(begin.date())}, {begin:%H:%M}–{finish:%H:%M}"
+             for number, (begin, finish) in enumerate(slots, 1)]
+    await bot.reply(event, t("agenda.slot_found", count=len(participants)) + "\n" + "\n".join(lines)
+                    + "\n" + t("agenda.slot_book"))
+
+
+@agenda_commands.subcommand("réserve", "reserve", "book", help="réserver un des créneaux proposés",
+                            example="!agenda réserve 2 Point projet école",
+                            arguments=(NUMBER, Argument("titre", "titre de la réunion", required=False, rest=True)))
+async def book_slot(bot: AgendaBot, event: MessageEvent, titre: str = "", **arguments: Any) -> None:
+    calendar_id = await bot.bindings.required(event.room_id)
+    row = await bot.context.db.fetchrow(
+        "SELECT starts_at, ends_at, participants FROM agenda_slot WHERE room_id=$1 AND number=$2",
+        event.room_id, arguments["numéro"])
+    if row is None:
+        raise CommandError(t("agenda.slot_unknown", number=arguments["numéro"]))
+    when = When(datetime.fromisoformat(str(row["starts_at"])).astimezone(bot.zone),
+                datetime.fromisoformat(str(row["ends_at"])).astimezone(bot.zone))
+    uid = uid_for(event.event_id)
+    href = bot.caldav.href_of(calendar_id, uid)
+    vevent = new_vevent(uid, titre.strip()[:200] or t("agenda.slot_default_title"), when, "", event.sender, bot.zone)
+    for participant in str(row["participants"]).split():
+        vevent.add("attendee", f"matrix:u/{participant.removeprefix('@')}", parameters={"CN": participant})
+    try:
+        await bot.put_event(calendar_id, href, vevent, None)
+    except CalDavError as error:
+        raise _deferred(error) from None
+    await bot.context.db.execute("DELETE FROM agenda_slot WHERE room_id=$1", event.room_id)
+    number = await bot.number_of(event.room_id, uid, href)
+    await bot.reply(event, t("agenda.added", event=bot.describe(number, vevent)))
+
+
+@agenda_commands.subcommand("perso", "personal", help="votre agenda personnel, pris en compte pour vos créneaux",
+                            example="!agenda perso")
+async def personal(bot: AgendaBot, event: MessageEvent) -> None:
+    calendar_id = normalise_calendar("perso-" + event.sender.removeprefix("@").split(":", 1)[0])[:64]
+    if await bot.caldav.calendar(calendar_id) is None:
+        await bot.caldav.make_calendar(calendar_id, t("agenda.personal_name", who=event.sender))
+    await bot.context.db.execute(
+        "INSERT INTO agenda_personal (user_id, calendar_id) VALUES ($1, $2)"
+        " ON CONFLICT (user_id) DO UPDATE SET calendar_id=$2", event.sender, calendar_id)
+    await bot.reply(event, t("agenda.personal", url=bot.caldav.calendar_url(calendar_id)))
