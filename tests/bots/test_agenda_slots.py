@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from maillage.bots.agenda.dates import MONTH_NAMES
 from maillage.bots.agenda.slots import WORKING_DAYS, WORKING_HOURS, free_slots
 from tests.bots.test_agenda import answer, calendar_client, events_of, room_with_agenda, unique_id
 from tests.conftest import ServerStack
@@ -93,14 +95,12 @@ async def test_a_slot_for_three_agents_avoids_their_busy_times_and_reveals_no_ti
 
     booked = await answer(claire, project, synapse, "!agenda réserve 1 Point projet école")
     assert booked.startswith("Ajouté : n°1 — Point projet école")
-    vevent = next(iter((await asyncio.to_thread(events_of, synapse, caldav, project_calendar))[0].walk("VEVENT")))
+    vevent: Any = next(iter((await asyncio.to_thread(events_of, synapse, caldav, project_calendar))[0].walk("VEVENT")))
     attendees = sorted(str(a.params["CN"]) for a in vevent["attendee"])
     assert attendees == sorted([claire.user_id, alice.user_id, bob.user_id])
     assert vevent.decoded("dtstart") == at(0, 16)
     assert "Pas de créneau n°1" in await answer(claire, project, synapse, "!agenda réserve 1")  # used once
 
 
-def _month(day: object) -> str:
-    from maillage.bots.agenda.dates import MONTH_NAMES
-
-    return MONTH_NAMES[day.month - 1]  # type: ignore[attr-defined]
+def _month(day: date) -> str:
+    return MONTH_NAMES[day.month - 1]
