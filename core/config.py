@@ -206,9 +206,25 @@ class Documents(_Section):
     modele_nom: Annotated[str, AfterValidator(_check_name_pattern)] = "{date}_{service}_{nom}"
 
 
+def _check_video_pattern(value: str) -> str:
+    if "{salle}" not in value:
+        raise ValueError(t("config.expected.video_pattern"))
+    try:
+        address = value.format(salle="reunion")
+    except (KeyError, IndexError, ValueError, AttributeError, TypeError):
+        raise ValueError(t("config.expected.video_pattern")) from None
+    try:
+        _check_http_url(address)
+    except ValueError:
+        raise ValueError(t("config.expected.video_pattern")) from None
+    return value
+
+
 class Agenda(_Section):
     # Seconds between two looks at each bound calendar for changes made in other apps.
     intervalle_secondes: int = Field(default=30, ge=5, le=3600)
+    # The video meeting of an event: {salle} becomes a name nobody can guess.
+    visio_modele: Annotated[str, AfterValidator(_check_video_pattern)] = "https://meet.jit.si/{salle}"
 
 
 class Bots(_Section):

@@ -242,6 +242,10 @@ class AgendaBot(Bot):
     def spoken(day: date) -> str:
         return spoken_day(day)
 
+    @staticmethod
+    def video_of(vevent: IEvent) -> str:
+        return video_of(vevent)
+
     # --- numbers ---------------------------------------------------------------------
 
     async def number_of(self, room_id: str, uid: str, href: str) -> int:
@@ -339,9 +343,41 @@ class AgendaBot(Bot):
             line += f" · {one_line(vevent.get('location'))}"
         if vevent.get("rrule"):
             line += t("agenda.repeats")
+        if video_of(vevent):
+            line += t("agenda.video", url=video_of(vevent))
         if long and vevent.get("description"):
             line += "\n" + str(vevent.get("description"))[:500]
         return line
+
+
+VIDEO_WORDS = ("visio", "visioconférence", "visioconference", "video", "vidéo")
+
+
+def without_video_word(text: str) -> tuple[str, bool]:
+    """« … salle B visio » → the text without « visio », and whether it was there."""
+    words = text.split()
+    kept = [w for w in words if w.lower().strip(",;") not in VIDEO_WORDS]
+    return " ".join(kept), len(kept) != len(words)
+
+
+def add_video(vevent: IEvent, pattern: str, uid: str) -> str:
+    """The event's video meeting (RFC 7986 CONFERENCE, and URL for older apps): a room name made
+    from the UID and a hash, so nobody guesses it from the title."""
+    existing = video_of(vevent)
+    if existing:
+        return existing
+    name = "Maillage-" + hashlib.sha256(("visio|" + uid).encode()).hexdigest()[:20]
+    address = pattern.format(salle=name)
+    vevent.add("conference", address, parameters={"VALUE": "URI", "FEATURE": "VIDEO", "LABEL": "Visio"})
+    vevent.add("url", address)
+    return address
+
+
+def video_of(vevent: IEvent) -> str:
+    conference = vevent.get("conference")
+    if isinstance(conference, list):
+        conference = conference[0] if conference else None
+    return str(conference) if conference else ""
 
 
 def _blocks_time(occurrence: IEvent) -> bool:
@@ -492,10 +528,13 @@ async def set_summary(bot: AgendaBot, event: MessageEvent, heure: str) -> None:
                             arguments=(Argument("événement", "titre, date, heure, durée, lieu", rest=True),))
 async def add(bot: AgendaBot, event: MessageEvent, **arguments: str) -> None:
     calendar_id = await bot.bindings.required(event.room_id)
-    text = read_event(arguments["événement"], bot.now())
+    wanted, video = without_video_word(arguments["événement"])
+    text = read_event(wanted, bot.now())
     uid = uid_for(event.event_id)
     href = bot.caldav.href_of(calendar_id, uid)
     vevent = new_vevent(uid, text.title, text.when, text.place, event.sender, bot.zone)
+    if video:
+        add_video(vevent, bot.context.config.agenda.visio_modele, uid)
     try:
         await bot.put_event(calendar_id, href, vevent, None)
     except CalDavError as error:
@@ -753,3 +792,18 @@ async def personal(bot: AgendaBot, event: MessageEvent) -> None:
         "INSERT INTO agenda_personal (user_id, calendar_id) VALUES ($1, $2)"
         " ON CONFLICT (user_id) DO UPDATE SET calendar_id=$2", event.sender, calendar_id)
     await bot.reply(event, t("agenda.personal", url=bot.caldav.calendar_url(calendar_id)))
+
+
+@agenda_commands.subcommand("visio", "video", help="ajouter une visioconférence à un événement",
+                            example="!agenda visio 3", arguments=(NUMBER,))
+async def video(bot: AgendaBot, event: MessageEvent, **arguments: Any) -> None:
+    number = arguments["numéro"]
+    vevent, calendar_id, href, etag = await bot.numbered(event, number)
+    add_video(vevent, bot.context.config.agenda.visio_modele, str(vevent.get("uid", href)))
+    try:
+        await bot.put_event(calendar_id, href, vevent, etag or None)
+    except CalDavError as error:
+        if error.status == 412:
+            raise CommandError(t("agenda.changed_meanwhile", number=number)) from None
+        raise _deferred(error) from None
+    await bot.reply(event, t("agenda.video_added", event=bot.describe(number, vevent)))

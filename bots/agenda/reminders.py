@@ -12,12 +12,14 @@ sends the same message again, which the homeserver de-duplicates.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from mautrix.types import EventType, RoomID
 from mautrix.util.async_db import Connection
 
 from maillage.bots.runtime.commands import CommandError
@@ -30,6 +32,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("maillage.bots.agenda")
 
+WIDGET_EVENT = EventType.find("im.vector.modular.widgets", t_class=EventType.Class.STATE)
+WIDGET_BEFORE = timedelta(minutes=5)
 TICK = 20.0
 REFRESH = timedelta(minutes=5)  # upcoming events read again at least this often (and after any change)
 AHEAD = timedelta(hours=50)  # far enough for the day-before reminders of tomorrow's events
@@ -146,9 +150,10 @@ class Reminders:
             room_id = str(row["room_id"])
             rules_text, summary_at = await self.settings(room_id)
             rules = read_rules(rules_text) if rules_text else []
-            if rules:
-                for number, occurrence in await self._occurrences(room_id, now):
+            for number, occurrence in await self._occurrences(room_id, now):
+                if rules:
                     await self._remind(room_id, number, occurrence, rules, now)
+                await self._video_widget(room_id, occurrence, now)
             if summary_at and now.strftime("%H:%M") >= summary_at:
                 await self._daily(room_id, now)
 
@@ -174,6 +179,34 @@ class Reminders:
             when = t(key, time=start.strftime("%H:%M"))
             body = t("agenda.reminder", when=when, event=self.bot.describe(number, occurrence))
             await self._send(room_id, what, body)
+
+    async def _video_widget(self, room_id: str, occurrence: IEvent, now: datetime) -> None:
+        """From 5 minutes before a meeting with a video link to its end, the room shows it as a
+        widget (``im.vector.modular.widgets``): one click to join in clients that show widgets."""
+        address = self.bot.video_of(occurrence)
+        if not address:
+            return
+        start = self.bot.local(occurrence.decoded("dtstart"))
+        end = self.bot.local(occurrence.decoded("dtend")) if occurrence.get("dtend") else start + timedelta(hours=1)
+        occurrence_key = f"{occurrence.get('uid')}|{start.isoformat()}"
+        widget_id = "maillage-" + hashlib.sha256(occurrence_key.encode()).hexdigest()[:16]
+        content: dict[str, Any]
+        if start - WIDGET_BEFORE <= now < end:
+            what, content = f"widget|{widget_id}", {
+                "type": "m.custom", "url": address, "name": str(occurrence.get("summary", "Visio"))[:100],
+                "id": widget_id, "creatorUserId": self.bot.user_id, "data": {"title": address}}
+        elif end <= now:
+            what, content = f"widget-fin|{widget_id}", {}
+            if not await self._sent(room_id, f"widget|{widget_id}"):
+                return  # never shown: nothing to take down
+        else:
+            return
+        if await self._sent(room_id, what):
+            return
+        await self.bot.client.send_state_event(RoomID(room_id), WIDGET_EVENT, content, state_key=widget_id)
+        await self.bot.context.db.execute(
+            "INSERT INTO agenda_sent (room_id, what) VALUES ($1, $2) ON CONFLICT (room_id, what) DO NOTHING",
+            room_id, what)
 
     async def _daily(self, room_id: str, now: datetime) -> None:
         what = f"resume|{now.date().isoformat()}"

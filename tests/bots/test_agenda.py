@@ -310,3 +310,32 @@ async def test_an_event_added_while_the_calendar_server_is_down_is_kept_and_adde
     assert [str(next(iter(c.walk("VEVENT")))["summary"]) for c in events] == ["Réunion de crise"]
     await asyncio.sleep(3)
     assert sum(m.body.startswith("Ajouté") for m in owner.received if m.room_id == room) == 1
+
+
+async def test_a_video_meeting_gets_a_link_in_every_calendar_app_and_a_widget_in_the_room_at_meeting_time(
+    synapse: ServerStack, caldav: str, bots: str, agents: AgentFactory
+) -> None:
+    owner, room = await room_with_agenda(agents, synapse, "Visio")
+    calendar_id = unique_id("visio")
+    await answer(owner, room, synapse, f"!agenda créer {calendar_id}")
+    soon = datetime.now(PARIS).replace(second=0, microsecond=0) + timedelta(minutes=3)
+    added = await answer(owner, room, synapse, f"!agenda ajoute Point partenaires {command_date(soon)} visio")
+    assert added.startswith("Ajouté : n°1 — Point partenaires") and " · visio : https://meet.jit.si/Maillage-" in added
+    vevent = only_event(await asyncio.to_thread(events_of, synapse, caldav, calendar_id))
+    address = str(vevent["conference"])
+    assert address.startswith("https://meet.jit.si/Maillage-") and str(vevent["url"]) == address
+    assert vevent["conference"].params["FEATURE"] == "VIDEO"
+    assert "visio" not in str(vevent.get("location", "")) and str(vevent["summary"]) == "Point partenaires"
+
+    deadline = asyncio.get_running_loop().time() + 40
+    widgets: list[Any] = []
+    while not widgets and asyncio.get_running_loop().time() < deadline:  # within 5 minutes of the start
+        await asyncio.sleep(2)
+        state = await owner.client.room_get_state(room)
+        widgets = [e for e in state.events if e["type"] == "im.vector.modular.widgets" and e["content"]]
+    assert len(widgets) == 1, "no widget in the room at meeting time"
+    widget = widgets[0]["content"]
+    assert (widget["type"], widget["url"], widget["name"]) == ("m.custom", address, "Point partenaires")
+    assert widgets[0]["sender"] == agenda_id(synapse)
+
+    assert "Aucun événement n°9" in await answer(owner, room, synapse, "!agenda visio 9")
