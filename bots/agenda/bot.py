@@ -123,7 +123,9 @@ class AgendaBot(Bot):
 
     async def setup(self) -> None:
         config = self.context.config
-        self.caldav = CalDav.for_stack(config, self.context.secrets.dav_password)
+        requests = self.context.metrics.dav_requests
+        self.caldav = CalDav.for_stack(config, self.context.secrets.dav_password,
+                                       lambda method: requests.labels(self.localpart, method).inc())
         self.zone = ZoneInfo(config.collectivite.fuseau_horaire)
         self._numbering = asyncio.Lock()  # commands and the watcher both give numbers
         self.watcher = CalendarWatcher(self.caldav, self.context.db, self.localpart, self.bound_calendars,

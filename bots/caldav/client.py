@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import quote, unquote, urljoin, urlsplit
@@ -87,12 +88,13 @@ def calendar_home(config: Config) -> str:
 
 class CalDav:
     @classmethod
-    def for_stack(cls, config: Config, password: str) -> CalDav:
-        return cls(calendar_home(config), config.caldav.utilisateur, password)
+    def for_stack(cls, config: Config, password: str, counted: Callable[[str], None] | None = None) -> CalDav:
+        return cls(calendar_home(config), config.caldav.utilisateur, password, counted)
 
-    def __init__(self, home_url: str, user: str, password: str) -> None:
+    def __init__(self, home_url: str, user: str, password: str, counted: Callable[[str], None] | None = None) -> None:
         self.home_url = home_url if home_url.endswith("/") else home_url + "/"
         self.http = httpx.AsyncClient(auth=(user, password), timeout=httpx.Timeout(30, read=120))
+        self.counted = counted or (lambda method: None)  # each request, by method (metrics)
 
     async def close(self) -> None:
         await self.http.aclose()
@@ -113,6 +115,7 @@ class CalDav:
         return normal_href(urlsplit(self.calendar_url(calendar_id)).path + name + ".ics")
 
     async def _request(self, method: str, url: str, ok: tuple[int, ...], **kwargs: object) -> httpx.Response:
+        self.counted(method)
         try:
             response = await self.http.request(method, url, **kwargs)  # type: ignore[arg-type]
         except httpx.TransportError:

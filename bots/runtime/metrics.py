@@ -18,6 +18,8 @@ class Metrics:
         self.latency = Histogram("maillage_bot_handling_seconds", "Time to handle an event", ["bot"],
                                  registry=self.registry)
         self.backlog = Gauge("maillage_bot_backlog", "Events waiting to be handled", ["bot"], registry=self.registry)
+        self.dav_requests = Counter("maillage_bot_dav_requests_total", "Requests made to a DAV server",
+                                    ["bot", "method"], registry=self.registry)
 
 
 async def serve_health(metrics: Metrics, address: str, port: int,
