@@ -34,7 +34,7 @@ from maillage.bots.agenda.reminders import Reminders, read_rules, read_summary_t
 from maillage.bots.agenda.reminders import create_tables as reminder_tables
 from maillage.bots.agenda.slots import free_slots, read_duration, read_period
 from maillage.bots.caldav.client import CALENDAR_ID, CalDav, CalDavError
-from maillage.bots.caldav.watch import CalendarWatcher, Change
+from maillage.bots.caldav.watch import Batch, CalendarWatcher, Change
 from maillage.bots.caldav.watch import tables as watch_tables
 from maillage.bots.documents.naming import slugify
 from maillage.bots.runtime.binding import Binding
@@ -129,7 +129,7 @@ class AgendaBot(Bot):
         self.zone = ZoneInfo(config.collectivite.fuseau_horaire)
         self._numbering = asyncio.Lock()  # commands and the watcher both give numbers
         self.watcher = CalendarWatcher(self.caldav, self.context.db, self.localpart, self.bound_calendars,
-                                       self.announce, config.agenda.intervalle_secondes)
+                                       self.announce, self.announce_batch, config.agenda.intervalle_secondes)
         self.reminders = Reminders(self)
         self._tasks = [asyncio.create_task(self.watcher.run()), asyncio.create_task(self.reminders.run())]
 
@@ -146,6 +146,16 @@ class AgendaBot(Bot):
         rows = await self.context.db.fetch("SELECT DISTINCT target FROM maillage_room_binding WHERE bot=$1",
                                            self.localpart)
         return [str(row["target"]) for row in rows]
+
+    async def announce_batch(self, batch: Batch) -> None:
+        """Many changes at once (an import in another app): counted in one message, not listed."""
+        self.reminders.changed()
+        rooms = await self.context.db.fetch("SELECT room_id FROM maillage_room_binding WHERE bot=$1 AND target=$2",
+                                            self.localpart, batch.calendar_id)
+        body = t("agenda.announce_batch", added=batch.added, changed=batch.changed, removed=batch.removed)
+        for row in rooms:
+            await self.send_about(str(row["room_id"]), f"{batch.calendar_id}|lot|{batch.key}",
+                                  {"msgtype": "m.notice", "body": body}, key="annonce")
 
     async def announce(self, change: Change) -> None:
         """Tell the calendar's room what another app added, changed or removed."""

@@ -14,6 +14,7 @@ into the same transaction id, so the room sees it once.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -70,14 +71,27 @@ class Change:
         return f"{self.calendar_id}|{self.href}|{self.etag or self.kind}"
 
 
+@dataclass(frozen=True)
+class Batch:
+    """Many changes at once: counted, not listed."""
+
+    calendar_id: str
+    added: int
+    changed: int
+    removed: int
+    key: str
+
+
 Announce = Callable[[Change], Awaitable[None]]
+BATCH = 10
 
 
 class CalendarWatcher:
     def __init__(self, caldav: CalDav, db: Database, owner: str, calendars: Callable[[], Awaitable[list[str]]],
-                 announce: Announce, interval: float) -> None:
+                 announce: Announce, announce_batch: Callable[[Batch], Awaitable[None]], interval: float) -> None:
         self.caldav, self.db, self.owner = caldav, db, owner
-        self.calendars, self.announce, self.interval = calendars, announce, interval
+        self.calendars, self.interval = calendars, interval
+        self.announce, self.announce_batch = announce, announce_batch
 
     async def run(self) -> None:
         while True:
@@ -89,32 +103,44 @@ class CalendarWatcher:
                     log.info("calendar %s not looked at: %s", calendar_id, error)
 
     async def look(self, calendar_id: str) -> None:
-        """One look at one calendar: what changed since the last one is handed over."""
+        """One look at one calendar: what changed since the last one is handed over. The first
+        look only takes note; a batch of more than ``BATCH`` changes (an import in another app)
+        is handed over as counts, without reading each item."""
         known = {str(row["href"]): (str(row["etag"]), str(row["summary"])) for row in await self.db.fetch(
             "SELECT href, etag, summary FROM caldav_item WHERE bot=$1 AND calendar_id=$2", self.owner, calendar_id)}
         token = await self.db.fetchval("SELECT token FROM caldav_sync WHERE bot=$1 AND calendar_id=$2",
                                        self.owner, calendar_id)
-        first_look = token is None
         changed, removed, new_token = await self._differences(calendar_id, str(token or ""), known)
+        changed = [(href, etag) for href, etag in changed if not etag or known.get(href, ("", ""))[0] != etag]
+        removed = [href for href in removed if href in known]
+        if token is None or len(changed) + len(removed) > BATCH:
+            if token is not None:
+                added = sum(href not in known for href, _ in changed)
+                await self.announce_batch(Batch(calendar_id, added, len(changed) - added, len(removed),
+                                                new_token or _fingerprint(changed, removed)))
+            for href, etag in changed:
+                await self._remember(calendar_id, href, etag, known.get(href, ("", ""))[1])
+            for href in removed:
+                await self.forget(calendar_id, href)
+        else:
+            await self._one_by_one(calendar_id, changed, removed, known)
+        await self.db.execute(
+            "INSERT INTO caldav_sync (bot, calendar_id, token) VALUES ($1, $2, $3)"
+            " ON CONFLICT (bot, calendar_id) DO UPDATE SET token=$3", self.owner, calendar_id, new_token)
+
+    async def _one_by_one(self, calendar_id: str, changed: list[tuple[str, str]], removed: list[str],
+                          known: dict[str, tuple[str, str]]) -> None:
         for href, etag in changed:
-            if known.get(href, ("", ""))[0] == etag and etag:
-                continue  # the bot's own write, or seen already
             item = await self.caldav.get(href)
             if item is None:
                 continue
             summary = _summary(item.data)
-            if not first_look:
-                kind: Kind = "modification" if href in known else "ajout"
-                await self.announce(Change(calendar_id, kind, href, item.etag or etag, item.data, summary))
+            kind: Kind = "modification" if href in known else "ajout"
+            await self.announce(Change(calendar_id, kind, href, item.etag or etag, item.data, summary))
             await self._remember(calendar_id, href, item.etag or etag, summary)
         for href in removed:
-            if href in known:
-                if not first_look:
-                    await self.announce(Change(calendar_id, "suppression", href, "", "", known[href][1]))
-                await self.forget(calendar_id, href)
-        await self.db.execute(
-            "INSERT INTO caldav_sync (bot, calendar_id, token) VALUES ($1, $2, $3)"
-            " ON CONFLICT (bot, calendar_id) DO UPDATE SET token=$3", self.owner, calendar_id, new_token)
+            await self.announce(Change(calendar_id, "suppression", href, "", "", known[href][1]))
+            await self.forget(calendar_id, href)
 
     async def _differences(self, calendar_id: str, token: str, known: dict[str, tuple[str, str]]
                            ) -> tuple[list[tuple[str, str]], list[str], str]:
@@ -144,6 +170,11 @@ class CalendarWatcher:
             "INSERT INTO caldav_item (bot, calendar_id, href, etag, summary) VALUES ($1, $2, $3, $4, $5)"
             " ON CONFLICT (bot, calendar_id, href) DO UPDATE SET etag=$4, summary=$5",
             self.owner, calendar_id, href, etag, summary[:200])
+
+
+def _fingerprint(changed: list[tuple[str, str]], removed: list[str]) -> str:
+    """The identity of a batch seen without a sync token (ETag comparison)."""
+    return hashlib.sha256(repr((sorted(changed), sorted(removed))).encode()).hexdigest()[:32]
 
 
 def _summary(data: str) -> str:

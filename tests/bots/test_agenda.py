@@ -339,3 +339,29 @@ async def test_a_video_meeting_gets_a_link_in_every_calendar_app_and_a_widget_in
     assert widgets[0]["sender"] == agenda_id(synapse)
 
     assert "Aucun événement n°9" in await answer(owner, room, synapse, "!agenda visio 9")
+
+
+async def test_an_import_of_many_events_in_another_app_is_told_in_one_message_not_one_each(
+    synapse: ServerStack, caldav: str, bots: str, agents: AgentFactory
+) -> None:
+    owner, room = await room_with_agenda(agents, synapse, "Import massif")
+    calendar_id = unique_id("massif")
+    await answer(owner, room, synapse, f"!agenda créer {calendar_id}")
+    await asyncio.sleep(6)  # the calendar has been looked at once
+    calendar = calendar_client(synapse, caldav, calendar_id)
+    since = len(owner.received)
+    for index in range(40):
+        await asyncio.to_thread(calendar.save_event, (
+            "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//test//FR\r\nBEGIN:VEVENT\r\n"
+            f"UID:lot-{index}@thunderbird\r\nDTSTAMP:20261125T080000Z\r\n"
+            f"DTSTART;TZID=Europe/Paris:202709{index % 28 + 1:02d}T100000\r\n"
+            f"DTEND;TZID=Europe/Paris:202709{index % 28 + 1:02d}T110000\r\nSUMMARY:Permanence {index}\r\n"
+            "END:VEVENT\r\nEND:VCALENDAR\r\n"))
+    told = await owner.wait_for_text(room, lambda m: "événement(s) ajouté(s)" in m.body, since=since, timeout=30)
+    assert told.body.startswith("Le calendrier a été modifié depuis une autre application d’agenda : ")
+    await asyncio.sleep(12)
+    announcements = [m for m in owner.received[since:] if m.room_id == room and m.sender == agenda_id(synapse)]
+    assert len(announcements) < 15  # not forty messages
+    counted = sum(int(m.body.split(" : ", 1)[1].split(" ")[0]) for m in announcements if "ajouté(s)" in m.body)
+    singles = sum(m.body.startswith("Nouvel événement") for m in announcements)
+    assert counted + singles == 40
