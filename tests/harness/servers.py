@@ -18,10 +18,19 @@ from maillage.deploy.services import Service, log_path
 SERVER_LOGS: list[Path] = []
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A loopback port free now and never handed out before in this run: the kernel may offer
+    the same just-closed port twice in a row, and a config with one port twice is refused."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def toml_value(value: Any) -> str:
