@@ -84,6 +84,7 @@ class Batch:
 
 Announce = Callable[[Change], Awaitable[None]]
 BATCH = 10
+PARALLEL = 8
 
 
 class CalendarWatcher:
@@ -94,13 +95,21 @@ class CalendarWatcher:
         self.announce, self.announce_batch = announce, announce_batch
 
     async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            for calendar_id in await self.calendars():
+        """Every calendar once per interval: looks run side by side (``PARALLEL`` at a time), so
+        many calendars do not stretch the interval, and the next round waits out the rest of it."""
+        limit = asyncio.Semaphore(PARALLEL)
+
+        async def look_safely(calendar_id: str) -> None:
+            async with limit:
                 try:
                     await self.look(calendar_id)
                 except (CalDavError, OSError) as error:  # the server away: looked at again next time
                     log.info("calendar %s not looked at: %s", calendar_id, error)
+
+        while True:
+            started = asyncio.get_running_loop().time()
+            await asyncio.gather(*(look_safely(calendar_id) for calendar_id in await self.calendars()))
+            await asyncio.sleep(max(0.0, self.interval - (asyncio.get_running_loop().time() - started)))
 
     async def look(self, calendar_id: str) -> None:
         """One look at one calendar: what changed since the last one is handed over. The first
