@@ -102,7 +102,7 @@ class FakeClient:
         return self.state
 
     async def send_state_event(self, room_id: RoomID, event_type: EventType, content: Any, **kwargs: Any) -> None:
-        if event_type == AgendaBot.binding.event_type:  # type: ignore[union-attr]
+        if event_type == AgendaBot.binding.event_type:
             self.state = content
 
     async def get_joined_members(self, room_id: RoomID) -> dict[str, Any]:
@@ -144,7 +144,7 @@ class OfflineAgenda:
         bot.media = cast(Any, FakeMedia())
         bot.zone = ZoneInfo("Europe/Paris")
         bot._numbering = asyncio.Lock()
-        bot.bindings = RoomBindings(bot, AgendaBot.binding)  # type: ignore[arg-type]
+        bot.bindings = RoomBindings(bot, AgendaBot.binding)
         bot.watcher = CalendarWatcher(bot.caldav, db, "agenda", bot.bound_calendars, bot.announce,
                                       bot.announce_batch, 5)
         bot.reminders = Reminders(bot)
