@@ -135,11 +135,11 @@ class RoomBindings:
         """``lier``: check the value, the agent's and the bot's rights, let the bot ``prepare`` the
         resource (make the folder, check the calendar), then write the room state. Nothing is
         made on a server before every check has passed."""
+        await self.check_admin(event)  # first: who may not bind learns nothing of other rooms' bindings
         value = self.spec.normalise(raw)
         other = await self.bound_elsewhere(event.room_id, value)
         if other is not None:
             raise CommandError(self._message("bound_elsewhere", value=value, other=other))
-        await self.check_admin(event)
         if not await self.bot.is_room_admin(event.room_id, self.bot.user_id, self.spec.event_type):
             raise CommandError(self._message("bot_needs_power"))
         if prepare is not None:
