@@ -59,6 +59,7 @@ async def test_a_partner_agent_sees_the_shared_room_s_calendar_and_nothing_else(
     await paul.wait_for_members_including(shared, mairie_agenda)
     assert "créé" in await said(claire, shared, mairie_agenda, "!agenda créer piste-cyclable")
     await said(claire, shared, mairie_agenda, "!agenda ajoute Comité de pilotage le 10/3/2027 14h")
+    await paul.wait_for_text(shared, lambda m: m.body.startswith("Ajouté : n°1"), timeout=60)  # caught up
 
     details = await said(paul, shared, mairie_agenda, "!agenda détails 1")
     assert details.startswith("n°1 — Comité de pilotage · mercredi 10 mars 2027, 14:00–15:00")
