@@ -2,3 +2,6 @@
 
 ``bot`` holds the commands; ``dates`` reads dates and times written in French.
 """
+
+# The commands register themselves on ``agenda_commands``: importing the package gives the whole bot.
+from maillage.bots.agenda import commands as commands

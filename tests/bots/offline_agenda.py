@@ -41,17 +41,20 @@ class FakeCalDav(CalDav):
     def __init__(self) -> None:
         super().__init__("http://dav.invalid/maillage/", "maillage", "secret")
         self.items: dict[str, Item] = {}
+        self.names = {CALENDAR: "Service"}
 
     async def calendars(self) -> list[Calendar]:
-        return [Calendar(CALENDAR, "Service", frozenset({"VEVENT"}))]
+        return [Calendar(key, name, frozenset({"VEVENT"})) for key, name in sorted(self.names.items())]
 
     async def calendar(self, calendar_id: str) -> Calendar | None:
         self.calendar_url(calendar_id)  # raises on an id the real client would refuse
-        return (await self.calendars())[0] if calendar_id == CALENDAR else None
+        return next((c for c in await self.calendars() if c.id == calendar_id), None)
 
     async def make_calendar(self, calendar_id: str, name: str, component: str = "VEVENT") -> None:
         self.calendar_url(calendar_id)
-        raise CalDavError("MKCALENDAR", calendar_id, 405)
+        if calendar_id in self.names:
+            raise CalDavError("MKCALENDAR", calendar_id, 405)
+        self.names[calendar_id] = name
 
     async def put(self, href: str, data: str, etag: str | None = None) -> str:
         self.item_url(href)

@@ -365,3 +365,30 @@ async def test_an_import_of_many_events_in_another_app_is_told_in_one_message_no
     counted = sum(int(m.body.split(" : ", 1)[1].split(" ")[0]) for m in announcements if "ajouté(s)" in m.body)
     singles = sum(m.body.startswith("Nouvel événement") for m in announcements)
     assert counted + singles == 40
+
+
+async def test_events_added_while_the_bots_are_killed_are_each_added_and_answered_exactly_once(
+    synapse: ServerStack, caldav: str, bot_process: BotProcess, bots: str, agents: AgentFactory
+) -> None:
+    owner, room = await room_with_agenda(agents, synapse, "Sous tension")
+    calendar_id = unique_id("tension")
+    await answer(owner, room, synapse, f"!agenda créer {calendar_id}")
+    commands = 30
+    for index in range(commands):
+        await owner.send_text(room, f"!agenda ajoute Permanence {index} le {index % 28 + 1}/10/2027 10h")
+        if index in (4, 13, 22):  # kill -9 while commands are in flight, then start again
+            await asyncio.sleep(0.3 * (index % 5))
+            bot_process.kill()
+            bot_process.launch()
+            await asyncio.to_thread(bot_process.wait_ready)
+    await owner.wait_for_text(room, lambda m: m.sender == agenda_id(synapse) and "Permanence 29 " in m.body,
+                              timeout=180)
+    await asyncio.sleep(8)  # anything answered twice would have come by now
+    answers = [m.body for m in owner.received if m.room_id == room and m.body.startswith("Ajouté : ")]
+    titles = sorted(body.split(" — ", 1)[1].split(" · ", 1)[0] for body in answers)
+    assert titles == sorted(f"Permanence {index}" for index in range(commands))  # each once
+    numbers = [body.split("n°", 1)[1].split(" ", 1)[0] for body in answers]
+    assert len(set(numbers)) == commands
+    stored = [str(next(iter(c.walk("VEVENT")))["summary"])
+              for c in await asyncio.to_thread(events_of, synapse, caldav, calendar_id)]
+    assert sorted(stored) == sorted(f"Permanence {index}" for index in range(commands))

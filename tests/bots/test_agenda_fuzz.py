@@ -55,5 +55,6 @@ def _check(body: str) -> None:
 @example(body="!agenda export tout")
 @example(body="!agenda rappels 0min")
 @example(body="!agenda lier ../../autre")
+@example(body="!agenda perso ")
 def test_any_agenda_command_gets_a_french_answer_or_is_done(body: str) -> None:
     _check(body)
