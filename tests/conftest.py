@@ -203,6 +203,16 @@ def standalone_stack(directory: Path, **sections: Any) -> Iterator[tuple[ServerS
         homeserver.stop()
 
 
+@pytest.fixture
+async def own_agents(external: tuple[ServerStack, ServiceProcess, str], tmp_path: Path) -> AsyncIterator[AgentFactory]:
+    """Agents on the stack of a module's ``external`` fixture (a stack with another DAV server)."""
+    stack = external[0]
+    factory = AgentFactory(stack.homeserver, stack.server_name, await ensure_admin_token(stack.config, stack.secrets),
+                           tmp_path / "nio")
+    yield factory
+    await factory.close()
+
+
 @pytest.fixture(scope="session")
 def bot_process(synapse: ServerStack, admin_token: str) -> Iterator[ServiceProcess]:
     controller = ServiceProcess(synapse.config, bots_service)

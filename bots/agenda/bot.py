@@ -217,17 +217,22 @@ class AgendaBot(Bot):
         await self.reply(event, t("agenda.ics_preview", name=one_line(name)[:100], count=len(events))
                          + "\n" + "\n".join(lines) + "\n" + t("agenda.ics_confirm"))
 
-    async def busy_times(self, user_id: str, start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
-        """When ``user_id`` is busy: events of the calendars of the rooms they are in, and of
-        their personal calendar. Times only: titles never leave this method."""
-        calendars = set()
+    async def busy_times(self, participants: list[str], start: datetime, end: datetime
+                         ) -> list[tuple[datetime, datetime]]:
+        """When any of ``participants`` is busy: events of the calendars of the rooms they are
+        in, and of their personal calendars. Each room's members and each calendar are asked
+        for once, however many participants share them. Times only: titles never leave here."""
+        wanted = set(participants)
+        calendars: set[str] = set()
         for row in await self.context.db.fetch("SELECT room_id, target FROM maillage_room_binding WHERE bot=$1",
                                                self.localpart):
-            if user_id in await self.client.get_joined_members(RoomID(str(row["room_id"]))):
+            if wanted & set(await self.client.get_joined_members(RoomID(str(row["room_id"])))):
                 calendars.add(str(row["target"]))
-        personal = await self.context.db.fetchval("SELECT calendar_id FROM agenda_personal WHERE user_id=$1", user_id)
-        if personal:
-            calendars.add(str(personal))
+        for user_id in participants:
+            personal = await self.context.db.fetchval("SELECT calendar_id FROM agenda_personal WHERE user_id=$1",
+                                                      user_id)
+            if personal:
+                calendars.add(str(personal))
         busy = []
         for calendar_id in sorted(calendars):
             for item in await self.caldav.between(calendar_id, start, end):
@@ -235,11 +240,9 @@ class AgendaBot(Bot):
                     occurrences = recurring_ical_events.of(ICalendar.from_ical(item.data)).between(start, end)
                 except Exception:
                     continue
-                for occurrence in occurrences:
-                    if blocks_time(occurrence):
-                        busy.append((self.local(occurrence.decoded("dtstart")),
-                                     self.local(occurrence.decoded("dtend") if occurrence.get("dtend")
-                                                else occurrence.decoded("dtstart"))))
+                busy += [(self.local(o.decoded("dtstart")),
+                          self.local(o.decoded("dtend") if o.get("dtend") else o.decoded("dtstart")))
+                         for o in occurrences if blocks_time(o)]
         return busy
 
     def describe_imported(self, vevent: IEvent) -> str:

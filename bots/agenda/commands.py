@@ -131,6 +131,17 @@ async def add(bot: AgendaBot, event: MessageEvent, **arguments: str) -> None:
     await bot.reply(event, t("agenda.added", event=bot.describe(number, vevent)))
 
 
+async def _rewrite(bot: AgendaBot, number: int, calendar_id: str, href: str, vevent: IEvent, etag: str) -> None:
+    """Write back an event read a moment ago: if someone changed it meanwhile (412), nothing is
+    written and the agent is told; a server away keeps the command for later."""
+    try:
+        await bot.put_event(calendar_id, href, vevent, etag or None)
+    except CalDavError as error:
+        if error.status == 412:
+            raise CommandError(t("agenda.changed_meanwhile", number=number)) from None
+        raise _deferred(error) from None
+
+
 def _deferred(error: CalDavError) -> Exception:
     """The server away: the command is kept and done when it is back (the agent is told)."""
     return RetryLater(t("agenda.caldav_deferred")) if error.unavailable else error
@@ -206,12 +217,7 @@ async def move(bot: AgendaBot, event: MessageEvent, quand: str, **arguments: Any
     if rule is not None:
         vevent.add("rrule", rule)
     vevent["sequence"] = int(vevent.get("sequence", 0)) + 1
-    try:
-        await bot.put_event(calendar_id, href, vevent, etag or None)
-    except CalDavError as error:
-        if error.status == 412:
-            raise CommandError(t("agenda.changed_meanwhile", number=number)) from None
-        raise _deferred(error) from None
+    await _rewrite(bot, number, calendar_id, href, vevent, etag)
     await bot.reply(event, t("agenda.moved", event=bot.describe(number, vevent)))
 
 
@@ -241,12 +247,7 @@ async def cancel(bot: AgendaBot, event: MessageEvent, quoi: str = "", **argument
     if not recurring_ical_events.of(_wrapped(vevent)).at(day):
         raise CommandError(t("agenda.no_occurrence", number=number, day=spoken_day(day)))
     vevent.add("exdate", excluded)
-    try:
-        await bot.put_event(calendar_id, href, vevent, etag or None)
-    except CalDavError as error:
-        if error.status == 412:
-            raise CommandError(t("agenda.changed_meanwhile", number=number)) from None
-        raise _deferred(error) from None
+    await _rewrite(bot, number, calendar_id, href, vevent, etag)
     await bot.reply(event, t("agenda.occurrence_cancelled", number=number, day=spoken_day(day)))
 
 
@@ -327,7 +328,7 @@ async def propose_slots(bot: AgendaBot, event: MessageEvent, **arguments: str) -
     if strangers:
         raise CommandError(t("agenda.slot_not_member", who=", ".join(strangers)))
     start, end = read_period(period_words, bot.now())
-    busy = [interval for who in participants for interval in await bot.busy_times(who, start, end)]
+    busy = await bot.busy_times(participants, start, end)
     slots = free_slots(busy, start, end, duration, bot.zone)
     if not slots:
         await bot.reply(event, t("agenda.slot_none"))
@@ -392,10 +393,5 @@ async def video(bot: AgendaBot, event: MessageEvent, **arguments: Any) -> None:
     number = arguments["numéro"]
     vevent, calendar_id, href, etag = await bot.numbered(event, number)
     add_video(vevent, bot.context.config.agenda.visio_modele, str(vevent.get("uid", href)))
-    try:
-        await bot.put_event(calendar_id, href, vevent, etag or None)
-    except CalDavError as error:
-        if error.status == 412:
-            raise CommandError(t("agenda.changed_meanwhile", number=number)) from None
-        raise _deferred(error) from None
+    await _rewrite(bot, number, calendar_id, href, vevent, etag)
     await bot.reply(event, t("agenda.video_added", event=bot.describe(number, vevent)))

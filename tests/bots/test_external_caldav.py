@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,6 @@ import bcrypt
 import caldav.davclient
 import pytest
 
-from maillage.deploy.provisioning import ensure_admin_token
 from maillage.deploy.services import HealthCheck, Service
 from maillage.secretstore import update_secrets
 from tests.bots.test_agenda import agenda_id, answer, room_with_agenda
@@ -57,15 +56,6 @@ def external(tmp_path: Path) -> Iterator[tuple[ServerStack, ServiceProcess, str]
         update_secrets(stack.config.data_dir, dav_password=PASSWORD)
         bots.start()
         yield stack, bots, url
-
-
-@pytest.fixture
-async def own_agents(external: tuple[ServerStack, ServiceProcess, str], tmp_path: Path) -> AsyncIterator[AgentFactory]:
-    stack = external[0]
-    factory = AgentFactory(stack.homeserver, stack.server_name, await ensure_admin_token(stack.config, stack.secrets),
-                           tmp_path / "nio")
-    yield factory
-    await factory.close()
 
 
 def summaries(url: str, calendar_id: str) -> list[str]:

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import io
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 from webdav3.client import Client as WebDavClient
 
-from maillage.deploy.provisioning import ensure_admin_token
 from maillage.deploy.services import HealthCheck, Service
 from maillage.secretstore import update_secrets
 from tests.bots.test_documents import bound_room, filed, post_file
@@ -58,15 +57,6 @@ def external(tmp_path: Path) -> Iterator[tuple[ServerStack, ServiceProcess, str]
         update_secrets(stack.config.data_dir, dav_password=PASSWORD)
         bots.start()
         yield stack, bots, url
-
-
-@pytest.fixture
-async def own_agents(external: tuple[ServerStack, ServiceProcess, str], tmp_path: Path) -> AsyncIterator[AgentFactory]:
-    stack = external[0]
-    factory = AgentFactory(stack.homeserver, stack.server_name, await ensure_admin_token(stack.config, stack.secrets),
-                           tmp_path / "nio")
-    yield factory
-    await factory.close()
 
 
 async def test_documents_go_to_a_nextcloud_style_server_with_its_own_credentials(
