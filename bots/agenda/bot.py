@@ -29,16 +29,17 @@ from mautrix.util.async_db import Connection, UpgradeTable
 
 from maillage.bots.agenda.events import (
     as_local,
-    blocks_time,
     master_of,
     one_line,
     spoken_day,
     video_of,
 )
 from maillage.bots.agenda.ics import MAX_ICS_BYTES, read_file
+from maillage.bots.agenda.index import Occurrence, OccurrenceIndex
+from maillage.bots.agenda.index import create_tables as index_tables
 from maillage.bots.agenda.reminders import Reminders
 from maillage.bots.agenda.reminders import create_tables as reminder_tables
-from maillage.bots.caldav.client import CALENDAR_ID, CalDav, CalDavError
+from maillage.bots.caldav.client import CALENDAR_ID, CalDav, CalDavError, Item
 from maillage.bots.caldav.watch import Batch, CalendarWatcher, Change
 from maillage.bots.caldav.watch import tables as watch_tables
 from maillage.bots.documents.naming import slugify
@@ -102,6 +103,7 @@ async def _slots(conn: Connection) -> None:
 
 
 agenda_tables.register(_slots, description="Proposed slots, personal calendars")
+agenda_tables.register(index_tables, description="Occurrences of the bound calendars, for listings")
 
 
 def normalise_calendar(raw: str) -> str:
@@ -133,13 +135,35 @@ class AgendaBot(Bot):
                                        lambda method: requests.labels(self.localpart, method).inc())
         self.zone = ZoneInfo(config.collectivite.fuseau_horaire)
         self._numbering = asyncio.Lock()  # commands and the watcher both give numbers
+        self.index = OccurrenceIndex(self.context.db, self.zone)
         self.watcher = CalendarWatcher(self.caldav, self.context.db, self.localpart, self.bound_calendars,
-                                       self.announce, self.announce_batch, config.agenda.intervalle_secondes)
+                                       self.announce, self.announce_batch, config.agenda.intervalle_secondes,
+                                       copy=self.index)
         self.reminders = Reminders(self)
         self._tasks = [asyncio.create_task(self.watcher.run()), asyncio.create_task(self.reminders.run())]
+        self._following: set[asyncio.Task[None]] = set()
+
+    async def follow(self, calendar_id: str) -> None:
+        """Read a newly bound calendar now rather than at the watcher's next round."""
+        try:
+            await self.watcher.look(calendar_id)
+        except (CalDavError, OSError) as error:  # the next round tries again
+            log.info("calendar %s not read yet: %s", calendar_id, type(error).__name__)
+
+    def follow_soon(self, calendar_id: str) -> None:
+        task = asyncio.create_task(self.follow(calendar_id))
+        self._following.add(task)
+        task.add_done_callback(self._following.discard)
+
+    def stale_note(self, calendar_id: str) -> str:
+        """A listing made while the server does not answer says as of when it is."""
+        since = self.watcher.unreachable_since(calendar_id)
+        if since is None:
+            return ""
+        return t("agenda.stale", time=f"{since.astimezone(self.zone):%H:%M}") + "\n"
 
     async def close(self) -> None:
-        for task in self._tasks:
+        for task in [*self._tasks, *self._following]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -154,7 +178,6 @@ class AgendaBot(Bot):
 
     async def announce_batch(self, batch: Batch) -> None:
         """Many changes at once (an import in another app): counted in one message, not listed."""
-        self.reminders.changed()
         rooms = await self.context.db.fetch("SELECT room_id FROM maillage_room_binding WHERE bot=$1 AND target=$2",
                                             self.localpart, batch.calendar_id)
         body = t("agenda.announce_batch", added=batch.added, changed=batch.changed, removed=batch.removed)
@@ -164,7 +187,6 @@ class AgendaBot(Bot):
 
     async def announce(self, change: Change) -> None:
         """Tell the calendar's room what another app added, changed or removed."""
-        self.reminders.changed()
         rooms = await self.context.db.fetch("SELECT room_id FROM maillage_room_binding WHERE bot=$1 AND target=$2",
                                             self.localpart, change.calendar_id)
         for row in rooms:
@@ -234,15 +256,9 @@ class AgendaBot(Bot):
             if personal:
                 calendars.add(str(personal))
         busy = []
-        for calendar_id in sorted(calendars):
-            for item in await self.caldav.between(calendar_id, start, end):
-                try:
-                    occurrences = recurring_ical_events.of(ICalendar.from_ical(item.data)).between(start, end)
-                except Exception:
-                    continue
-                busy += [(self.local(o.decoded("dtstart")),
-                          self.local(o.decoded("dtend") if o.get("dtend") else o.decoded("dtstart")))
-                         for o in occurrences if blocks_time(o)]
+        for calendar_id in sorted(calendars):  # asked of the server: a meeting set a moment ago counts
+            busy += [(o.start, o.last_moment) for o in await self.occurrences_on_server(calendar_id, start, end)
+                     if o.busy]
         return busy
 
     def describe_imported(self, vevent: IEvent) -> str:
@@ -317,54 +333,62 @@ class AgendaBot(Bot):
             if error.status != 412 or etag is not None:
                 raise
             new_etag = ""  # 412 on a creation: written by an earlier attempt at the same command
-        await self.noted(calendar_id, href, new_etag, str(vevent.get("summary", "")))
+        await self.noted(calendar_id, Item(href, new_etag, calendar.to_ical().decode()))
 
-    async def noted(self, calendar_id: str, href: str, etag: str, summary: str) -> None:
-        self.reminders.changed()
-        if not etag:  # not every server answers a PUT with the ETag
-            item = await self.caldav.get(href)
-            etag = item.etag if item else ""
-        await self.watcher.wrote(calendar_id, href, etag, summary)
+    async def noted(self, calendar_id: str, item: Item) -> None:
+        """The bot's own write: in listings at once, and not announced back."""
+        if not item.etag:  # not every server answers a PUT with the ETag (nor a 412 with the text)
+            item = await self.caldav.get(item.href) or item
+        await self.watcher.wrote(calendar_id, item)
+
+    async def removed(self, calendar_id: str, href: str) -> None:
+        await self.watcher.removed(calendar_id, href)
 
     # --- reading ---------------------------------------------------------------------
 
-    async def occurrences(self, room_id: str, start: datetime, end: datetime) -> list[tuple[int, IEvent]]:
-        """Every occurrence in [start, end) of the room's calendar, numbered, in time order."""
+    async def occurrences(self, room_id: str, start: datetime, end: datetime) -> list[tuple[int, Occurrence]]:
+        """Every occurrence in [start, end) of the room's calendar, numbered, in time order: from
+        the index when it can answer, else from the server."""
         calendar_id = await self.bindings.required(room_id)
-        found: list[tuple[datetime, int, IEvent]] = []
+        found = await self.index.between(calendar_id, room_id, start, end)
+        if found is None:
+            found = [(None, occurrence) for occurrence in await self.occurrences_on_server(calendar_id, start, end)]
+        numbered = []
+        for number, occurrence in found:
+            if number is None:
+                number = await self.number_of(room_id, occurrence.uid, occurrence.href)
+            numbered.append((number, occurrence))
+        numbered.sort(key=lambda entry: (entry[1].start, entry[0]))
+        return numbered
+
+    async def occurrences_on_server(self, calendar_id: str, start: datetime, end: datetime) -> list[Occurrence]:
+        found = []
         for item in await self.caldav.between(calendar_id, start, end):
             try:
-                calendar = ICalendar.from_ical(item.data)
-                expanded = recurring_ical_events.of(calendar).between(start, end)
+                expanded = recurring_ical_events.of(ICalendar.from_ical(item.data)).between(start, end)
             except Exception:  # one unreadable item must not hide the others
                 log.info("item %s of %s not readable", item.href[-60:], calendar_id)
                 continue
-            for occurrence in expanded:
-                if occurrence.name != "VEVENT":
-                    continue
-                number = await self.number_of(room_id, str(occurrence.get("uid", item.href)), item.href)
-                found.append((as_local(occurrence.decoded("dtstart"), self.zone), number, occurrence))
-        found.sort(key=lambda entry: (entry[0], entry[1]))
-        return [(number, occurrence) for _, number, occurrence in found]
+            found += [Occurrence.of(o, item.href, self.zone) for o in expanded if o.name == "VEVENT"]
+        return found
 
-    def describe(self, number: int, vevent: IEvent, *, long: bool = False) -> str:
-        start = as_local(vevent.decoded("dtstart"), self.zone)
-        end = as_local(vevent.decoded("dtend"), self.zone) if vevent.get("dtend") else None
-        all_day = not isinstance(vevent.decoded("dtstart"), datetime)
+    def describe(self, number: int, event: IEvent | Occurrence, *, long: bool = False) -> str:
+        shown = event if isinstance(event, Occurrence) else Occurrence.of(event, "", self.zone)
+        start, end = shown.start, shown.end
         when = spoken_day(start.date())
-        if not all_day:
+        if not shown.all_day:
             when += f", {start:%H:%M}" + (f"–{end:%H:%M}" if end and end.date() == start.date() else "")
         elif end is not None and (end.date() - start.date()).days > 1:
             when += t("agenda.until_day", day=spoken_day(end.date() - timedelta(days=1)))
         else:
             when += t("agenda.all_day")
-        line = f"n°{number} — {one_line(vevent.get('summary', ''))} · {when}"
-        if vevent.get("location"):
-            line += f" · {one_line(vevent.get('location'))}"
-        if vevent.get("rrule"):
+        line = f"n°{number} — {one_line(shown.summary)} · {when}"
+        if shown.location:
+            line += f" · {one_line(shown.location)}"
+        if shown.recurring:
             line += t("agenda.repeats")
-        if video_of(vevent):
-            line += t("agenda.video", url=video_of(vevent))
-        if long and vevent.get("description"):
-            line += "\n" + str(vevent.get("description"))[:500]
+        if shown.video:
+            line += t("agenda.video", url=shown.video)
+        if long and shown.description:
+            line += "\n" + shown.description[:500]
         return line

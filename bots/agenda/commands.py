@@ -26,7 +26,7 @@ from maillage.bots.agenda.events import (
 from maillage.bots.agenda.ics import export, read_file, uid_of, with_its_zones
 from maillage.bots.agenda.reminders import read_rules, read_summary_time
 from maillage.bots.agenda.slots import free_slots, read_duration, read_period
-from maillage.bots.caldav.client import CalDavError
+from maillage.bots.caldav.client import CalDavError, Item
 from maillage.bots.runtime.bot import RetryLater
 from maillage.bots.runtime.commands import Argument, CommandError
 from maillage.i18n import t
@@ -52,6 +52,7 @@ async def bind(bot: AgendaBot, event: MessageEvent, calendrier: str) -> None:
             raise CommandError(t("agenda.no_such_calendar", calendar=calendar_id, known=known))
 
     calendar_id = await bot.bindings.bind(event, calendrier, prepare=exists)
+    bot.follow_soon(calendar_id)  # maybe thousands of events: read while the room is answered
     await bot.reply(event, t("agenda.bound", calendar=calendar_id))
 
 
@@ -69,6 +70,7 @@ async def create(bot: AgendaBot, event: MessageEvent, nom: str) -> None:
                 raise CommandError(t("agenda.calendar_exists", calendar=calendar_id)) from None
 
     calendar_id = await bot.bindings.bind(event, nom, prepare=make)
+    await bot.follow(calendar_id)  # empty: read at once, so what other apps add next is announced
     await bot.reply(event, t("agenda.created", calendar=calendar_id, name=nom.strip()[:100]))
 
 
@@ -149,13 +151,14 @@ def _deferred(error: CalDavError) -> Exception:
 
 async def _list(bot: AgendaBot, event: MessageEvent, start: datetime, end: datetime, label: str) -> None:
     occurrences = await bot.occurrences(event.room_id, start, end)
+    stale = bot.stale_note(await bot.bindings.required(event.room_id))
     if not occurrences:
-        await bot.reply(event, t("agenda.nothing", period=label))
+        await bot.reply(event, stale + t("agenda.nothing", period=label))
         return
     lines = [bot.describe(number, occurrence) for number, occurrence in occurrences[:MAX_LISTED]]
     if len(occurrences) > MAX_LISTED:
         lines.append(t("agenda.more", count=len(occurrences) - MAX_LISTED))
-    await bot.reply(event, t("agenda.listing", period=label) + "\n" + "\n".join(lines))
+    await bot.reply(event, stale + t("agenda.listing", period=label) + "\n" + "\n".join(lines))
 
 
 def _day_start(day: date, zone: ZoneInfo) -> datetime:
@@ -232,8 +235,7 @@ async def cancel(bot: AgendaBot, event: MessageEvent, quoi: str = "", **argument
     described = bot.describe(number, vevent)
     if vevent.get("rrule") is None or quoi.strip().lower() in ("série", "serie", "series"):
         await bot.caldav.delete(href, etag or None)
-        await bot.watcher.forget(calendar_id, href)
-        bot.reminders.changed()
+        await bot.removed(calendar_id, href)
         await bot.reply(event, t("agenda.cancelled", event=described))
         return
     if not quoi.strip():
@@ -269,14 +271,15 @@ async def import_file(bot: AgendaBot, event: MessageEvent) -> None:
     added = already = 0
     for vevent in events:
         href = bot.caldav.href_of(calendar_id, uid_of(vevent))
+        text = with_its_zones(vevent).to_ical().decode()
         try:
-            etag = await bot.caldav.put(href, with_its_zones(vevent).to_ical().decode(), None)
+            etag = await bot.caldav.put(href, text, None)
         except CalDavError as error:
             if error.status != 412:
                 raise _deferred(error) from None
             already += 1  # there before, or written by an earlier attempt at this command
             continue
-        await bot.noted(calendar_id, href, etag, str(vevent.get("summary", "")))
+        await bot.noted(calendar_id, Item(href, etag, text))
         added += 1
     await bot.context.db.execute("DELETE FROM agenda_import WHERE room_id=$1", event.room_id)
     await bot.reply(event, t("agenda.ics_imported", count=added, name=one_line(row["filename"]), already=already))

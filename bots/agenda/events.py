@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 from icalendar import Calendar as ICalendar
@@ -63,8 +63,10 @@ def spoken_day(day: date) -> str:
 
 
 def as_local(value: date | datetime, zone: ZoneInfo) -> datetime:
+    """In ``zone``, through UTC: a time the clocks skip (02:30 on the night they go forward)
+    becomes the time they show (03:30), as calendar apps show it."""
     if isinstance(value, datetime):
-        return value.astimezone(zone) if value.tzinfo else value.replace(tzinfo=zone)
+        return (value if value.tzinfo else value.replace(tzinfo=zone)).astimezone(UTC).astimezone(zone)
     return datetime(value.year, value.month, value.day, tzinfo=zone)
 
 

@@ -26,16 +26,14 @@ from maillage.bots.runtime.commands import CommandError
 from maillage.i18n import t
 
 if TYPE_CHECKING:
-    from icalendar import Event as IEvent
-
     from maillage.bots.agenda.bot import AgendaBot
+    from maillage.bots.agenda.index import Occurrence
 
 log = logging.getLogger("maillage.bots.agenda")
 
 WIDGET_EVENT = EventType.find("im.vector.modular.widgets", t_class=EventType.Class.STATE)
 WIDGET_BEFORE = timedelta(minutes=5)
 TICK = 20.0
-REFRESH = timedelta(minutes=5)  # upcoming events read again at least this often (and after any change)
 AHEAD = timedelta(hours=50)  # far enough for the day-before reminders of tomorrow's events
 DEFAULT_RULES = "15min veille17h"
 _RULE = re.compile(r"^(?:(\d{1,4})(min|mn|m|h|j)|veille(?:(\d{1,2})h(\d{2})?)?)$")
@@ -106,20 +104,9 @@ def read_summary_time(text: str) -> str:
     return f"{int(match[1]):02d}:{int(match[2] or match[3] or 0):02d}"
 
 
-@dataclass
-class _Upcoming:
-    read_at: datetime
-    occurrences: list[tuple[int, IEvent]]
-
-
 class Reminders:
     def __init__(self, bot: AgendaBot) -> None:
         self.bot = bot
-        self._upcoming: dict[str, _Upcoming] = {}
-
-    def changed(self) -> None:
-        """A calendar changed (the bot's own write, or one seen by the watcher): read again."""
-        self._upcoming.clear()
 
     async def settings(self, room_id: str) -> tuple[str, str]:
         row = await self.bot.context.db.fetchrow("SELECT reminders, summary_at FROM agenda_room WHERE room_id=$1",
@@ -144,34 +131,31 @@ class Reminders:
                 log.info("reminders not sent for now: %s", type(error).__name__)
 
     async def tick(self, now: datetime) -> None:
-        rows = await self.bot.context.db.fetch("SELECT room_id FROM maillage_room_binding WHERE bot=$1",
-                                               self.bot.localpart)
+        """Every bound room: its upcoming occurrences (from the index: one query a room)."""
+        rows = await self.bot.context.db.fetch(
+            "SELECT b.room_id, r.reminders, r.summary_at FROM maillage_room_binding b"
+            " LEFT JOIN agenda_room r ON r.room_id=b.room_id WHERE b.bot=$1", self.bot.localpart)
         for row in rows:
             room_id = str(row["room_id"])
-            rules_text, summary_at = await self.settings(room_id)
+            rules_text = DEFAULT_RULES if row["reminders"] is None else str(row["reminders"])
+            summary_at = str(row["summary_at"] or "")
             rules = read_rules(rules_text) if rules_text else []
-            for number, occurrence in await self._occurrences(room_id, now):
+            for number, occurrence in await self.bot.occurrences(room_id, now - timedelta(hours=1), now + AHEAD):
                 if rules:
                     await self._remind(room_id, number, occurrence, rules, now)
                 await self._video_widget(room_id, occurrence, now)
             if summary_at and now.strftime("%H:%M") >= summary_at:
                 await self._daily(room_id, now)
 
-    async def _occurrences(self, room_id: str, now: datetime) -> list[tuple[int, IEvent]]:
-        cached = self._upcoming.get(room_id)
-        if cached is None or now - cached.read_at > REFRESH:
-            occurrences = await self.bot.occurrences(room_id, now - timedelta(hours=1), now + AHEAD)
-            cached = self._upcoming[room_id] = _Upcoming(now, occurrences)
-        return cached.occurrences
-
-    async def _remind(self, room_id: str, number: int, occurrence: IEvent, rules: list[Rule], now: datetime) -> None:
-        start = self.bot.local(occurrence.decoded("dtstart"))
+    async def _remind(self, room_id: str, number: int, occurrence: Occurrence, rules: list[Rule],
+                      now: datetime) -> None:
+        start = occurrence.start
         if start <= now:
             return
         for rule in rules:
             if rule.due(start) > now:
                 continue
-            what = f"rappel|{occurrence.get('uid')}|{start.isoformat()}|{rule.text}"
+            what = f"rappel|{occurrence.uid}|{start.isoformat()}|{rule.text}"
             if await self._sent(room_id, what):
                 continue
             days_ahead = (start.date() - now.date()).days
@@ -180,20 +164,20 @@ class Reminders:
             body = t("agenda.reminder", when=when, event=self.bot.describe(number, occurrence))
             await self._send(room_id, what, body)
 
-    async def _video_widget(self, room_id: str, occurrence: IEvent, now: datetime) -> None:
+    async def _video_widget(self, room_id: str, occurrence: Occurrence, now: datetime) -> None:
         """From 5 minutes before a meeting with a video link to its end, the room shows it as a
         widget (``im.vector.modular.widgets``): one click to join in clients that show widgets."""
-        address = self.bot.video_of(occurrence)
+        address = occurrence.video
         if not address:
             return
-        start = self.bot.local(occurrence.decoded("dtstart"))
-        end = self.bot.local(occurrence.decoded("dtend")) if occurrence.get("dtend") else start + timedelta(hours=1)
-        occurrence_key = f"{occurrence.get('uid')}|{start.isoformat()}"
+        start = occurrence.start
+        end = occurrence.end or start + timedelta(hours=1)
+        occurrence_key = f"{occurrence.uid}|{start.isoformat()}"
         widget_id = "maillage-" + hashlib.sha256(occurrence_key.encode()).hexdigest()[:16]
         content: dict[str, Any]
         if start - WIDGET_BEFORE <= now < end:
             what, content = f"widget|{widget_id}", {
-                "type": "m.custom", "url": address, "name": str(occurrence.get("summary", "Visio"))[:100],
+                "type": "m.custom", "url": address, "name": (occurrence.summary or "Visio")[:100],
                 "id": widget_id, "creatorUserId": self.bot.user_id, "data": {"title": address}}
         elif end <= now:
             what, content = f"widget-fin|{widget_id}", {}

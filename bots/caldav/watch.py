@@ -9,6 +9,10 @@ recorded with their ETag and not handed back to it.
 Exactly once: a change is handed over, then recorded; after a crash in between it
 is handed over again with the same identity (``Change.key``), which the bot turns
 into the same transaction id, so the room sees it once.
+
+A bot may keep a copy of the calendars' content (``Copy``, the agenda's occurrence
+index): the watcher fills it with everything on the first look, updates it with each
+change before recording the change as seen, and with the bot's own writes.
 """
 
 from __future__ import annotations
@@ -18,12 +22,13 @@ import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal
+from datetime import UTC, datetime
+from typing import Literal, Protocol
 
 from icalendar import Calendar as ICalendar
 from mautrix.util.async_db import Connection, Database, UpgradeTable
 
-from maillage.bots.caldav.client import CalDav, CalDavError
+from maillage.bots.caldav.client import CalDav, CalDavError, Item
 
 log = logging.getLogger("maillage.bots.caldav")
 
@@ -82,6 +87,20 @@ class Batch:
     key: str
 
 
+class Copy(Protocol):
+    """A bot's copy of what its calendars hold, kept up to date by the watcher (changes are
+    applied again after a crash: applying one twice must change nothing)."""
+
+    async def complete(self, calendar_id: str) -> bool:
+        """Whether the copy holds the calendar whole (else the next look reads it all)."""
+
+    async def refill(self, calendar_id: str, items: list[Item]) -> None:
+        """The calendar's whole content."""
+
+    async def update(self, calendar_id: str, items: list[Item], removed: list[str]) -> None:
+        """Items changed or removed."""
+
+
 Announce = Callable[[Change], Awaitable[None]]
 BATCH = 10
 PARALLEL = 8
@@ -89,10 +108,23 @@ PARALLEL = 8
 
 class CalendarWatcher:
     def __init__(self, caldav: CalDav, db: Database, owner: str, calendars: Callable[[], Awaitable[list[str]]],
-                 announce: Announce, announce_batch: Callable[[Batch], Awaitable[None]], interval: float) -> None:
+                 announce: Announce, announce_batch: Callable[[Batch], Awaitable[None]], interval: float,
+                 copy: Copy | None = None) -> None:
         self.caldav, self.db, self.owner = caldav, db, owner
         self.calendars, self.interval = calendars, interval
         self.announce, self.announce_batch = announce, announce_batch
+        self.copy = copy
+        self._looking: dict[str, asyncio.Lock] = {}  # one look at a time per calendar
+        self._reached: dict[str, datetime] = {}
+        self._unreachable: set[str] = set()
+        self._started = datetime.now(UTC)
+
+    def unreachable_since(self, calendar_id: str) -> datetime | None:
+        """When the server last answered about this calendar, if it did not at the last look
+        (what the copy holds is as of then)."""
+        if calendar_id not in self._unreachable:
+            return None
+        return self._reached.get(calendar_id, self._started)
 
     async def run(self) -> None:
         """Every calendar once per interval: looks run side by side (``PARALLEL`` at a time), so
@@ -104,6 +136,7 @@ class CalendarWatcher:
                 try:
                     await self.look(calendar_id)
                 except (CalDavError, OSError) as error:  # the server away: looked at again next time
+                    self._unreachable.add(calendar_id)
                     log.info("calendar %s not looked at: %s", calendar_id, error)
 
         while True:
@@ -114,7 +147,17 @@ class CalendarWatcher:
     async def look(self, calendar_id: str) -> None:
         """One look at one calendar: what changed since the last one is handed over. The first
         look only takes note; a batch of more than ``BATCH`` changes (an import in another app)
-        is handed over as counts, without reading each item."""
+        is handed over as counts, without reading each item (the copy reads the calendar whole)."""
+        async with self._looking.setdefault(calendar_id, asyncio.Lock()):
+            await self._look(calendar_id)
+        self._reached[calendar_id] = datetime.now(UTC)
+        self._unreachable.discard(calendar_id)
+
+    async def _look(self, calendar_id: str) -> None:
+        refilled = False
+        if self.copy is not None and not await self.copy.complete(calendar_id):
+            await self.copy.refill(calendar_id, await self.caldav.everything(calendar_id))
+            refilled = True
         known = {str(row["href"]): (str(row["etag"]), str(row["summary"])) for row in await self.db.fetch(
             "SELECT href, etag, summary FROM caldav_item WHERE bot=$1 AND calendar_id=$2", self.owner, calendar_id)}
         token = await self.db.fetchval("SELECT token FROM caldav_sync WHERE bot=$1 AND calendar_id=$2",
@@ -123,6 +166,8 @@ class CalendarWatcher:
         changed = [(href, etag) for href, etag in changed if not etag or known.get(href, ("", ""))[0] != etag]
         removed = [href for href in removed if href in known]
         if token is None or len(changed) + len(removed) > BATCH:
+            if self.copy is not None and token is not None and not refilled:
+                await self.copy.refill(calendar_id, await self.caldav.everything(calendar_id))
             if token is not None:
                 added = sum(href not in known for href, _ in changed)
                 await self.announce_batch(Batch(calendar_id, added, len(changed) - added, len(removed),
@@ -144,10 +189,14 @@ class CalendarWatcher:
             if item is None:
                 continue
             summary = _summary(item.data)
+            if self.copy is not None:
+                await self.copy.update(calendar_id, [item], [])
             kind: Kind = "modification" if href in known else "ajout"
             await self.announce(Change(calendar_id, kind, href, item.etag or etag, item.data, summary))
             await self._remember(calendar_id, href, item.etag or etag, summary)
         for href in removed:
+            if self.copy is not None:
+                await self.copy.update(calendar_id, [], [href])
             await self.announce(Change(calendar_id, "suppression", href, "", "", known[href][1]))
             await self.forget(calendar_id, href)
 
@@ -166,9 +215,17 @@ class CalendarWatcher:
         changed = [(href, etag) for href, etag in etags.items() if known.get(href, ("", ""))[0] != etag]
         return changed, [href for href in known if href not in etags], ""
 
-    async def wrote(self, calendar_id: str, href: str, etag: str, summary: str) -> None:
-        """The bot's own write: not announced back to it."""
-        await self._remember(calendar_id, href, etag, summary)
+    async def wrote(self, calendar_id: str, item: Item) -> None:
+        """The bot's own write: in the copy at once, not announced back to it."""
+        if self.copy is not None:
+            await self.copy.update(calendar_id, [item], [])
+        await self._remember(calendar_id, item.href, item.etag, _summary(item.data))
+
+    async def removed(self, calendar_id: str, href: str) -> None:
+        """The bot's own removal: out of the copy at once, not announced back to it."""
+        if self.copy is not None:
+            await self.copy.update(calendar_id, [], [href])
+        await self.forget(calendar_id, href)
 
     async def forget(self, calendar_id: str, href: str) -> None:
         await self.db.execute("DELETE FROM caldav_item WHERE bot=$1 AND calendar_id=$2 AND href=$3",

@@ -21,6 +21,7 @@ from mautrix.types import EventID, EventType, MessageEvent, MessageType, RoomID,
 from mautrix.util.async_db import Database
 
 from maillage.bots.agenda.bot import AgendaBot
+from maillage.bots.agenda.index import OccurrenceIndex
 from maillage.bots.agenda.reminders import Reminders
 from maillage.bots.caldav.client import CalDav, CalDavError, Calendar, Changes, Item
 from maillage.bots.caldav.watch import CalendarWatcher
@@ -148,8 +149,10 @@ class OfflineAgenda:
         bot.zone = ZoneInfo("Europe/Paris")
         bot._numbering = asyncio.Lock()
         bot.bindings = RoomBindings(bot, AgendaBot.binding)
+        bot.index = OccurrenceIndex(db, bot.zone)
         bot.watcher = CalendarWatcher(bot.caldav, db, "agenda", bot.bound_calendars, bot.announce,
-                                      bot.announce_batch, 5)
+                                      bot.announce_batch, 5, copy=bot.index)
+        bot._following = set()
         bot.reminders = Reminders(bot)
         return bot
 

@@ -102,17 +102,31 @@ async def test_an_event_made_in_another_client_is_listed_numbered_and_can_be_mov
            f"UID:{uuid.uuid4()}@thunderbird\r\nDTSTAMP:20261125T080000Z\r\n"
            f"DTSTART;TZID=Europe/Paris:{start:%Y%m%dT%H%M%S}\r\nDTEND;TZID=Europe/Paris:{start:%Y%m%dT}1130"
            "00\r\nSUMMARY:Chantier rue des Lilas\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n")
-    await asyncio.to_thread(lambda: calendar_client(synapse, caldav, calendar_id).save_event(ics))
+    since = len(owner.received)
+    saved = await asyncio.to_thread(lambda: calendar_client(synapse, caldav, calendar_id).save_event(ics))
+    await owner.wait_for_text(room, lambda m: m.sender == agenda_id(synapse) and "autre application" in m.body,
+                              since=since, timeout=30)
 
     listing = await answer(owner, room, synapse, "!agenda demain")
     assert listing.startswith("Agenda demain :")
     assert "n°1 — Chantier rue des Lilas" in listing and "10:00–11:30" in listing
 
+    # Changed in the other app: once announced, listings show the change.
+    since = len(owner.received)
+    saved.data = saved.data.replace("Chantier rue des Lilas", "Chantier rue des Roses")
+    await asyncio.to_thread(saved.save)
+    await owner.wait_for_text(room, lambda m: m.sender == agenda_id(synapse) and "modifié" in m.body,
+                              since=since, timeout=30)
+    listing = await answer(owner, room, synapse, "!agenda demain")
+    assert "n°1 — Chantier rue des Roses" in listing and "Lilas" not in listing
+
     moved = await answer(owner, room, synapse, "!agenda déplace 1 au 7/1/2028 14h")
-    assert moved.startswith("Déplacé : n°1 — Chantier rue des Lilas · vendredi 7 janvier 2028, 14:00–15:30")
+    assert moved.startswith("Déplacé : n°1 — Chantier rue des Roses · vendredi 7 janvier 2028, 14:00–15:30")
     vevent = only_event(await asyncio.to_thread(events_of, synapse, caldav, calendar_id))
     assert vevent.decoded("dtstart") == datetime(2028, 1, 7, 14, 0, tzinfo=PARIS)
     assert int(vevent["sequence"]) == 1
+    # The bot's own change is in listings at once.
+    assert await answer(owner, room, synapse, "!agenda demain") == "Rien à l’agenda demain."
 
 
 async def test_a_weekly_series_keeps_its_hour_across_the_change_to_summer_time_and_one_day_is_cancelled(
@@ -298,8 +312,10 @@ async def test_an_event_added_while_the_calendar_server_is_down_is_kept_and_adde
         kept = await answer(owner, room, synapse, "!agenda ajoute Réunion de crise le 8/6/2027 8h")
         assert kept == ("Le serveur d’agendas ne répond pas : votre commande est gardée et sera faite dès son "
                         "retour. Inutile de la retaper.")
+        await asyncio.sleep(7)  # the watcher's look (every 5 s in tests) found the server away
         down = await answer(owner, room, synapse, "!agenda semaine")
-        assert down == "Le serveur d’agendas ne répond pas : rien n’a été modifié. Réessayez dans quelques minutes."
+        assert down.startswith("⚠ Le serveur d’agendas ne répond pas : voici l’agenda tel qu’il était à ")
+        assert down.splitlines()[1].startswith("Rien à l’agenda de la semaine du ")
     finally:
         caldav_process.start()
     since = len(owner.received)
