@@ -182,6 +182,14 @@ class ServiceProcess:
             self.process.process.wait(timeout=30)
             self.process = None
 
+    async def kill_and_restart(self, after: float) -> None:
+        """After ``after`` seconds, SIGKILL, then start again and wait until it is ready: a crash
+        while work is in flight."""
+        await asyncio.sleep(after)
+        self.kill()
+        self.launch()
+        await asyncio.to_thread(self.wait_ready)
+
 
 BotProcess = ServiceProcess
 

@@ -106,6 +106,15 @@ agenda_tables.register(_slots, description="Proposed slots, personal calendars")
 agenda_tables.register(index_tables, description="Occurrences of the bound calendars, for listings")
 
 
+async def _import_done(conn: Connection) -> None:
+    # The command that imported the file: its replay after a crash imports again (each event
+    # once), another « !agenda importe » finds nothing waiting.
+    await conn.execute("ALTER TABLE agenda_import ADD COLUMN imported_by TEXT")
+
+
+agenda_tables.register(_import_done, description="Which command imported a waiting calendar file")
+
+
 def normalise_calendar(raw: str) -> str:
     """A calendar id (one path segment: lower-case letters, digits, ``-``, ``_``)."""
     calendar_id = slugify(raw.strip()).replace(".", "-")
@@ -231,7 +240,7 @@ class AgendaBot(Bot):
             return
         await self.context.db.execute(
             "INSERT INTO agenda_import (room_id, filename, data) VALUES ($1, $2, $3)"
-            " ON CONFLICT (room_id) DO UPDATE SET filename=$2, data=$3", event.room_id, name[:100],
+            " ON CONFLICT (room_id) DO UPDATE SET filename=$2, data=$3, imported_by=NULL", event.room_id, name[:100],
             data.decode("utf-8-sig"))
         lines = [self.describe_imported(vevent) for vevent in events[:10]]
         if len(events) > 10:
@@ -320,29 +329,41 @@ class AgendaBot(Bot):
     # --- writing ---------------------------------------------------------------------
 
     async def put_event(self, calendar_id: str, href: str, vevent: IEvent, etag: str | None) -> None:
-        """Write the event (``etag`` None: a new one, never overwriting) and note the bot's own
-        write, so that the watcher does not announce it back."""
+        """Write the event (``etag`` None: a new one, never overwriting); a creation met by 412
+        was written by an earlier attempt at the same command."""
         calendar = ICalendar()
         calendar.add("prodid", PRODID)
         calendar.add("version", "2.0")
         calendar.add_component(vevent)
         calendar.add_missing_timezones()
         try:
-            new_etag = await self.caldav.put(href, calendar.to_ical().decode(), etag)
+            await self.write(calendar_id, href, calendar.to_ical().decode(), etag)
         except CalDavError as error:
             if error.status != 412 or etag is not None:
                 raise
-            new_etag = ""  # 412 on a creation: written by an earlier attempt at the same command
-        await self.noted(calendar_id, Item(href, new_etag, calendar.to_ical().decode()))
+            await self.noted(calendar_id, Item(href, "", ""))
+
+    async def write(self, calendar_id: str, href: str, text: str, etag: str | None) -> None:
+        """PUT and note it as the bot's own write (in listings at once, never announced back),
+        one with the watcher's looks at that calendar."""
+        async with self.watcher.writing(calendar_id):
+            new_etag = await self.caldav.put(href, text, etag)
+            await self._note(calendar_id, Item(href, new_etag, text))
 
     async def noted(self, calendar_id: str, item: Item) -> None:
-        """The bot's own write: in listings at once, and not announced back."""
+        """Something the bot wrote before (an earlier attempt at a command), noted as its own."""
+        async with self.watcher.writing(calendar_id):
+            await self._note(calendar_id, item)
+
+    async def _note(self, calendar_id: str, item: Item) -> None:
         if not item.etag:  # not every server answers a PUT with the ETag (nor a 412 with the text)
             item = await self.caldav.get(item.href) or item
         await self.watcher.wrote(calendar_id, item)
 
-    async def removed(self, calendar_id: str, href: str) -> None:
-        await self.watcher.removed(calendar_id, href)
+    async def delete_event(self, calendar_id: str, href: str, etag: str) -> None:
+        async with self.watcher.writing(calendar_id):
+            await self.caldav.delete(href, etag or None)
+            await self.watcher.removed(calendar_id, href)
 
     # --- reading ---------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from maillage.bots.agenda.dates import MONTH_NAMES, DateError, When, read_event,
 from maillage.bots.agenda.events import (
     add_video,
     as_local,
+    master_of,
     new_vevent,
     one_line,
     set_when,
@@ -26,7 +27,7 @@ from maillage.bots.agenda.events import (
 from maillage.bots.agenda.ics import export, read_file, uid_of, with_its_zones
 from maillage.bots.agenda.reminders import read_rules, read_summary_time
 from maillage.bots.agenda.slots import free_slots, read_duration, read_period
-from maillage.bots.caldav.client import CalDavError, Item
+from maillage.bots.caldav.client import CalDavError
 from maillage.bots.runtime.bot import RetryLater
 from maillage.bots.runtime.commands import Argument, CommandError
 from maillage.i18n import t
@@ -39,6 +40,7 @@ def _number(text: str) -> int:
     return int(cleaned)
 
 
+IMPORTED_BY = "X-MAILLAGE-IMPORT"
 NUMBER = Argument("numéro", "le numéro de l’événement (n°3)", parse=_number)
 
 
@@ -234,8 +236,7 @@ async def cancel(bot: AgendaBot, event: MessageEvent, quoi: str = "", **argument
     vevent, calendar_id, href, etag = await bot.numbered(event, number)
     described = bot.describe(number, vevent)
     if vevent.get("rrule") is None or quoi.strip().lower() in ("série", "serie", "series"):
-        await bot.caldav.delete(href, etag or None)
-        await bot.removed(calendar_id, href)
+        await bot.delete_event(calendar_id, href, etag)
         await bot.reply(event, t("agenda.cancelled", event=described))
         return
     if not quoi.strip():
@@ -263,25 +264,34 @@ def _wrapped(vevent: IEvent) -> ICalendar:
                             help="ajouter à l’agenda les événements du dernier fichier .ics posté ici",
                             example="!agenda importe")
 async def import_file(bot: AgendaBot, event: MessageEvent) -> None:
+    """Each event of the file written once, with its own UID and ``If-None-Match``; after a
+    crash the same command runs again and counts what its earlier attempt wrote as added (each
+    event it writes carries the command's id), not as « already there »."""
     calendar_id = await bot.bindings.required(event.room_id)
-    row = await bot.context.db.fetchrow("SELECT filename, data FROM agenda_import WHERE room_id=$1", event.room_id)
-    if row is None:
+    row = await bot.context.db.fetchrow("SELECT filename, data, imported_by FROM agenda_import WHERE room_id=$1",
+                                        event.room_id)
+    if row is None or row["imported_by"] not in (None, event.event_id):
         raise CommandError(t("agenda.ics_nothing_to_import"))
     events = read_file(str(row["data"]).encode())  # checked again: nothing is written unless all of it is fine
     added = already = 0
     for vevent in events:
         href = bot.caldav.href_of(calendar_id, uid_of(vevent))
+        vevent[IMPORTED_BY] = event.event_id
         text = with_its_zones(vevent).to_ical().decode()
         try:
-            etag = await bot.caldav.put(href, text, None)
+            await bot.write(calendar_id, href, text, None)
         except CalDavError as error:
             if error.status != 412:
                 raise _deferred(error) from None
-            already += 1  # there before, or written by an earlier attempt at this command
-            continue
-        await bot.noted(calendar_id, Item(href, etag, text))
+            there = await bot.caldav.get(href)
+            written = master_of(there.data) if there is not None else None
+            if there is None or written is None or str(written.get(IMPORTED_BY, "")) != event.event_id:
+                already += 1  # in the calendar before this command
+                continue
+            await bot.noted(calendar_id, there)  # written by an earlier attempt at this very command
         added += 1
-    await bot.context.db.execute("DELETE FROM agenda_import WHERE room_id=$1", event.room_id)
+    await bot.context.db.execute("UPDATE agenda_import SET imported_by=$2 WHERE room_id=$1", event.room_id,
+                                 event.event_id)
     await bot.reply(event, t("agenda.ics_imported", count=added, name=one_line(row["filename"]), already=already))
 
 

@@ -114,7 +114,7 @@ class CalendarWatcher:
         self.calendars, self.interval = calendars, interval
         self.announce, self.announce_batch = announce, announce_batch
         self.copy = copy
-        self._looking: dict[str, asyncio.Lock] = {}  # one look at a time per calendar
+        self._looking: dict[str, asyncio.Lock] = {}
         self._reached: dict[str, datetime] = {}
         self._unreachable: set[str] = set()
         self._started = datetime.now(UTC)
@@ -148,7 +148,7 @@ class CalendarWatcher:
         """One look at one calendar: what changed since the last one is handed over. The first
         look only takes note; a batch of more than ``BATCH`` changes (an import in another app)
         is handed over as counts, without reading each item (the copy reads the calendar whole)."""
-        async with self._looking.setdefault(calendar_id, asyncio.Lock()):
+        async with self.writing(calendar_id):
             await self._look(calendar_id)
         self._reached[calendar_id] = datetime.now(UTC)
         self._unreachable.discard(calendar_id)
@@ -215,14 +215,20 @@ class CalendarWatcher:
         changed = [(href, etag) for href, etag in etags.items() if known.get(href, ("", ""))[0] != etag]
         return changed, [href for href in known if href not in etags], ""
 
+    def writing(self, calendar_id: str) -> asyncio.Lock:
+        """Held by the bot around its own write and its ``wrote``/``removed``, as by each look:
+        otherwise a look could meet the write before it is recorded (and announce it as made
+        elsewhere), or a whole read begun before it could overwrite it in the copy."""
+        return self._looking.setdefault(calendar_id, asyncio.Lock())
+
     async def wrote(self, calendar_id: str, item: Item) -> None:
-        """The bot's own write: in the copy at once, not announced back to it."""
+        """The bot's own write (within ``writing``): in the copy at once, not announced back."""
         if self.copy is not None:
             await self.copy.update(calendar_id, [item], [])
         await self._remember(calendar_id, item.href, item.etag, _summary(item.data))
 
     async def removed(self, calendar_id: str, href: str) -> None:
-        """The bot's own removal: out of the copy at once, not announced back to it."""
+        """The bot's own removal (within ``writing``): out of the copy at once, not announced."""
         if self.copy is not None:
             await self.copy.update(calendar_id, [], [href])
         await self.forget(calendar_id, href)

@@ -282,10 +282,7 @@ async def test_reminders_are_sent_once_even_when_the_bots_are_killed_and_the_dai
 
     # The bots are killed at random moments while the reminders go out, and started again.
     for pause in (0.5, 2.5, 1.0):
-        await asyncio.sleep(pause)
-        bot_process.kill()
-        bot_process.launch()
-        await asyncio.to_thread(bot_process.wait_ready)
+        await bot_process.kill_and_restart(after=pause)
     await owner.wait_for_text(room, lambda m: m.sender == agenda_id(synapse) and "Comité 4" in m.body
                               and m.body.startswith("Rappel"), timeout=60)
     await asyncio.sleep(12)  # two more rounds of reminders: nothing is sent again
@@ -393,10 +390,7 @@ async def test_events_added_while_the_bots_are_killed_are_each_added_and_answere
     for index in range(commands):
         await owner.send_text(room, f"!agenda ajoute Permanence {index} le {index % 28 + 1}/10/2027 10h")
         if index in (4, 13, 22):  # kill -9 while commands are in flight, then start again
-            await asyncio.sleep(0.3 * (index % 5))
-            bot_process.kill()
-            bot_process.launch()
-            await asyncio.to_thread(bot_process.wait_ready)
+            await bot_process.kill_and_restart(after=0.3 * (index % 5))
     await owner.wait_for_text(room, lambda m: m.sender == agenda_id(synapse) and "Permanence 29 " in m.body,
                               timeout=180)
     await asyncio.sleep(8)  # anything answered twice would have come by now

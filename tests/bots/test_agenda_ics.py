@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import random
 
 import pytest
 from icalendar import Calendar
@@ -12,7 +13,7 @@ from icalendar import Calendar
 from maillage.bots.agenda.ics import read_file
 from maillage.bots.runtime.commands import CommandError
 from tests.bots.test_agenda import agenda_id, answer, events_of, room_with_agenda, unique_id
-from tests.conftest import ServerStack
+from tests.conftest import BotProcess, ServerStack
 from tests.harness.matrix import Agent, AgentFactory
 from tests.messages import assert_french
 
@@ -113,3 +114,36 @@ async def test_a_posted_file_is_previewed_imported_once_on_request_and_exported_
     exported = Calendar.from_ical(await owner.download_file(sent))
     assert sorted(str(e["summary"]).split("\n")[0] for e in exported.walk("VEVENT")) == [
         "Forum emploi", "Salon des associations"]
+
+
+async def test_an_import_killed_at_random_moments_writes_each_event_once_and_is_answered_once(
+    synapse: ServerStack, caldav: str, bot_process: BotProcess, bots: str, agents: AgentFactory
+) -> None:
+    owner, room = await room_with_agenda(agents, synapse, "Import sous tension")
+    calendar_id = unique_id("import-tension")
+    await answer(owner, room, synapse, f"!agenda créer {calendar_id}")
+    count = 150
+    data = ics(*(vevent(f"seance-{n}@mairie", f"Séance {n}", start=f"DTSTART;TZID=Europe/Paris:2027{n % 12 + 1:02d}"
+                        f"{n % 28 + 1:02d}T{8 + n % 10:02d}0000",
+                        end=f"DTEND;TZID=Europe/Paris:2027{n % 12 + 1:02d}{n % 28 + 1:02d}T{8 + n % 10:02d}3000")
+                 for n in range(count)))
+    since = len(owner.received)
+    await post_ics(owner, room, data, "seances.ics")
+    await owner.wait_for_text(room, lambda m: m.sender == agenda_id(synapse) and "seances.ics" in m.body,
+                              since=since, timeout=60)
+
+    await owner.send_text(room, "!agenda importe")
+    chance = random.Random()
+    for _ in range(3):  # kill -9 while the events are being written, then start again
+        await bot_process.kill_and_restart(after=chance.uniform(0.5, 3.0))
+    told = await owner.wait_for_text(room, lambda m: m.sender == agenda_id(synapse) and m.body.startswith("Importé"),
+                                     since=since, timeout=240)
+    assert told.body == f"Importé depuis « seances.ics » : {count} événement(s) ajouté(s), 0 déjà présent(s)."
+    stored = [str(next(iter(c.walk("VEVENT")))["uid"])
+              for c in await asyncio.to_thread(events_of, synapse, caldav, calendar_id)]
+    assert sorted(stored) == sorted(f"seance-{n}@mairie" for n in range(count))  # each once
+    await asyncio.sleep(8)  # a second answer would have come by now
+    assert sum(m.body.startswith("Importé") for m in owner.received if m.room_id == room) == 1
+    again = await answer(owner, room, synapse, "!agenda importe")  # the file was imported: nothing waits
+    assert again.startswith("Aucun fichier d’agenda en attente")
+

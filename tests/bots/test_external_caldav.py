@@ -5,10 +5,13 @@ shown, and nothing is lost."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import bcrypt
 import caldav.davclient
@@ -24,20 +27,57 @@ from tests.harness.servers import free_port, running
 pytestmark = pytest.mark.usefixtures("in_french")
 
 USER, PASSWORD = "robot-mairie", "Mot-de-passe-Agendas-4e1b"
+PARIS = ZoneInfo("Europe/Paris")
+
+
+# The account's own calendars are its to write, except « archives », which the server's
+# administrator made read-only for it (Radicale's rights file, read at start).
+RIGHTS = """[root]
+user: .+
+collection:
+permissions: R
+
+[principal]
+user: .+
+collection: {user}
+permissions: RW
+
+[archives]
+user: .+
+collection: {user}/archives
+permissions: r
+
+[calendars]
+user: .+
+collection: {user}/[^/]+
+permissions: rw
+"""
+TOMORROW = datetime.now(PARIS).date() + timedelta(days=1)
+ARCHIVED_EVENT = ("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//test//FR\r\nBEGIN:VEVENT\r\nUID:seance@archives\r\n"
+                  f"DTSTAMP:20261125T080000Z\r\nDTSTART;TZID=Europe/Paris:{TOMORROW:%Y%m%d}T100000\r\n"
+                  f"DTEND;TZID=Europe/Paris:{TOMORROW:%Y%m%d}T110000\r\nSUMMARY:Séance archivée\r\n"
+                  "END:VEVENT\r\nEND:VCALENDAR\r\n")
 
 
 def other_caldav(directory: Path, port: int) -> Service:
-    """A Radicale of its own, with its own account (the bots' calendar home is /robot-mairie/)."""
+    """A Radicale of its own, with its own account (the bots' calendar home is /robot-mairie/)
+    and a calendar « archives » that the account may read, not write."""
     url = f"http://127.0.0.1:{port}/{USER}/"
 
     def prepare() -> None:
-        (directory / "collections").mkdir(parents=True, exist_ok=True)
+        archives = directory / "collections" / "collection-root" / USER / "archives"
+        if not archives.exists():
+            archives.mkdir(parents=True)
+            (archives / ".Radicale.props").write_text(json.dumps({"tag": "VCALENDAR", "D:displayname": "Archives"}))
+            (archives / "seance.ics").write_text(ARCHIVED_EVENT, newline="")
         hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt()).decode()
         (directory / "utilisateurs").write_text(f"{USER}:{hashed}\n")
+        (directory / "droits").write_text(RIGHTS)
         (directory / "radicale.ini").write_text(
             f"[server]\nhosts = 127.0.0.1:{port}\n[auth]\ntype = htpasswd\n"
             f"htpasswd_filename = {directory / 'utilisateurs'}\nhtpasswd_encryption = bcrypt\n"
-            f"[rights]\ntype = owner_only\n[storage]\nfilesystem_folder = {directory / 'collections'}\n"
+            f"[rights]\ntype = from_file\nfile = {directory / 'droits'}\n"
+            f"[storage]\nfilesystem_folder = {directory / 'collections'}\n"
             "[logging]\nlevel = warning\nmask_passwords = True\n")
 
     return Service(name="agendas-externes", label="CalDAV externe",
@@ -89,3 +129,29 @@ async def test_calendars_live_on_the_other_server_and_refused_credentials_keep_t
     bots.start()
     assert "n°1 — Séance publique" in await answer(owner, room, stack, "!agenda détails 1")
     assert not [m for m in owner.received[since:] if m.sender == agenda_id(stack) and "Commission" in m.body]
+
+
+async def test_a_calendar_the_server_keeps_read_only_is_listed_and_a_refused_write_is_told_and_changes_nothing(
+    external: tuple[ServerStack, ServiceProcess, str], own_agents: AgentFactory
+) -> None:
+    stack, _, url = external
+    owner, room = await room_with_agenda(own_agents, stack, "Archives")
+    assert "lié" in await answer(owner, room, stack, "!agenda lier archives")
+    listing = await answer(owner, room, stack, "!agenda demain")
+    assert "n°1 — Séance archivée" in listing and "10:00–11:00" in listing
+
+    for command in ("!agenda ajoute Commission demain 15h", "!agenda déplace 1 à demain 16h",
+                    "!agenda annule 1", "!agenda visio 1"):
+        refused = await answer(owner, room, stack, command)
+        assert refused == ("Le serveur d’agendas refuse l’accès du robot (identifiants ou droits). "
+                           "Prévenez l’administrateur : rien n’a été modifié."), command
+    assert await asyncio.to_thread(summaries, url, "archives") == ["Séance archivée"]
+    client: Any = caldav.davclient.DAVClient(url=url, username=USER, password=PASSWORD)
+    vevent = next(iter(client.calendar(url=f"{url}archives/").events()[0].icalendar_instance.walk("VEVENT")))
+    assert vevent.decoded("dtstart").hour == 10 and not vevent.get("conference")
+    # Refused is final: the command is not kept to be done later, nothing arrives afterwards.
+    since = len(owner.received)
+    await asyncio.sleep(8)
+    assert not [m for m in owner.received[since:] if m.room_id == room and m.sender == agenda_id(stack)]
+    assert "n°1 — Séance archivée" in await answer(owner, room, stack, "!agenda demain")
+
