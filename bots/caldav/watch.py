@@ -147,7 +147,7 @@ class CalendarWatcher:
     async def look(self, calendar_id: str) -> None:
         """One look at one calendar: what changed since the last one is handed over. The first
         look only takes note; a batch of more than ``BATCH`` changes (an import in another app)
-        is handed over as counts, without reading each item (the copy reads the calendar whole)."""
+        is handed over as counts (the copy reads the changed items a few hundred a request)."""
         async with self.writing(calendar_id):
             await self._look(calendar_id)
         self._reached[calendar_id] = datetime.now(UTC)
@@ -166,8 +166,9 @@ class CalendarWatcher:
         changed = [(href, etag) for href, etag in changed if not etag or known.get(href, ("", ""))[0] != etag]
         removed = [href for href in removed if href in known]
         if token is None or len(changed) + len(removed) > BATCH:
-            if self.copy is not None and token is not None and not refilled:
-                await self.copy.refill(calendar_id, await self.caldav.everything(calendar_id))
+            if self.copy is not None and token is not None and not refilled:  # only what changed is read
+                await self.copy.update(calendar_id, await self.caldav.several(calendar_id, [h for h, _ in changed]),
+                                       removed)
             if token is not None:
                 added = sum(href not in known for href, _ in changed)
                 await self.announce_batch(Batch(calendar_id, added, len(changed) - added, len(removed),

@@ -79,6 +79,9 @@ class FakeCalDav(CalDav):
     async def everything(self, calendar_id: str, component: str = "VEVENT") -> list[Item]:
         return list(self.items.values())
 
+    async def several(self, calendar_id: str, hrefs: list[str]) -> list[Item]:
+        return [self.items[href] for href in hrefs if href in self.items]
+
     async def changes(self, calendar_id: str, token: str) -> Changes:
         return Changes("t", [(item.href, item.etag) for item in self.items.values()], [])
 

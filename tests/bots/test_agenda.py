@@ -363,12 +363,13 @@ async def test_an_import_of_many_events_in_another_app_is_told_in_one_message_no
     await asyncio.sleep(6)  # the calendar has been looked at once
     calendar = calendar_client(synapse, caldav, calendar_id)
     since = len(owner.received)
+    month = datetime.now(PARIS).strftime("%Y%m")
     for index in range(40):
         await asyncio.to_thread(calendar.save_event, (
             "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//test//FR\r\nBEGIN:VEVENT\r\n"
             f"UID:lot-{index}@thunderbird\r\nDTSTAMP:20261125T080000Z\r\n"
-            f"DTSTART;TZID=Europe/Paris:202709{index % 28 + 1:02d}T100000\r\n"
-            f"DTEND;TZID=Europe/Paris:202709{index % 28 + 1:02d}T110000\r\nSUMMARY:Permanence {index}\r\n"
+            f"DTSTART;TZID=Europe/Paris:{month}{index % 28 + 1:02d}T100000\r\n"
+            f"DTEND;TZID=Europe/Paris:{month}{index % 28 + 1:02d}T110000\r\nSUMMARY:Permanence {index}\r\n"
             "END:VEVENT\r\nEND:VCALENDAR\r\n"))
     told = await owner.wait_for_text(room, lambda m: "événement(s) ajouté(s)" in m.body, since=since, timeout=30)
     assert told.body.startswith("Le calendrier a été modifié depuis une autre application d’agenda : ")
@@ -378,6 +379,10 @@ async def test_an_import_of_many_events_in_another_app_is_told_in_one_message_no
     counted = sum(int(m.body.split(" : ", 1)[1].split(" ")[0]) for m in announcements if "ajouté(s)" in m.body)
     singles = sum(m.body.startswith("Nouvel événement") for m in announcements)
     assert counted + singles == 40
+    # Once told, every one of them is in the room's listings (read a few hundred a request).
+    listing = await answer(owner, room, synapse, "!agenda mois")
+    assert sorted(line.split(" — ", 1)[1].split(" · ", 1)[0] for line in listing.splitlines()[1:]) == sorted(
+        f"Permanence {index}" for index in range(40))
 
 
 async def test_events_added_while_the_bots_are_killed_are_each_added_and_answered_exactly_once(
