@@ -8,6 +8,7 @@ import signal
 
 from maillage.bots.agenda.bot import AgendaBot
 from maillage.bots.documents.bot import DocumentsBot
+from maillage.bots.projets.bot import ProjetsBot
 from maillage.bots.runtime.bot import Bot, BotRuntime
 from maillage.bots.runtime.metrics import Metrics, serve_health
 from maillage.config import Config
@@ -15,7 +16,7 @@ from maillage.deploy.provisioning import ensure_admin_token
 from maillage.i18n import set_language
 from maillage.secretstore import load_secrets
 
-BOTS: list[type[Bot]] = [DocumentsBot, AgendaBot]
+BOTS: list[type[Bot]] = [DocumentsBot, AgendaBot, ProjetsBot]
 
 
 async def run_bots(config: Config) -> None:

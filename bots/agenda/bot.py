@@ -13,13 +13,10 @@ it rather than making it twice.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import logging
 from datetime import date, datetime, timedelta
-from typing import ClassVar
-from zoneinfo import ZoneInfo
+from typing import Any, ClassVar
 
 import recurring_ical_events
 from icalendar import Calendar as ICalendar
@@ -32,19 +29,18 @@ from maillage.bots.agenda.events import (
     master_of,
     one_line,
     spoken_day,
-    video_of,
 )
 from maillage.bots.agenda.ics import MAX_ICS_BYTES, read_file
 from maillage.bots.agenda.index import Occurrence, OccurrenceIndex
 from maillage.bots.agenda.index import create_tables as index_tables
 from maillage.bots.agenda.reminders import Reminders
 from maillage.bots.agenda.reminders import create_tables as reminder_tables
-from maillage.bots.caldav.client import CALENDAR_ID, CalDav, CalDavError, Item
-from maillage.bots.caldav.watch import Batch, CalendarWatcher, Change
+from maillage.bots.caldav.bot import CalendarBot
+from maillage.bots.caldav.client import CALENDAR_ID, CalDavError, Item
+from maillage.bots.caldav.watch import Batch, Change
 from maillage.bots.caldav.watch import tables as watch_tables
 from maillage.bots.documents.naming import slugify
 from maillage.bots.runtime.binding import Binding
-from maillage.bots.runtime.bot import Bot
 from maillage.bots.runtime.commands import CommandError, CommandSet
 from maillage.i18n import t
 
@@ -128,7 +124,7 @@ def uid_for(event_id: str) -> str:
     return hashlib.sha256(event_id.encode()).hexdigest()[:32] + "@maillage"
 
 
-class AgendaBot(Bot):
+class AgendaBot(CalendarBot):
     localpart = "agenda"
     displayname = "Agenda"
     title = "Robot Agenda — aide"
@@ -136,89 +132,41 @@ class AgendaBot(Bot):
     binding = Binding(BINDING_EVENT, "calendrier", normalise_calendar, messages="agenda",
                       invalid="agenda.calendar_invalid")
     tables = (agenda_tables, watch_tables)
+    number_table = "agenda_number"
 
-    async def setup(self) -> None:
-        config = self.context.config
-        requests = self.context.metrics.dav_requests
-        self.caldav = CalDav.for_stack(config, self.context.secrets.dav_password,
-                                       lambda method: requests.labels(self.localpart, method).inc())
-        self.zone = ZoneInfo(config.collectivite.fuseau_horaire)
-        self._numbering = asyncio.Lock()  # commands and the watcher both give numbers
+    index: OccurrenceIndex
+
+    def make_copy(self) -> OccurrenceIndex:
         self.index = OccurrenceIndex(self.context.db, self.zone)
-        self.watcher = CalendarWatcher(self.caldav, self.context.db, self.localpart, self.bound_calendars,
-                                       self.announce, self.announce_batch, config.agenda.intervalle_secondes,
-                                       copy=self.index)
+        return self.index
+
+    def background(self) -> list[Any]:
         self.reminders = Reminders(self)
-        self._tasks = [asyncio.create_task(self.watcher.run()), asyncio.create_task(self.reminders.run())]
-        self._following: set[asyncio.Task[None]] = set()
-
-    async def follow(self, calendar_id: str) -> None:
-        """Read a newly bound calendar now rather than at the watcher's next round."""
-        try:
-            await self.watcher.look(calendar_id)
-        except (CalDavError, OSError) as error:  # the next round tries again
-            log.info("calendar %s not read yet: %s", calendar_id, type(error).__name__)
-
-    def follow_soon(self, calendar_id: str) -> None:
-        task = asyncio.create_task(self.follow(calendar_id))
-        self._following.add(task)
-        task.add_done_callback(self._following.discard)
-
-    def stale_note(self, calendar_id: str) -> str:
-        """A listing made while the server does not answer says as of when it is."""
-        since = self.watcher.unreachable_since(calendar_id)
-        if since is None:
-            return ""
-        return t("agenda.stale", time=f"{since.astimezone(self.zone):%H:%M}") + "\n"
-
-    async def close(self) -> None:
-        for task in [*self._tasks, *self._following]:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await self.caldav.close()
+        return [self.reminders.run()]
 
     # --- changes made elsewhere ------------------------------------------------------
 
-    async def bound_calendars(self) -> list[str]:
-        rows = await self.context.db.fetch("SELECT DISTINCT target FROM maillage_room_binding WHERE bot=$1",
-                                           self.localpart)
-        return [str(row["target"]) for row in rows]
-
     async def announce_batch(self, batch: Batch) -> None:
         """Many changes at once (an import in another app): counted in one message, not listed."""
-        rooms = await self.context.db.fetch("SELECT room_id FROM maillage_room_binding WHERE bot=$1 AND target=$2",
-                                            self.localpart, batch.calendar_id)
         body = t("agenda.announce_batch", added=batch.added, changed=batch.changed, removed=batch.removed)
-        for row in rooms:
-            await self.send_about(str(row["room_id"]), f"{batch.calendar_id}|lot|{batch.key}",
+        for room_id in await self.rooms_of(batch.calendar_id):
+            await self.send_about(room_id, f"{batch.calendar_id}|lot|{batch.key}",
                                   {"msgtype": "m.notice", "body": body}, key="annonce")
 
     async def announce(self, change: Change) -> None:
         """Tell the calendar's room what another app added, changed or removed."""
-        rooms = await self.context.db.fetch("SELECT room_id FROM maillage_room_binding WHERE bot=$1 AND target=$2",
-                                            self.localpart, change.calendar_id)
-        for row in rooms:
-            room_id = str(row["room_id"])
+        for room_id in await self.rooms_of(change.calendar_id):
             if change.kind == "suppression":
-                number = await self.context.db.fetchval(
-                    "SELECT number FROM agenda_number WHERE room_id=$1 AND href=$2", room_id, change.href)
+                number = await self.numbers.of_href(room_id, change.href)
                 body = t("agenda.announce_removed", number=number or "?", title=change.summary or "—")
             else:
                 master = master_of(change.data)
                 if master is None:
                     continue
-                number = await self.number_of(room_id, str(master.get("uid", change.href)), change.href)
+                number = await self.numbers.of(room_id, str(master.get("uid", change.href)), change.href)
                 key = "agenda.announce_added" if change.kind == "ajout" else "agenda.announce_changed"
                 body = t(key, event=self.describe(number, master))
             await self.send_about(room_id, change.key, {"msgtype": "m.notice", "body": body}, key="annonce")
-
-    def explain(self, error: Exception) -> str | None:
-        if isinstance(error, CalDavError) and error.refused:
-            return t("agenda.caldav_refused")
-        if isinstance(error, CalDavError) and error.unavailable:
-            return t("agenda.caldav_unavailable")
-        return None
 
     async def on_message(self, event: MessageEvent) -> None:
         """An .ics file posted in a bound room: checked, previewed, imported on request."""
@@ -277,54 +225,20 @@ class AgendaBot(Bot):
             when += f", {as_local(start, self.zone):%H:%M}"
         return f"– {one_line(vevent.get('summary', '—'))} · {when}"
 
-    def now(self) -> datetime:
-        return datetime.now(self.zone).replace(microsecond=0)
-
-    def local(self, value: date | datetime) -> datetime:
-        return as_local(value, self.zone)
-
     @staticmethod
     def spoken(day: date) -> str:
         return spoken_day(day)
 
-    @staticmethod
-    def video_of(vevent: IEvent) -> str:
-        return video_of(vevent)
-
     # --- numbers ---------------------------------------------------------------------
-
-    async def number_of(self, room_id: str, uid: str, href: str) -> int:
-        db = self.context.db
-        async with self._numbering:
-            number = await db.fetchval("SELECT number FROM agenda_number WHERE room_id=$1 AND uid=$2", room_id, uid)
-            if number is not None:
-                return int(number)
-            return await self._new_number(room_id, uid, href)
-
-    async def _new_number(self, room_id: str, uid: str, href: str) -> int:
-        """The room's next number, in one statement (numbers are never reused)."""
-        db = self.context.db
-        await db.execute("INSERT INTO agenda_number (room_id, number, uid, href)"
-                         " SELECT $1, COALESCE(MAX(number), 0) + 1, $2, $3 FROM agenda_number WHERE room_id=$1",
-                         room_id, uid, href)
-        return int(await db.fetchval("SELECT number FROM agenda_number WHERE room_id=$1 AND uid=$2", room_id, uid))
 
     async def numbered(self, event: MessageEvent, number: int) -> tuple[IEvent, str, str, str]:
         """The event numbered ``number`` in this room (its VEVENT, calendar, href, ETag), or a French
         error."""
-        calendar_id = await self.bindings.required(event.room_id)
-        row = await self.context.db.fetchrow("SELECT uid, href FROM agenda_number WHERE room_id=$1 AND number=$2",
-                                             event.room_id, number)
-        if row is None:
+        calendar_id, item = await self.item_numbered(event.room_id, number, "agenda.no_such_number")
+        master = master_of(item.data)
+        if master is None:
             raise CommandError(t("agenda.no_such_number", number=number))
-        href = str(row["href"])
-        if not href.startswith(self.caldav.href_of(calendar_id, "x").rsplit("/", 1)[0] + "/"):
-            raise CommandError(t("agenda.no_such_number", number=number))  # from a calendar bound before
-        item = await self.caldav.get(href)
-        master = master_of(item.data) if item else None
-        if item is None or master is None:
-            raise CommandError(t("agenda.no_such_number", number=number))
-        return master, calendar_id, href, item.etag
+        return master, calendar_id, item.href, item.etag
 
     # --- writing ---------------------------------------------------------------------
 
@@ -343,28 +257,6 @@ class AgendaBot(Bot):
                 raise
             await self.noted(calendar_id, Item(href, "", ""))
 
-    async def write(self, calendar_id: str, href: str, text: str, etag: str | None) -> None:
-        """PUT and note it as the bot's own write (in listings at once, never announced back),
-        one with the watcher's looks at that calendar."""
-        async with self.watcher.writing(calendar_id):
-            new_etag = await self.caldav.put(href, text, etag)
-            await self._note(calendar_id, Item(href, new_etag, text))
-
-    async def noted(self, calendar_id: str, item: Item) -> None:
-        """Something the bot wrote before (an earlier attempt at a command), noted as its own."""
-        async with self.watcher.writing(calendar_id):
-            await self._note(calendar_id, item)
-
-    async def _note(self, calendar_id: str, item: Item) -> None:
-        if not item.etag:  # not every server answers a PUT with the ETag (nor a 412 with the text)
-            item = await self.caldav.get(item.href) or item
-        await self.watcher.wrote(calendar_id, item)
-
-    async def delete_event(self, calendar_id: str, href: str, etag: str) -> None:
-        async with self.watcher.writing(calendar_id):
-            await self.caldav.delete(href, etag or None)
-            await self.watcher.removed(calendar_id, href)
-
     # --- reading ---------------------------------------------------------------------
 
     async def occurrences(self, room_id: str, start: datetime, end: datetime) -> list[tuple[int, Occurrence]]:
@@ -377,7 +269,7 @@ class AgendaBot(Bot):
         numbered = []
         for number, occurrence in found:
             if number is None:
-                number = await self.number_of(room_id, occurrence.uid, occurrence.href)
+                number = await self.numbers.of(room_id, occurrence.uid, occurrence.href)
             numbered.append((number, occurrence))
         numbered.sort(key=lambda entry: (entry[1].start, entry[0]))
         return numbered

@@ -28,7 +28,6 @@ from maillage.bots.agenda.ics import export, read_file, uid_of, with_its_zones
 from maillage.bots.agenda.reminders import read_rules, read_summary_time
 from maillage.bots.agenda.slots import free_slots, read_duration, read_period
 from maillage.bots.caldav.client import CalDavError
-from maillage.bots.runtime.bot import RetryLater
 from maillage.bots.runtime.commands import Argument, CommandError
 from maillage.i18n import t
 
@@ -48,13 +47,7 @@ NUMBER = Argument("numéro", "le numéro de l’événement (n°3)", parse=_numb
                             example="!agenda lier urbanisme",
                             arguments=(Argument("calendrier", "identifiant du calendrier", rest=True),))
 async def bind(bot: AgendaBot, event: MessageEvent, calendrier: str) -> None:
-    async def exists(calendar_id: str) -> None:
-        if await bot.caldav.calendar(calendar_id) is None:
-            known = ", ".join(c.id for c in await bot.caldav.calendars()) or "—"
-            raise CommandError(t("agenda.no_such_calendar", calendar=calendar_id, known=known))
-
-    calendar_id = await bot.bindings.bind(event, calendrier, prepare=exists)
-    bot.follow_soon(calendar_id)  # maybe thousands of events: read while the room is answered
+    calendar_id = await bot.bind_existing(event, calendrier)
     await bot.reply(event, t("agenda.bound", calendar=calendar_id))
 
 
@@ -62,17 +55,7 @@ async def bind(bot: AgendaBot, event: MessageEvent, calendrier: str) -> None:
                             example="!agenda créer Conseil municipal",
                             arguments=(Argument("nom", "nom du calendrier", rest=True),))
 async def create(bot: AgendaBot, event: MessageEvent, nom: str) -> None:
-    async def make(calendar_id: str) -> None:
-        try:
-            await bot.caldav.make_calendar(calendar_id, nom.strip()[:100])
-        except CalDavError as error:
-            if error.status not in (405, 409):
-                raise
-            if not bot.is_replay(event):  # made by this very command before a crash: bind it
-                raise CommandError(t("agenda.calendar_exists", calendar=calendar_id)) from None
-
-    calendar_id = await bot.bindings.bind(event, nom, prepare=make)
-    await bot.follow(calendar_id)  # empty: read at once, so what other apps add next is announced
+    calendar_id = await bot.create_and_bind(event, nom)
     await bot.reply(event, t("agenda.created", calendar=calendar_id, name=nom.strip()[:100]))
 
 
@@ -130,8 +113,8 @@ async def add(bot: AgendaBot, event: MessageEvent, **arguments: str) -> None:
     try:
         await bot.put_event(calendar_id, href, vevent, None)
     except CalDavError as error:
-        raise _deferred(error) from None
-    number = await bot.number_of(event.room_id, uid, href)
+        raise bot.deferred(error) from None
+    number = await bot.numbers.of(event.room_id, uid, href)
     await bot.reply(event, t("agenda.added", event=bot.describe(number, vevent)))
 
 
@@ -143,12 +126,7 @@ async def _rewrite(bot: AgendaBot, number: int, calendar_id: str, href: str, vev
     except CalDavError as error:
         if error.status == 412:
             raise CommandError(t("agenda.changed_meanwhile", number=number)) from None
-        raise _deferred(error) from None
-
-
-def _deferred(error: CalDavError) -> Exception:
-    """The server away: the command is kept and done when it is back (the agent is told)."""
-    return RetryLater(t("agenda.caldav_deferred")) if error.unavailable else error
+        raise bot.deferred(error) from None
 
 
 async def _list(bot: AgendaBot, event: MessageEvent, start: datetime, end: datetime, label: str) -> None:
@@ -236,7 +214,7 @@ async def cancel(bot: AgendaBot, event: MessageEvent, quoi: str = "", **argument
     vevent, calendar_id, href, etag = await bot.numbered(event, number)
     described = bot.describe(number, vevent)
     if vevent.get("rrule") is None or quoi.strip().lower() in ("série", "serie", "series"):
-        await bot.delete_event(calendar_id, href, etag)
+        await bot.delete_item(calendar_id, href, etag)
         await bot.reply(event, t("agenda.cancelled", event=described))
         return
     if not quoi.strip():
@@ -282,7 +260,7 @@ async def import_file(bot: AgendaBot, event: MessageEvent) -> None:
             await bot.write(calendar_id, href, text, None)
         except CalDavError as error:
             if error.status != 412:
-                raise _deferred(error) from None
+                raise bot.deferred(error) from None
             there = await bot.caldav.get(href)
             written = master_of(there.data) if there is not None else None
             if there is None or written is None or str(written.get(IMPORTED_BY, "")) != event.event_id:
@@ -378,9 +356,9 @@ async def book_slot(bot: AgendaBot, event: MessageEvent, titre: str = "", **argu
     try:
         await bot.put_event(calendar_id, href, vevent, None)
     except CalDavError as error:
-        raise _deferred(error) from None
+        raise bot.deferred(error) from None
     await bot.context.db.execute("DELETE FROM agenda_slot WHERE room_id=$1", event.room_id)
-    number = await bot.number_of(event.room_id, uid, href)
+    number = await bot.numbers.of(event.room_id, uid, href)
     await bot.reply(event, t("agenda.added", event=bot.describe(number, vevent)))
 
 

@@ -21,8 +21,8 @@ from mautrix.types import EventID, EventType, MessageEvent, MessageType, RoomID,
 from mautrix.util.async_db import Database
 
 from maillage.bots.agenda.bot import AgendaBot
-from maillage.bots.agenda.index import OccurrenceIndex
 from maillage.bots.agenda.reminders import Reminders
+from maillage.bots.caldav.bot import RoomNumbers
 from maillage.bots.caldav.client import CalDav, CalDavError, Calendar, Changes, Item
 from maillage.bots.caldav.watch import CalendarWatcher
 from maillage.bots.runtime.binding import RoomBindings
@@ -150,11 +150,11 @@ class OfflineAgenda:
         bot.caldav = FakeCalDav()
         bot.media = cast(Any, FakeMedia())
         bot.zone = ZoneInfo("Europe/Paris")
-        bot._numbering = asyncio.Lock()
+        bot.numbers = RoomNumbers(db, AgendaBot.number_table)
         bot.bindings = RoomBindings(bot, AgendaBot.binding)
-        bot.index = OccurrenceIndex(db, bot.zone)
-        bot.watcher = CalendarWatcher(bot.caldav, db, "agenda", bot.bound_calendars, bot.announce,
-                                      bot.announce_batch, 5, copy=bot.index)
+        bot.copy = bot.make_copy()
+        bot.watcher = CalendarWatcher(bot.caldav, db, "agenda", bot.bound_collections, bot.announce,
+                                      bot.announce_batch, 5, copy=bot.copy)
         bot._following = set()
         bot.reminders = Reminders(bot)
         return bot

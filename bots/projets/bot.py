@@ -1,0 +1,130 @@
+"""@projets: a room's project as a CalDAV task list (VTODO), used from the room and from
+any task app (Thunderbird, Tasks.org with DAVx5, Nextcloud Tasks).
+
+The room's task list is room state (``fr.maillage.projet``, content ``{"liste":
+"renovation-ecole"}``), a collection of the bots' calendar home holding VTODOs. Each
+task gets a short number in the room, never reused. The client, the change watcher,
+numbers and writes are ``CalendarBot``'s, shared with @agenda.
+
+Exactly once: a task made by a command has a UID derived from the command's event id
+and is PUT with ``If-None-Match: *``; a change is written with ``If-Match`` on the ETag
+read, so a replay after a crash, or another agent's change meanwhile, never makes a
+task twice nor loses an update.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import ClassVar
+
+from mautrix.types import EventType
+from mautrix.util.async_db import Connection, UpgradeTable
+
+from maillage.bots.agenda.bot import normalise_calendar
+from maillage.bots.caldav.bot import CalendarBot
+from maillage.bots.caldav.watch import Batch, Change
+from maillage.bots.caldav.watch import tables as watch_tables
+from maillage.bots.projets.index import TaskIndex
+from maillage.bots.projets.index import create_tables as index_tables
+from maillage.bots.projets.tasks import Task, shown_title, spoken_due, task_of
+from maillage.bots.runtime.binding import Binding
+from maillage.bots.runtime.commands import CommandError, CommandSet
+from maillage.i18n import t
+
+BINDING_EVENT = EventType.find("fr.maillage.projet", t_class=EventType.Class.STATE)
+MAX_LISTED = 50
+
+project_commands = CommandSet(("projet", "project"), "le projet du salon, sa liste de tâches CalDAV")
+task_commands = CommandSet(("tâche", "tache", "task"), "les tâches du projet du salon")
+
+projets_tables = UpgradeTable(version_table_name="maillage_projets_version")
+
+
+async def _numbers(conn: Connection) -> None:
+    await conn.execute(
+        """CREATE TABLE projet_number (
+            room_id TEXT NOT NULL,
+            number INTEGER NOT NULL,
+            uid TEXT NOT NULL,
+            href TEXT NOT NULL,
+            PRIMARY KEY (room_id, number),
+            UNIQUE (room_id, uid)
+        )"""
+    )
+
+
+projets_tables.register(_numbers, description="Short numbers of tasks in rooms")
+projets_tables.register(index_tables, description="Tasks of the bound lists")
+
+
+def normalise_list(raw: str) -> str:
+    """A task list id: one path segment, as a calendar's."""
+    try:
+        return normalise_calendar(raw)
+    except CommandError:
+        raise CommandError(t("projet.list_invalid", value=raw[:60])) from None
+
+
+def uid_for(event_id: str) -> str:
+    """The UID of the task a command makes: the same on every attempt at that command."""
+    return hashlib.sha256(("tache|" + event_id).encode()).hexdigest()[:32] + "@maillage"
+
+
+STATUS_WORDS = {"NEEDS-ACTION": "projet.status_todo", "IN-PROCESS": "projet.status_doing",
+                "COMPLETED": "projet.status_done", "CANCELLED": "projet.status_cancelled"}
+PRIORITY_WORDS = {1: "projet.priority_high", 9: "projet.priority_low"}
+
+
+class ProjetsBot(CalendarBot):
+    localpart = "projets"
+    displayname = "Projets"
+    title = "Robot Projets — aide"
+    commands: ClassVar[list[CommandSet]] = [project_commands, task_commands]
+    binding = Binding(BINDING_EVENT, "liste", normalise_list, messages="projet",
+                      invalid="projet.list_invalid")
+    tables = (projets_tables, watch_tables)
+    number_table = "projet_number"
+    component = "VTODO"
+
+    index: TaskIndex
+
+    def make_copy(self) -> TaskIndex:
+        self.index = TaskIndex(self.context.db, self.zone)
+        return self.index
+
+    async def announce_batch(self, batch: Batch) -> None:
+        body = t("projet.announce_batch", added=batch.added, changed=batch.changed, removed=batch.removed)
+        for room_id in await self.rooms_of(batch.calendar_id):
+            await self.send_about(room_id, f"{batch.calendar_id}|lot|{batch.key}",
+                                  {"msgtype": "m.notice", "body": body}, key="annonce")
+
+    async def announce(self, change: Change) -> None:
+        """A task added, changed or removed in another app, told in the project's rooms."""
+        for room_id in await self.rooms_of(change.calendar_id):
+            if change.kind == "suppression":
+                number = await self.numbers.of_href(room_id, change.href)
+                body = t("projet.announce_removed", number=number or "?", title=change.summary or "—")
+            else:
+                todo = task_of(change.data)
+                if todo is None:
+                    continue
+                task = Task.of(todo, change.href, self.zone)
+                number = await self.numbers.of(room_id, task.uid, change.href)
+                key = "projet.announce_added" if change.kind == "ajout" else "projet.announce_changed"
+                body = t(key, task=self.describe(number, task))
+            await self.send_about(room_id, change.key, {"msgtype": "m.notice", "body": body}, key="annonce")
+
+    def describe(self, number: int, task: Task, *, long: bool = False) -> str:
+        """« n°3 — Relancer l’architecte · @alice:… · pour vendredi 27 novembre 2026 · en cours »."""
+        parts = [f"n°{number} — {shown_title(task)}"]
+        if task.assignee:
+            parts.append(task.assignee)
+        if task.due is not None:
+            parts.append(t("projet.due", when=spoken_due(task)))
+        if task.priority in PRIORITY_WORDS:
+            parts.append(t(PRIORITY_WORDS[task.priority]))
+        parts.append(t(STATUS_WORDS.get(task.status, "projet.status_todo")))
+        line = " · ".join(parts)
+        if long and task.description:
+            line += "\n" + task.description[:500]
+        return line

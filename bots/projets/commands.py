@@ -1,0 +1,310 @@
+"""@projets' commands: ``!projet`` (the room's task list) and ``!tâche`` (its tasks)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+from icalendar import Todo
+from mautrix.types import MessageEvent, RoomID
+
+from maillage.bots.agenda.dates import DateError, fold, read_when
+from maillage.bots.caldav.client import CalDavError, Item
+from maillage.bots.projets.bot import MAX_LISTED, ProjetsBot, project_commands, task_commands, uid_for
+from maillage.bots.projets.tasks import (
+    PRIORITIES,
+    Task,
+    as_calendar,
+    set_assignee,
+    set_due,
+    set_status,
+    task_of,
+    touch,
+)
+from maillage.bots.runtime.commands import Argument, CommandError
+from maillage.i18n import t
+
+KEYWORDS = ("pour", "priorité", "priorite", "priority", "sous", "under")
+
+
+def _number(text: str) -> int:
+    cleaned = text.removeprefix("n°").removeprefix("#")
+    if not cleaned.isdigit() or not 0 < int(cleaned) < 10**9:
+        raise CommandError(t("projet.number_invalid", value=text[:20]))
+    return int(cleaned)
+
+
+NUMBER = Argument("numéro", "le numéro de la tâche (n°3)", parse=_number)
+
+
+# --- !projet -------------------------------------------------------------------------------
+
+@project_commands.subcommand("créer", "creer", "create", help="créer la liste de tâches du projet et y lier ce salon",
+                             example="!projet créer Rénovation de l’école",
+                             arguments=(Argument("nom", "nom du projet", rest=True),))
+async def create(bot: ProjetsBot, event: MessageEvent, nom: str) -> None:
+    list_id = await bot.create_and_bind(event, nom)
+    await bot.reply(event, t("projet.created", list=list_id, name=nom.strip()[:100]))
+
+
+@project_commands.subcommand("lier", "bind", help="lier ce salon à une liste de tâches existante",
+                             example="!projet lier renovation-ecole",
+                             arguments=(Argument("liste", "identifiant de la liste de tâches", rest=True),))
+async def bind(bot: ProjetsBot, event: MessageEvent, liste: str) -> None:
+    list_id = await bot.bind_existing(event, liste)
+    await bot.reply(event, t("projet.bound", list=list_id))
+
+
+@project_commands.subcommand("délier", "delier", "unbind", help="ne plus lier ce salon à sa liste de tâches",
+                             example="!projet délier")
+async def unbind(bot: ProjetsBot, event: MessageEvent) -> None:
+    await bot.bindings.unbind(event)
+    await bot.reply(event, t("projet.unbound"))
+
+
+@project_commands.subcommand("liste", "list", help="la liste de tâches liée à ce salon et son adresse CalDAV",
+                             example="!projet liste")
+async def show_list(bot: ProjetsBot, event: MessageEvent) -> None:
+    list_id = await bot.bindings.required(event.room_id)
+    await bot.reply(event, t("projet.current", list=list_id, url=bot.caldav.calendar_url(list_id)))
+
+
+# --- !tâche ajoute -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class NewTask:
+    title: str
+    assignee: str
+    due: date | datetime | None
+    priority: int
+    parent: int | None
+
+
+def read_task(text: str, now: datetime, server_name: str) -> NewTask:
+    """« Relancer l’architecte @alice pour vendredi priorité haute sous 3 »: the title is what
+    is left once the assignee, « pour <date> », « priorité <niveau> » and « sous <n> » are read."""
+    words, title, assignee, priority, parent = text.split(), [], "", 0, None
+    due: date | datetime | None = None
+    position = 0
+    while position < len(words):
+        word, folded = words[position], fold(words[position])
+        if word.startswith("@") and len(word) > 1:
+            if assignee:
+                raise CommandError(t("projet.one_assignee"))
+            assignee = _user_id(word, server_name)
+        elif folded in ("priorite", "priority") and position + 1 < len(words):
+            level = PRIORITIES.get(fold(words[position + 1]))
+            if level is None:
+                raise CommandError(t("projet.priority_unreadable", text=words[position + 1][:30]))
+            priority, position = level, position + 1
+        elif folded in ("sous", "under") and position + 1 < len(words):
+            parent, position = _number(words[position + 1]), position + 1
+        elif folded in ("pour", "for") and position + 1 < len(words):
+            end = next((i for i in range(position + 1, len(words))
+                        if fold(words[i]) in KEYWORDS or words[i].startswith("@")), len(words))
+            due = read_due(" ".join(words[position + 1:end]), now)
+            position = end - 1
+        else:
+            title.append(word)
+        position += 1
+    if not title:
+        raise CommandError(t("projet.title_missing"))
+    return NewTask(" ".join(title)[:200], assignee, due, priority, parent)
+
+
+def read_due(text: str, now: datetime) -> date | datetime:
+    """A deadline: « vendredi », « le 3/12 », « demain 17h » (a day alone is a due date)."""
+    when = read_when(text, now)
+    if when.recurrence is not None:
+        raise DateError(t("projet.due_recurring"))
+    return when.start.date() if when.all_day else when.start
+
+
+def _user_id(word: str, server_name: str) -> str:
+    user_id = word.rstrip(",;.:")
+    if ":" not in user_id:
+        user_id = f"{user_id}:{server_name}"
+    localpart, _, server = user_id[1:].partition(":")
+    if not localpart or not server or any(c.isspace() for c in user_id) or len(user_id) > 255:
+        raise CommandError(t("projet.user_invalid", value=word[:60]))
+    return user_id
+
+
+async def check_member(bot: ProjetsBot, room_id: str, user_id: str) -> None:
+    """Tasks go to the room's members only: someone else would not see them."""
+    if user_id not in await bot.client.get_joined_members(RoomID(room_id)):
+        raise CommandError(t("projet.not_member", user=user_id))
+
+
+def _past_warning(due: date | datetime | None, now: datetime) -> str:
+    if due is None:
+        return ""
+    past = due < now if isinstance(due, datetime) else due < now.date()
+    return "\n" + t("projet.due_past") if past else ""
+
+
+@task_commands.subcommand("ajoute", "ajouter", "add", help="ajouter une tâche (@qui, pour <date>, priorité, sous <n>)",
+                          example="!tâche ajoute Relancer l’architecte @alice pour vendredi priorité haute",
+                          arguments=(Argument("tâche", "la tâche", rest=True),))
+async def add(bot: ProjetsBot, event: MessageEvent, **arguments: str) -> None:
+    list_id = await bot.bindings.required(event.room_id)
+    now = bot.now()
+    new = read_task(arguments["tâche"], now, bot.context.config.collectivite.nom_serveur)
+    if new.assignee:
+        await check_member(bot, event.room_id, new.assignee)
+    uid = uid_for(event.event_id)
+    todo = Todo()
+    todo.add("uid", uid)
+    todo.add("summary", new.title)
+    todo.add("created", now.astimezone(UTC))
+    todo["status"] = "NEEDS-ACTION"
+    todo.add("x-maillage-auteur", event.sender)
+    if new.priority:
+        todo.add("priority", new.priority)
+    if new.parent is not None:
+        _, parent = await bot.item_numbered(event.room_id, new.parent, "projet.no_such_number")
+        parent_task = task_of(parent.data)
+        if parent_task is None:
+            raise CommandError(t("projet.no_such_number", number=new.parent))
+        todo.add("related-to", str(parent_task.get("uid")), parameters={"RELTYPE": "PARENT"})
+    set_assignee(todo, new.assignee)
+    set_due(todo, new.due, now)
+    href = bot.caldav.href_of(list_id, uid)
+    try:
+        await bot.write(list_id, href, as_calendar(todo), None)
+    except CalDavError as error:
+        if error.status != 412:
+            raise bot.deferred(error) from None
+        await bot.noted(list_id, Item(href, "", ""))  # written by an earlier attempt at this command
+    number = await bot.numbers.of(event.room_id, uid, href)
+    await bot.reply(event, t("projet.added", task=bot.describe(number, Task.of(todo, href, bot.zone)))
+                    + _past_warning(new.due, now))
+
+
+# --- !tâche liste ------------------------------------------------------------------------------
+
+@task_commands.subcommand("liste", "list", help="les tâches ouvertes (moi, @qui, en retard, cette semaine, toutes)",
+                          example="!tâche liste en retard",
+                          arguments=(Argument("filtre", "moi, @qui, en retard, cette semaine ou toutes",
+                                              required=False, rest=True),))
+async def list_tasks(bot: ProjetsBot, event: MessageEvent, filtre: str = "") -> None:
+    list_id = await bot.bindings.required(event.room_id)
+    tasks = await bot.index.tasks(list_id)
+    if tasks is None:  # not read whole yet: read it now
+        await bot.follow(list_id)
+        tasks = await bot.index.tasks(list_id) or []
+    now = bot.now()
+    keep, which = _filter(filtre, event.sender, now, bot.context.config.collectivite.nom_serveur)
+    chosen = [task for task in tasks if keep(task)]
+    numbered = [(await bot.numbers.of(event.room_id, task.uid, task.href), task) for task in chosen]
+    numbered.sort(key=lambda entry: (entry[1].due is None, entry[1].due or now, entry[0]))
+    stale = bot.stale_note(list_id)
+    if not numbered:
+        await bot.reply(event, stale + t("projet.nothing", which=_label(which, none=True)))
+        return
+    lines = [("⚠ " if task.late(now) else "– ") + bot.describe(number, task) for number, task in numbered[:MAX_LISTED]]
+    if len(numbered) > MAX_LISTED:
+        lines.append(t("projet.more", count=len(numbered) - MAX_LISTED))
+    await bot.reply(event, stale + t("projet.listing", which=_label(which), count=len(numbered)) + "\n"
+                    + "\n".join(lines))
+
+
+def _filter(text: str, sender: str, now: datetime, server_name: str) -> tuple[Any, str]:
+    """Which tasks to list, and the label key (``projet.which_<name>``, ``…_one`` when none)."""
+    words = fold(" ".join(text.split()))
+    if words in ("", "ouvertes", "open"):
+        return (lambda task: task.is_open), "open"
+    if words in ("toutes", "tout", "all"):
+        return (lambda task: True), "all"
+    if words in ("moi", "me", "mes taches", "mine"):
+        return (lambda task: task.is_open and task.assignee == sender), "mine"
+    if words in ("en retard", "retard", "late", "overdue"):
+        return (lambda task: task.late(now)), "late"
+    if words in ("cette semaine", "semaine", "this week", "week"):
+        sunday = now.date().toordinal() + 6 - now.weekday()
+        return (lambda task: task.is_open and task.due is not None and task.due.date().toordinal() <= sunday), "week"
+    if text.strip().startswith("@"):
+        user_id = _user_id(text.strip(), server_name)
+        return (lambda task: task.is_open and task.assignee == user_id), "of:" + user_id
+    raise CommandError(t("projet.filter_unknown", text=text[:40]))
+
+
+def _label(which: str, *, none: bool = False) -> str:
+    name, _, user = which.partition(":")
+    return t(f"projet.which_{name}" + ("_one" if none else ""), user=user)
+
+
+# --- changing one task ---------------------------------------------------------------------------
+
+async def _change(bot: ProjetsBot, event: MessageEvent, number: int, change: Any) -> Task:
+    """Read the task, change it with ``change(todo)``, write it back with ``If-Match``: another
+    agent's change meanwhile is not overwritten (the agent is told), and what other apps put in
+    the task is kept."""
+    list_id, item = await bot.item_numbered(event.room_id, number, "projet.no_such_number")
+    todo = task_of(item.data)
+    if todo is None:
+        raise CommandError(t("projet.no_such_number", number=number))
+    change(todo)
+    try:
+        await bot.write(list_id, item.href, as_calendar(todo), item.etag or None)
+    except CalDavError as error:
+        if error.status == 412:
+            raise CommandError(t("projet.changed_meanwhile", number=number)) from None
+        raise bot.deferred(error) from None
+    return Task.of(todo, item.href, bot.zone)
+
+
+def _status_command(status: str, *names: str, help: str, example: str, answer: str) -> None:
+    @task_commands.subcommand(*names, help=help, example=example, arguments=(NUMBER,))
+    async def handler(bot: ProjetsBot, event: MessageEvent, **arguments: Any) -> None:
+        number = arguments["numéro"]
+        task = await _change(bot, event, number, lambda todo: set_status(todo, status, bot.now()))
+        await bot.reply(event, t(answer, task=bot.describe(number, task)))
+
+
+_status_command("IN-PROCESS", "commence", "commencer", "start", help="marquer une tâche en cours",
+                example="!tâche commence 3", answer="projet.started")
+_status_command("COMPLETED", "fait", "faite", "terminé", "termine", "done", help="marquer une tâche faite",
+                example="!tâche fait 3", answer="projet.done")
+_status_command("NEEDS-ACTION", "rouvre", "rouvrir", "reopen", help="rouvrir une tâche faite ou abandonnée",
+                example="!tâche rouvre 3", answer="projet.reopened")
+_status_command("CANCELLED", "abandonne", "abandonner", "cancel", help="abandonner une tâche",
+                example="!tâche abandonne 3", answer="projet.cancelled")
+
+
+@task_commands.subcommand("assigne", "assigner", "assign", help="confier une tâche à un membre du salon",
+                          example="!tâche assigne 3 @alice:mairie.fr",
+                          arguments=(NUMBER, Argument("qui", "l’agent (@alice:…)")))
+async def assign(bot: ProjetsBot, event: MessageEvent, qui: str, **arguments: Any) -> None:
+    number = arguments["numéro"]
+    user_id = _user_id(qui, bot.context.config.collectivite.nom_serveur)
+    await check_member(bot, event.room_id, user_id)
+
+    def reassign(todo: Todo) -> None:
+        set_assignee(todo, user_id)
+        touch(todo, bot.now())
+
+    task = await _change(bot, event, number, reassign)
+    await bot.reply(event, t("projet.assigned", task=bot.describe(number, task)))
+
+
+@task_commands.subcommand("échéance", "echeance", "due", help="changer l’échéance d’une tâche (« aucune » pour l’ôter)",
+                          example="!tâche échéance 3 vendredi",
+                          arguments=(NUMBER, Argument("date", "la nouvelle échéance", rest=True)))
+async def due(bot: ProjetsBot, event: MessageEvent, date: str, **arguments: Any) -> None:
+    number, now = arguments["numéro"], bot.now()
+    deadline = None if fold(date.strip()) in ("aucune", "aucun", "none") else read_due(date, now)
+    task = await _change(bot, event, number, lambda todo: set_due(todo, deadline, now))
+    await bot.reply(event, t("projet.due_set", task=bot.describe(number, task)) + _past_warning(deadline, now))
+
+
+@task_commands.subcommand("détails", "details", help="tout sur une tâche", example="!tâche détails 3",
+                          arguments=(NUMBER,))
+async def details(bot: ProjetsBot, event: MessageEvent, **arguments: Any) -> None:
+    number = arguments["numéro"]
+    _, item = await bot.item_numbered(event.room_id, number, "projet.no_such_number")
+    todo = task_of(item.data)
+    if todo is None:
+        raise CommandError(t("projet.no_such_number", number=number))
+    await bot.reply(event, bot.describe(number, Task.of(todo, item.href, bot.zone), long=True))

@@ -1,0 +1,88 @@
+"""The tasks of bound task lists, kept in the bots' database by the change watcher (as
+@agenda keeps its occurrences): a listing, « my tasks » across projects and, later, the
+portal's dashboards read one table instead of every task on the server."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from mautrix.util.async_db import Connection, Database
+
+from maillage.bots.caldav.client import Item
+from maillage.bots.projets.tasks import Task, task_of
+
+
+async def create_tables(conn: Connection) -> None:
+    await conn.execute(
+        """CREATE TABLE projet_task (
+            list_id TEXT NOT NULL,
+            href TEXT NOT NULL,
+            uid TEXT NOT NULL,
+            summary TEXT NOT NULL,
+            status TEXT NOT NULL,
+            due_local TEXT NOT NULL,
+            due_is_date INTEGER NOT NULL,
+            priority INTEGER NOT NULL,
+            assignee TEXT NOT NULL,
+            parent TEXT NOT NULL,
+            PRIMARY KEY (list_id, href)
+        )"""
+    )
+    await conn.execute("CREATE INDEX projet_task_assignee ON projet_task (assignee)")
+    await conn.execute("CREATE TABLE projet_indexed (list_id TEXT PRIMARY KEY)")
+
+
+class TaskIndex:
+    def __init__(self, db: Database, zone: ZoneInfo) -> None:
+        self.db, self.zone = db, zone
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[Connection]:
+        conn: Connection
+        async with self.db.acquire() as conn, conn.transaction():
+            yield conn
+
+    async def complete(self, list_id: str) -> bool:
+        return bool(await self.db.fetchval("SELECT 1 FROM projet_indexed WHERE list_id=$1", list_id))
+
+    async def refill(self, list_id: str, items: list[Item]) -> None:
+        async with self._transaction() as conn:
+            await conn.execute("DELETE FROM projet_task WHERE list_id=$1", list_id)
+            await self._insert(conn, list_id, items)
+            await conn.execute("INSERT INTO projet_indexed (list_id) VALUES ($1) ON CONFLICT (list_id) DO NOTHING",
+                               list_id)
+
+    async def update(self, list_id: str, items: list[Item], removed: list[str]) -> None:
+        async with self._transaction() as conn:
+            for href in [item.href for item in items] + removed:
+                await conn.execute("DELETE FROM projet_task WHERE list_id=$1 AND href=$2", list_id, href)
+            await self._insert(conn, list_id, items)
+
+    async def _insert(self, conn: Connection, list_id: str, items: list[Item]) -> None:
+        rows = []
+        for item in items:
+            todo = task_of(item.data)
+            if todo is None:
+                continue
+            task = Task.of(todo, item.href, self.zone)
+            rows.append((list_id, item.href, task.uid, task.summary[:500], task.status,
+                         task.due.isoformat() if task.due else "", int(task.due_is_date), task.priority,
+                         task.assignee, task.parent))
+        await conn.executemany(
+            "INSERT INTO projet_task (list_id, href, uid, summary, status, due_local, due_is_date, priority,"
+            " assignee, parent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)", rows)
+
+    async def tasks(self, list_id: str) -> list[Task] | None:
+        """Every task of the list; None when the list has not been read whole yet."""
+        if not await self.complete(list_id):
+            return None
+        rows = await self.db.fetch(
+            "SELECT href, uid, summary, status, due_local, due_is_date, priority, assignee, parent FROM projet_task"
+            " WHERE list_id=$1", list_id)
+        return [Task(str(row["uid"]), str(row["href"]), str(row["summary"]), str(row["status"]),
+                     datetime.fromisoformat(str(row["due_local"])).astimezone(self.zone) if row["due_local"]
+                     else None, bool(row["due_is_date"]), int(row["priority"]), str(row["assignee"]),
+                     str(row["parent"])) for row in rows]

@@ -1,0 +1,193 @@
+"""@projets against a real Synapse and Radicale, checked with an independent CalDAV client
+(the ``caldav`` library and ``icalendar``, not the bot's code): tasks made in the room are
+standard VTODOs any task app reads, tasks changed in another app are announced, what
+another app put in a task survives the bot's changes."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import caldav.davclient
+import pytest
+from icalendar import Calendar
+
+from tests.conftest import ServerStack
+from tests.harness.matrix import Agent, AgentFactory, create_encrypted_room
+from tests.messages import assert_french
+
+pytestmark = pytest.mark.usefixtures("in_french")
+
+PARIS = ZoneInfo("Europe/Paris")
+
+
+def projets_id(stack: ServerStack) -> str:
+    return f"@projets:{stack.server_name}"
+
+
+def task_list(stack: ServerStack, caldav_url: str, list_id: str) -> Any:
+    client: Any = caldav.davclient.DAVClient(url=caldav_url, username="maillage", password=stack.secrets.dav_password)
+    return client.calendar(url=f"{caldav_url.rstrip('/')}/maillage/{list_id}/")
+
+
+def todos_of(stack: ServerStack, caldav_url: str, list_id: str) -> dict[str, Any]:
+    """Every VTODO of the list by title, as any CalDAV task app reads it."""
+    todos = {}
+    for item in task_list(stack, caldav_url, list_id).todos(include_completed=True):
+        todo = next(iter(Calendar.from_ical(item.data).walk("VTODO")))
+        todos[str(todo["summary"])] = todo
+    return todos
+
+
+async def said(agent: Agent, room: str, stack: ServerStack, command: str) -> str:
+    since = len(agent.received)
+    await agent.send_text(room, command)
+    return (await agent.wait_for_text(room, lambda m: m.sender == projets_id(stack), since=since, timeout=60)).body
+
+
+async def project_room(agents: AgentFactory, stack: ServerStack, name: str, *members: Agent) -> tuple[Agent, str]:
+    """An encrypted room with @projets at the moderator level its binding needs."""
+    owner = await agents("cheffe")
+    room = await create_encrypted_room(owner, *members, name=name)
+    levels = await owner.client.room_get_state_event(room, "m.room.power_levels")
+    users = {**levels.content["users"], projets_id(stack): 50}
+    await owner.client.room_put_state(room, "m.room.power_levels", {**levels.content, "users": users})
+    await owner.client.room_invite(room, projets_id(stack))
+    await owner.wait_for_members_including(room, projets_id(stack))
+    return owner, room
+
+
+def next_weekday(weekday: int) -> datetime:
+    today = datetime.now(PARIS).date()
+    day = today + timedelta(days=(weekday - today.weekday()) % 7 or 7)
+    return datetime(day.year, day.month, day.day, tzinfo=PARIS)
+
+
+async def test_tasks_made_in_the_room_are_standard_vtodos_and_their_changes_keep_other_apps_fields(
+    synapse: ServerStack, caldav: str, bots: str, agents: AgentFactory
+) -> None:
+    alice = await agents("alice")
+    owner, room = await project_room(agents, synapse, "Rénovation de l’école", alice)
+    list_id = f"ecole-{uuid.uuid4().hex[:6]}"
+    created = await said(owner, room, synapse, f"!projet créer {list_id}")
+    assert created == f"Projet « {list_id} » créé (liste de tâches : {list_id}) et lié à ce salon."
+
+    friday = next_weekday(4)
+    added = await said(owner, room, synapse,
+                       f"!tâche ajoute Relancer l’architecte {alice.user_id} pour vendredi priorité haute")
+    assert added.startswith(f"Tâche ajoutée : n°1 — Relancer l’architecte · {alice.user_id} · pour vendredi "
+                            f"{friday.day} ")
+    assert added.endswith(" · priorité haute · à faire")
+    sub = await said(owner, room, synapse, "!tâche ajoute Choisir les peintures sous 1")
+    assert sub == "Tâche ajoutée : n°2 — Choisir les peintures · à faire"
+
+    todos = await asyncio.to_thread(todos_of, synapse, caldav, list_id)
+    main = todos["Relancer l’architecte"]
+    assert str(main["status"]) == "NEEDS-ACTION" and int(main["priority"]) == 1
+    assert main.decoded("due") == friday.date()
+    assert [str(a) for a in ([main["attendee"]] if not isinstance(main["attendee"], list) else main["attendee"])] == [
+        "matrix:u/" + alice.user_id.removeprefix("@")]
+    assert str(todos["Choisir les peintures"]["related-to"]) == str(main["uid"])
+
+    # Another app (Thunderbird-like) adds its own fields: the bot's changes keep them.
+    item = next(i for i in task_list(synapse, caldav, list_id).todos() if "Relancer" in i.data)
+    item.data = item.data.replace("END:VTODO", "CATEGORIES:Bâtiments\r\nX-MOZ-GENERATION:3\r\n"
+                                  "BEGIN:VALARM\r\nACTION:DISPLAY\r\nDESCRIPTION:Rappel\r\nTRIGGER:-PT15M\r\n"
+                                  "END:VALARM\r\nEND:VTODO")
+    since = len(owner.received)
+    await asyncio.to_thread(item.save)
+    told = await owner.wait_for_text(room, lambda m: m.sender == projets_id(synapse) and "autre application" in m.body,
+                                     since=since, timeout=30)
+    assert told.body.startswith("Tâche modifiée depuis une autre application : n°1 — Relancer l’architecte")
+
+    assert (await said(owner, room, synapse, "!tâche commence 1")).endswith("· en cours")
+    done = await said(alice, room, synapse, "!tâche fait 1")
+    assert done.startswith("Faite : n°1 — Relancer l’architecte") and done.endswith("· faite")
+    main = (await asyncio.to_thread(todos_of, synapse, caldav, list_id))["Relancer l’architecte"]
+    assert str(main["status"]) == "COMPLETED" and int(main["percent-complete"]) == 100 and main.get("completed")
+    assert str(main["x-moz-generation"]) == "3" and "Bâtiments" in main["categories"].to_ical().decode()
+    assert [c.name for c in main.subcomponents] == ["VALARM"]
+    assert int(main["sequence"]) >= 2
+
+    listing = await said(owner, room, synapse, "!tâche liste")
+    assert listing.splitlines() == ["Tâches ouvertes (1) :", "– n°2 — Choisir les peintures · à faire"]
+    everything = await said(owner, room, synapse, "!tâche liste toutes")
+    assert everything.splitlines()[0] == "Tâches du projet (2) :"
+    assert (await said(owner, room, synapse, "!tâche rouvre 1")).endswith("· à faire")
+    mine = await said(alice, room, synapse, "!tâche liste moi")
+    assert mine.splitlines()[0] == "Tâches qui vous sont confiées (1) :" and "n°1 — Relancer" in mine
+
+
+async def test_a_task_made_in_another_app_is_announced_numbered_and_can_be_done_from_the_room(
+    synapse: ServerStack, caldav: str, bots: str, agents: AgentFactory
+) -> None:
+    owner, room = await project_room(agents, synapse, "Piste cyclable")
+    list_id = f"piste-{uuid.uuid4().hex[:6]}"
+    await said(owner, room, synapse, f"!projet créer {list_id}")
+    yesterday = (datetime.now(PARIS) - timedelta(days=1)).strftime("%Y%m%d")
+    since = len(owner.received)
+    await asyncio.to_thread(task_list(synapse, caldav, list_id).save_todo, (
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//test//Tasks.org-like//FR\r\nBEGIN:VTODO\r\n"
+        f"UID:{uuid.uuid4()}@tasks\r\nDTSTAMP:20261125T080000Z\r\nSUMMARY:Consulter l’intercommunalité\r\n"
+        f"DUE;VALUE=DATE:{yesterday}\r\nSTATUS:NEEDS-ACTION\r\nEND:VTODO\r\nEND:VCALENDAR\r\n"))
+    told = await owner.wait_for_text(room, lambda m: m.sender == projets_id(synapse), since=since, timeout=30)
+    assert told.body.startswith("Nouvelle tâche, ajoutée depuis une autre application : n°1 — "
+                                "Consulter l’intercommunalité · pour ")
+    late = await said(owner, room, synapse, "!tâche liste en retard")
+    assert late.splitlines()[0] == "Tâches en retard (1) :" and late.splitlines()[1].startswith("⚠ n°1 — Consulter")
+    assert (await said(owner, room, synapse, "!tâche fait 1")).startswith("Faite : n°1 — Consulter")
+    assert await said(owner, room, synapse, "!tâche liste en retard") == "Aucune tâche en retard."
+
+
+async def test_wrong_input_is_answered_in_french_and_writes_nothing(
+    synapse: ServerStack, caldav: str, bots: str, agents: AgentFactory
+) -> None:
+    outsider = await agents("exterieur")
+    owner, room = await project_room(agents, synapse, "Budget")
+    assert "Ce salon n’est lié à aucun projet" in await said(owner, room, synapse, "!tâche ajoute Voter le budget")
+    list_id = f"budget-{uuid.uuid4().hex[:6]}"
+    await said(owner, room, synapse, f"!projet créer {list_id}")
+    wrong = {
+        f"!tâche ajoute Relire {outsider.user_id}": f"{outsider.user_id} n’est pas membre de ce salon",
+        "!tâche ajoute Relire pour le 31 février": "31",
+        "!tâche ajoute Relire priorité maximale": "Priorité non comprise : « maximale »",
+        "!tâche ajoute pour demain": "Il manque l’intitulé",
+        "!tâche ajoute Relire sous 9": "Aucune tâche n°9",
+        "!tâche fait 42": "Aucune tâche n°42",
+        "!tâche fait trois": "« trois » n’est pas un numéro de tâche",
+        "!tâche liste demain matin": "Filtre non compris",
+        "!tâche ajoute Relire pour tous les lundis": "pas une répétition",
+    }
+    for command, says in wrong.items():
+        answer = await said(owner, room, synapse, command)
+        assert says in answer, (command, answer)
+        assert_french(answer, "projet.", "agenda.", "bot.", typed=command)
+    assert await asyncio.to_thread(todos_of, synapse, caldav, list_id) == {}
+
+    past = await said(owner, room, synapse, "!tâche ajoute Relire le compte rendu pour le 2/1/2026")
+    assert past.startswith("Tâche ajoutée : n°1 — Relire le compte rendu · pour vendredi 2 janvier 2026")
+    assert past.splitlines()[1] == "⚠ Cette échéance est déjà passée : la tâche est en retard dès maintenant."
+    refused = await said(owner, room, synapse, f"!tâche assigne 1 {outsider.user_id}")
+    assert refused.startswith(f"{outsider.user_id} n’est pas membre de ce salon")
+    assert not (await asyncio.to_thread(todos_of, synapse, caldav, list_id))["Relire le compte rendu"].get("attendee")
+
+
+async def test_only_admins_bind_and_a_room_reaches_only_its_own_list(
+    synapse: ServerStack, caldav: str, bots: str, agents: AgentFactory
+) -> None:
+    member = await agents("membre")
+    owner, room = await project_room(agents, synapse, "Voirie", member)
+    list_id = f"voirie-{uuid.uuid4().hex[:6]}"
+    assert "Seul un administrateur" in await said(member, room, synapse, f"!projet créer {list_id}")
+    await said(owner, room, synapse, f"!projet créer {list_id}")
+    await said(owner, room, synapse, "!tâche ajoute Réparer le nid-de-poule")
+    other_owner, other_room = await project_room(agents, synapse, "Culture")
+    taken = await said(other_owner, other_room, synapse, f"!projet lier {list_id}")
+    assert taken.startswith(f"La liste de tâches « {list_id} » est déjà liée à un autre salon")
+    await said(other_owner, other_room, synapse, f"!projet créer culture-{uuid.uuid4().hex[:6]}")
+    assert await said(other_owner, other_room, synapse, "!tâche détails 1") == (
+        "Aucune tâche n°1 dans ce projet. « !tâche liste toutes » montre les numéros.")
+    assert await said(other_owner, other_room, synapse, "!tâche liste") == "Aucune tâche ouverte."
