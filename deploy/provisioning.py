@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import string
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
+from icalendar import Todo
 
-from maillage.bots.caldav.client import CalDav
+from maillage.bots.caldav.client import CalDav, CalDavError
 from maillage.bots.documents.naming import slugify
+from maillage.bots.projets.tasks import as_calendar, set_assignee, touch
 from maillage.config import Config
 from maillage.secretstore import Secrets, load_secrets, update_secrets, write_private
 from maillage.synapse_admin import (
@@ -160,7 +165,7 @@ class DemoProgress:
 
 def demo_seeded(config: Config) -> bool:
     progress = DemoProgress(demo_dir(config) / "etat.json")
-    return bool(progress.get("termine") and progress.get("agendas"))
+    return bool(progress.get("termine") and progress.get("agendas") and progress.get("projet"))
 
 
 def demo_accounts(config: Config) -> list[dict[str, str]]:
@@ -175,6 +180,8 @@ async def seed_demo(config: Config, admin_token: str) -> None:
         await _seed_rooms(config, model, progress, admin_token)
     if not progress.get("agendas"):  # added later: a collectivité seeded before gets them too
         await _seed_calendars(config, model, progress, admin_token)
+    if not progress.get("projet"):  # the same
+        await _seed_project(config, model, progress, admin_token)
 
 
 async def _seed_rooms(config: Config, model: DemoModel, progress: DemoProgress, admin_token: str) -> None:
@@ -221,6 +228,49 @@ async def _seed_calendars(config: Config, model: DemoModel, progress: DemoProgre
     finally:
         await caldav.close()
     progress.set("agendas", True)
+
+
+DEMO_PROJECT = "renovation-ecole"
+DEMO_TASKS = (  # title, assignee, due in days from the seeding, priority (1 high, 5 normal)
+    ("Valider le programme des travaux", "claire.martin", 7, 1),
+    ("Déposer la déclaration préalable de travaux", "karim.benali", 21, 5),
+    ("Consulter trois entreprises de menuiserie", "julien.moreau", 30, 5),
+    ("Prévoir l’accueil des élèves pendant le chantier", "thomas.bernard", 45, 5),
+)
+
+
+async def _seed_project(config: Config, model: DemoModel, progress: DemoProgress, admin_token: str) -> None:
+    """A project across services (direction générale, urbanisme, services techniques): its room,
+    with their agents in it, bound to a task list holding a few tasks."""
+    caldav = CalDav.for_stack(config, load_secrets(config.data_dir).dav_password)
+    try:
+        async with SynapseAdmin(config.synapse_url, admin_token) as admin:
+            head = next(a for a in model.agents if a.service == "dg" and a.head_of_service)
+            room_id = await _room(admin, progress, "room:projet", "Projet — rénovation de l’école",
+                                  user_id(config, head.localpart))
+            for agent in model.agents:
+                if agent.service in ("dg", "urbanisme", "st"):
+                    await admin.force_join(room_id, user_id(config, agent.localpart))
+            if await caldav.calendar(DEMO_PROJECT) is None:
+                await caldav.make_calendar(DEMO_PROJECT, "Rénovation de l’école", "VTODO")
+            today = datetime.now(ZoneInfo(config.collectivite.fuseau_horaire)).date()
+            for index, (title, assignee, days, priority) in enumerate(DEMO_TASKS):
+                uid = f"demo-{index}@{DEMO_PROJECT}"
+                todo = Todo()
+                todo.add("uid", uid)
+                todo.add("summary", title)
+                todo["status"] = "NEEDS-ACTION"
+                todo.add("due", today + timedelta(days=days))
+                todo.add("priority", priority)
+                set_assignee(todo, user_id(config, assignee))
+                touch(todo, datetime.now(UTC))
+                with contextlib.suppress(CalDavError):  # 412: there from an earlier, interrupted seeding
+                    await caldav.put(caldav.href_of(DEMO_PROJECT, uid), as_calendar(todo), None)
+            await _bind_room(config, admin, progress, room_id, "projets", "fr.maillage.projet",
+                             {"liste": DEMO_PROJECT})
+    finally:
+        await caldav.close()
+    progress.set("projet", True)
 
 
 async def _bind_room(config: Config, admin: SynapseAdmin, progress: DemoProgress, room_id: str, bot_name: str,

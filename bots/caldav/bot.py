@@ -110,7 +110,7 @@ class CalendarBot(Bot):
         self.copy = self.make_copy()
         self.watcher = CalendarWatcher(self.caldav, self.context.db, self.localpart, self.bound_collections,
                                        self.announce, self.announce_batch, config.agenda.intervalle_secondes,
-                                       copy=self.copy)
+                                       copy=self.copy, component=self.component)
         self._tasks = [asyncio.create_task(self.watcher.run())]
         self._tasks += [asyncio.create_task(work) for work in self.background()]
         self._following: set[asyncio.Task[None]] = set()

@@ -109,11 +109,11 @@ PARALLEL = 8
 class CalendarWatcher:
     def __init__(self, caldav: CalDav, db: Database, owner: str, calendars: Callable[[], Awaitable[list[str]]],
                  announce: Announce, announce_batch: Callable[[Batch], Awaitable[None]], interval: float,
-                 copy: Copy | None = None) -> None:
+                 copy: Copy | None = None, component: str = "VEVENT") -> None:
         self.caldav, self.db, self.owner = caldav, db, owner
         self.calendars, self.interval = calendars, interval
         self.announce, self.announce_batch = announce, announce_batch
-        self.copy = copy
+        self.copy, self.component = copy, component  # what the copy reads: events or tasks
         self._looking: dict[str, asyncio.Lock] = {}
         self._reached: dict[str, datetime] = {}
         self._unreachable: set[str] = set()
@@ -156,7 +156,7 @@ class CalendarWatcher:
     async def _look(self, calendar_id: str) -> None:
         refilled = False
         if self.copy is not None and not await self.copy.complete(calendar_id):
-            await self.copy.refill(calendar_id, await self.caldav.everything(calendar_id))
+            await self.copy.refill(calendar_id, await self.caldav.everything(calendar_id, self.component))
             refilled = True
         known = {str(row["href"]): (str(row["etag"]), str(row["summary"])) for row in await self.db.fetch(
             "SELECT href, etag, summary FROM caldav_item WHERE bot=$1 AND calendar_id=$2", self.owner, calendar_id)}

@@ -196,9 +196,10 @@ async def list_tasks(bot: ProjetsBot, event: MessageEvent, filtre: str = "") -> 
         tasks = await bot.index.tasks(list_id) or []
     now = bot.now()
     keep, which = _filter(filtre, event.sender, now, bot.context.config.collectivite.nom_serveur)
-    chosen = [task for task in tasks if keep(task)]
+    # By deadline; tasks met for the first time get their numbers in that order.
+    chosen = sorted((task for task in tasks if keep(task)), key=lambda task: (task.due is None, task.due or now,
+                                                                              task.summary))
     numbered = [(await bot.numbers.of(event.room_id, task.uid, task.href), task) for task in chosen]
-    numbered.sort(key=lambda entry: (entry[1].due is None, entry[1].due or now, entry[0]))
     stale = bot.stale_note(list_id)
     if not numbered:
         await bot.reply(event, stale + t("projet.nothing", which=_label(which, none=True)))

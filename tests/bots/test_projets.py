@@ -6,6 +6,7 @@ another app put in a task survives the bot's changes."""
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -15,7 +16,7 @@ import caldav.davclient
 import pytest
 from icalendar import Calendar
 
-from tests.conftest import ServerStack
+from tests.conftest import BotProcess, ServerStack
 from tests.harness.matrix import Agent, AgentFactory, create_encrypted_room
 from tests.messages import assert_french
 
@@ -33,13 +34,15 @@ def task_list(stack: ServerStack, caldav_url: str, list_id: str) -> Any:
     return client.calendar(url=f"{caldav_url.rstrip('/')}/maillage/{list_id}/")
 
 
+def all_todos(stack: ServerStack, caldav_url: str, list_id: str) -> list[Any]:
+    """Every VTODO of the list, as any CalDAV task app reads it."""
+    return [next(iter(Calendar.from_ical(item.data).walk("VTODO")))
+            for item in task_list(stack, caldav_url, list_id).todos(include_completed=True)]
+
+
 def todos_of(stack: ServerStack, caldav_url: str, list_id: str) -> dict[str, Any]:
-    """Every VTODO of the list by title, as any CalDAV task app reads it."""
-    todos = {}
-    for item in task_list(stack, caldav_url, list_id).todos(include_completed=True):
-        todo = next(iter(Calendar.from_ical(item.data).walk("VTODO")))
-        todos[str(todo["summary"])] = todo
-    return todos
+    """The same, by title (titles are unique in these tests: ``all_todos`` counts)."""
+    return {str(todo["summary"]): todo for todo in all_todos(stack, caldav_url, list_id)}
 
 
 async def said(agent: Agent, room: str, stack: ServerStack, command: str) -> str:
@@ -191,3 +194,26 @@ async def test_only_admins_bind_and_a_room_reaches_only_its_own_list(
     assert await said(other_owner, other_room, synapse, "!tâche détails 1") == (
         "Aucune tâche n°1 dans ce projet. « !tâche liste toutes » montre les numéros.")
     assert await said(other_owner, other_room, synapse, "!tâche liste") == "Aucune tâche ouverte."
+
+
+async def test_tasks_added_while_the_bots_are_killed_are_each_made_and_answered_once(
+    synapse: ServerStack, caldav: str, bot_process: BotProcess, bots: str, agents: AgentFactory
+) -> None:
+    owner, room = await project_room(agents, synapse, "Sous tension")
+    list_id = f"tension-{uuid.uuid4().hex[:6]}"
+    await said(owner, room, synapse, f"!projet créer {list_id}")
+    count = 20
+    chance = random.Random()
+    for index in range(count):
+        await owner.send_text(room, f"!tâche ajoute Dossier {index} pour le 3/3/2027")
+        if index in (5, 13):  # kill -9 while commands are in flight, then start again
+            await bot_process.kill_and_restart(after=chance.uniform(0.0, 1.5))
+    await owner.wait_for_text(room, lambda m: m.sender == projets_id(synapse) and "Dossier 19 " in m.body,
+                              timeout=180)
+    await asyncio.sleep(8)  # anything answered twice would have come by now
+    answers = [m.body for m in owner.received if m.room_id == room and m.body.startswith("Tâche ajoutée")]
+    assert sorted(body.split(" — ", 1)[1].split(" · ", 1)[0] for body in answers) == sorted(
+        f"Dossier {index}" for index in range(count))
+    assert len({body.split("n°", 1)[1].split(" ", 1)[0] for body in answers}) == count
+    stored = [str(todo["summary"]) for todo in await asyncio.to_thread(all_todos, synapse, caldav, list_id)]
+    assert sorted(stored) == sorted(f"Dossier {index}" for index in range(count))  # each once

@@ -112,6 +112,17 @@ async def test_quick_start_two_demo_agents_exchange_an_encrypted_message(stack_d
         calendars: Any = caldav.davclient.DAVClient(url=caldav_url, username="maillage", password=dav_password[1])
         calendar = calendars.calendar(url=f"{caldav_url}maillage/dg/")
         assert ["SUMMARY:CODIR" in item.data for item in await asyncio.to_thread(calendar.events)] == [True]
+
+        # The cross-service project comes with its task list: the tasks of three services.
+        project = next(room_id for room_id, room in claire.client.rooms.items()
+                       if room.display_name == "Projet — rénovation de l’école")
+        since = len(claire.received)
+        await claire.send_text(project, "!tâche liste")
+        listing = await claire.wait_for_text(
+            project, lambda m: m.sender == "@projets:localhost", since=since, timeout=90)
+        assert listing.body.splitlines()[0] == "Tâches ouvertes (4) :"
+        assert "n°1 — Valider le programme des travaux · @claire.martin:localhost" in listing.body
+        assert "@karim.benali:localhost" in listing.body and "@julien.moreau:localhost" in listing.body
     finally:
         await claire.close()
         await thomas.close()
