@@ -20,7 +20,8 @@ from datetime import datetime
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
-from mautrix.types import MessageEvent
+from mautrix.errors import MatrixRequestError
+from mautrix.types import EventType, MessageEvent, RoomID
 from mautrix.util.async_db import Database
 
 from maillage.bots.caldav.client import CalDav, CalDavError, Item
@@ -138,6 +139,19 @@ class CalendarBot(Bot):
         rows = await self.context.db.fetch("SELECT DISTINCT target FROM maillage_room_binding WHERE bot=$1",
                                            self.localpart)
         return [str(row["target"]) for row in rows]
+
+    async def bound_rooms(self) -> list[tuple[str, str]]:
+        """(room, collection) of every bound room."""
+        rows = await self.context.db.fetch("SELECT room_id, target FROM maillage_room_binding WHERE bot=$1",
+                                           self.localpart)
+        return [(str(row["room_id"]), str(row["target"])) for row in rows]
+
+    async def room_name(self, room_id: str) -> str:
+        try:
+            content = await self.client.get_state_event(RoomID(room_id), EventType.ROOM_NAME)
+        except MatrixRequestError:
+            return ""
+        return str(getattr(content, "name", "") or "")
 
     async def rooms_of(self, collection_id: str) -> list[str]:
         rows = await self.context.db.fetch("SELECT room_id FROM maillage_room_binding WHERE bot=$1 AND target=$2",

@@ -10,6 +10,7 @@ from icalendar import Todo
 from mautrix.types import MessageEvent, RoomID
 
 from maillage.bots.agenda.dates import DateError, fold, read_when
+from maillage.bots.agenda.events import one_line
 from maillage.bots.caldav.client import CalDavError, Item
 from maillage.bots.projets.bot import MAX_LISTED, ProjetsBot, project_commands, task_commands, uid_for
 from maillage.bots.projets.tasks import (
@@ -184,11 +185,15 @@ async def add(bot: ProjetsBot, event: MessageEvent, **arguments: str) -> None:
 
 # --- !tâche liste ------------------------------------------------------------------------------
 
-@task_commands.subcommand("liste", "list", help="les tâches ouvertes (moi, @qui, en retard, cette semaine, toutes)",
+@task_commands.subcommand("liste", "list", help="les tâches ouvertes (moi, @qui, en retard, cette semaine, toutes) ;"
+                          " « moi » en message privé au robot : vos tâches de tous vos projets",
                           example="!tâche liste en retard",
                           arguments=(Argument("filtre", "moi, @qui, en retard, cette semaine ou toutes",
                                               required=False, rest=True),))
 async def list_tasks(bot: ProjetsBot, event: MessageEvent, filtre: str = "") -> None:
+    if await bot.bindings.target(event.room_id) is None and fold(filtre.strip()) in ("moi", "me", "mine"):
+        await _mine_everywhere(bot, event)  # a direct chat with the bot: every project
+        return
     list_id = await bot.bindings.required(event.room_id)
     tasks = await bot.index.tasks(list_id)
     if tasks is None:  # not read whole yet: read it now
@@ -209,6 +214,32 @@ async def list_tasks(bot: ProjetsBot, event: MessageEvent, filtre: str = "") -> 
         lines.append(t("projet.more", count=len(numbered) - MAX_LISTED))
     await bot.reply(event, stale + t("projet.listing", which=_label(which), count=len(numbered)) + "\n"
                     + "\n".join(lines))
+
+
+async def _mine_everywhere(bot: ProjetsBot, event: MessageEvent) -> None:
+    """The agent's open tasks in every project whose room they are in (no other: a project
+    they are not in tells them nothing), each with its project and its number there."""
+    now, found = bot.now(), []
+    for room_id, list_id in await bot.bound_rooms():
+        if event.sender not in await bot.client.get_joined_members(RoomID(room_id)):
+            continue
+        tasks = await bot.index.tasks(list_id)
+        if tasks is None:
+            await bot.follow(list_id)
+            tasks = await bot.index.tasks(list_id) or []
+        name = await bot.room_name(room_id) or list_id
+        for task in tasks:
+            if task.is_open and task.assignee == event.sender:
+                found.append((task, name, await bot.numbers.of(room_id, task.uid, task.href)))
+    if not found:
+        await bot.reply(event, t("projet.nothing", which=t("projet.which_mine_one")))
+        return
+    found.sort(key=lambda entry: (entry[0].due is None, entry[0].due or now, entry[1], entry[2]))
+    lines = [("⚠ " if task.late(now) else "– ") + f"[{one_line(name)[:80]}] " + bot.describe(number, task)
+             for task, name, number in found[:MAX_LISTED]]
+    if len(found) > MAX_LISTED:
+        lines.append(t("projet.more", count=len(found) - MAX_LISTED))
+    await bot.reply(event, t("projet.listing_everywhere", count=len(found)) + "\n" + "\n".join(lines))
 
 
 def _filter(text: str, sender: str, now: datetime, server_name: str) -> tuple[Any, str]:

@@ -217,3 +217,31 @@ async def test_tasks_added_while_the_bots_are_killed_are_each_made_and_answered_
     assert len({body.split("n°", 1)[1].split(" ", 1)[0] for body in answers}) == count
     stored = [str(todo["summary"]) for todo in await asyncio.to_thread(all_todos, synapse, caldav, list_id)]
     assert sorted(stored) == sorted(f"Dossier {index}" for index in range(count))  # each once
+
+
+async def test_my_tasks_in_a_direct_chat_gather_every_project_i_am_in_and_no_other(
+    synapse: ServerStack, caldav: str, bots: str, agents: AgentFactory
+) -> None:
+    alice = await agents("alice")
+    projects = {}
+    for name in ("École", "Gymnase", "Cantine"):
+        owner, room = await project_room(agents, synapse, f"Projet {name}", alice)
+        await said(owner, room, synapse, f"!projet créer {name.lower()}-{uuid.uuid4().hex[:6]}")
+        await said(owner, room, synapse, f"!tâche ajoute Tâche {name} {alice.user_id} pour le 3/3/2027")
+        projects[name] = (owner, room)
+    gym_owner, gym_room = projects["Gymnase"]
+    await said(gym_owner, gym_room, synapse, "!tâche ajoute Tâche sans alice")
+    await alice.client.room_leave(projects["Cantine"][1])  # she left: that project tells her nothing now
+
+    direct = await create_encrypted_room(alice, name="Robot Projets")
+    await alice.client.room_invite(direct, projets_id(synapse))
+    await alice.wait_for_members_including(direct, projets_id(synapse))
+    mine = await said(alice, direct, synapse, "!tâche liste moi")
+    assert mine.splitlines() == [
+        "Vos tâches ouvertes, tous projets confondus (2) :",
+        "– [Projet Gymnase] n°1 — Tâche Gymnase · " + alice.user_id + " · pour mercredi 3 mars 2027 · à faire",
+        "– [Projet École] n°1 — Tâche École · " + alice.user_id + " · pour mercredi 3 mars 2027 · à faire",
+    ]  # the same deadline: by project name
+    assert "Cantine" not in mine and "sans alice" not in mine
+    elsewhere = await said(alice, direct, synapse, "!tâche liste")
+    assert elsewhere.startswith("Ce salon n’est lié à aucun projet")
