@@ -16,7 +16,7 @@ import caldav.davclient
 import pytest
 from icalendar import Calendar
 
-from tests.conftest import BotProcess, ServerStack
+from tests.conftest import BotProcess, ServerStack, ServiceProcess
 from tests.harness.matrix import Agent, AgentFactory, create_encrypted_room
 from tests.messages import assert_french
 
@@ -245,3 +245,33 @@ async def test_my_tasks_in_a_direct_chat_gather_every_project_i_am_in_and_no_oth
     assert "Cantine" not in mine and "sans alice" not in mine
     elsewhere = await said(alice, direct, synapse, "!tâche liste")
     assert elsewhere.startswith("Ce salon n’est lié à aucun projet")
+
+
+async def test_a_task_added_while_the_task_server_is_down_is_kept_and_made_once_when_it_is_back(
+    synapse: ServerStack, caldav: str, caldav_process: ServiceProcess, bots: str, agents: AgentFactory
+) -> None:
+    owner, room = await project_room(agents, synapse, "Panne")
+    list_id = f"panne-{uuid.uuid4().hex[:6]}"
+    await said(owner, room, synapse, f"!projet créer {list_id}")
+    await said(owner, room, synapse, "!tâche ajoute Prévenir les parents")
+    caldav_process.stop()
+    try:
+        kept = await said(owner, room, synapse, "!tâche ajoute Commander les bennes pour le 4/4/2027")
+        assert kept == ("Le serveur de tâches ne répond pas : votre commande est gardée et sera faite dès son "
+                        "retour. Inutile de la retaper.")
+        refused = await said(owner, room, synapse, "!tâche détails 1")
+        assert refused == "Le serveur de tâches ne répond pas : rien n’a été modifié. Réessayez dans quelques minutes."
+        await asyncio.sleep(7)  # the watcher's look (every 5 s in tests) found the server away
+        listing = await said(owner, room, synapse, "!tâche liste")
+        assert listing.startswith("⚠ Le serveur de tâches ne répond pas : voici les tâches telles qu’elles étaient à ")
+        assert listing.splitlines()[1:] == ["Tâches ouvertes (1) :", "– n°1 — Prévenir les parents · à faire"]
+    finally:
+        caldav_process.start()
+    since = len(owner.received)
+    added = await owner.wait_for_text(room, lambda m: m.sender == projets_id(synapse) and m.body.startswith(
+        "Tâche ajoutée"), since=since, timeout=90)
+    assert added.body == "Tâche ajoutée : n°2 — Commander les bennes · pour dimanche 4 avril 2027 · à faire"
+    stored = [str(todo["summary"]) for todo in await asyncio.to_thread(all_todos, synapse, caldav, list_id)]
+    assert sorted(stored) == ["Commander les bennes", "Prévenir les parents"]
+    await asyncio.sleep(3)
+    assert sum(m.body.startswith("Tâche ajoutée : n°2") for m in owner.received if m.room_id == room) == 1
