@@ -24,7 +24,7 @@ from maillage.bots.agenda.bot import normalise_calendar
 from maillage.bots.caldav.bot import CalendarBot
 from maillage.bots.caldav.watch import Batch, Change
 from maillage.bots.caldav.watch import tables as watch_tables
-from maillage.bots.projets.index import TaskIndex
+from maillage.bots.projets.index import TaskIndex, objectives_column
 from maillage.bots.projets.index import create_tables as index_tables
 from maillage.bots.projets.tasks import Task, shown_title, spoken_due, task_of
 from maillage.bots.runtime.binding import Binding
@@ -55,6 +55,7 @@ async def _numbers(conn: Connection) -> None:
 
 projets_tables.register(_numbers, description="Short numbers of tasks in rooms")
 projets_tables.register(index_tables, description="Tasks of the bound lists")
+projets_tables.register(objectives_column, description="Objectives among the tasks")
 
 
 def normalise_list(raw: str) -> str:

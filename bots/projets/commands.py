@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -13,20 +14,24 @@ from maillage.bots.agenda.dates import DateError, fold, read_when
 from maillage.bots.agenda.events import one_line
 from maillage.bots.caldav.client import CalDavError, Item
 from maillage.bots.projets.bot import MAX_LISTED, ProjetsBot, project_commands, task_commands, uid_for
+from maillage.bots.projets.chart import Progress, progress_chart
 from maillage.bots.projets.tasks import (
+    OBJECTIVE,
     PRIORITIES,
     Task,
     as_calendar,
     set_assignee,
     set_due,
     set_status,
+    shown_title,
+    spoken_due,
     task_of,
     touch,
 )
 from maillage.bots.runtime.commands import Argument, CommandError
 from maillage.i18n import t
 
-KEYWORDS = ("pour", "priorité", "priorite", "priority", "sous", "under")
+KEYWORDS = ("pour", "priorité", "priorite", "priority", "sous", "under", "objectif", "objective")
 
 
 def _number(text: str) -> int:
@@ -71,6 +76,92 @@ async def show_list(bot: ProjetsBot, event: MessageEvent) -> None:
     await bot.reply(event, t("projet.current", list=list_id, url=bot.caldav.calendar_url(list_id)))
 
 
+@project_commands.subcommand("objectif", "objective", help="ajouter un objectif au projet (les tâches s’y rattachent"
+                             " avec « objectif <n> »)", example="!projet objectif Programme validé pour le 15/1/2027",
+                             arguments=(Argument("objectif", "l’objectif et son échéance", rest=True),))
+async def add_objective(bot: ProjetsBot, event: MessageEvent, objectif: str) -> None:
+    list_id = await bot.bindings.required(event.room_id)
+    now = bot.now()
+    new = read_task(objectif, now, bot.context.config.collectivite.nom_serveur)
+    if new.assignee or new.parent is not None or new.objective is not None or new.priority:
+        raise CommandError(t("projet.objective_plain"))
+    uid = uid_for(event.event_id)
+    todo = Todo()
+    todo.add("uid", uid)
+    todo.add("summary", new.title)
+    todo["status"] = "NEEDS-ACTION"
+    todo.add("categories", [t("projet.objective_category")])
+    todo.add(OBJECTIVE, "TRUE")
+    todo.add("x-maillage-auteur", event.sender)
+    set_due(todo, new.due, now)
+    href = bot.caldav.href_of(list_id, uid)
+    await _create(bot, list_id, href, todo)
+    number = await bot.numbers.of(event.room_id, uid, href)
+    await bot.reply(event, t("projet.objective_added", task=bot.describe(number, Task.of(todo, href, bot.zone)),
+                             number=number) + _past_warning(new.due, now))
+
+
+@project_commands.subcommand("état", "etat", "status", help="l’avancement par objectif, en tableau et en graphique",
+                             example="!projet état")
+async def status(bot: ProjetsBot, event: MessageEvent) -> None:
+    list_id = await bot.bindings.required(event.room_id)
+    tasks = await bot.index.tasks(list_id)
+    if tasks is None:
+        await bot.follow(list_id)
+        tasks = await bot.index.tasks(list_id) or []
+    now = bot.now()
+    objectives = sorted((task for task in tasks if task.objective),
+                        key=lambda task: (task.due is None, task.due or now, task.summary))
+    groups: dict[str, list[Task]] = {objective.uid: [] for objective in objectives}
+    groups[""] = []
+    for task in tasks:
+        if not task.objective and task.status != "CANCELLED":
+            groups[objective_of(task, tasks)].append(task)
+    lines, bars = [], []
+    for objective in [*objectives, None]:
+        members = groups[objective.uid if objective else ""]
+        if objective is None and not members:
+            continue
+        done = sum(task.status == "COMPLETED" for task in members)
+        late = [task for task in members if task.late(now)]
+        coming = sorted((task for task in members if task.is_open and task.due is not None),
+                        key=lambda task: task.due or now)
+        title = shown_title(objective) if objective else t("projet.no_objective")
+        line = t("projet.state_line", title=title, done=done, total=len(members))
+        if objective is not None:
+            line = f"n°{await bot.numbers.of(event.room_id, objective.uid, objective.href)} — " + line
+            if objective.due is not None:
+                line += " · " + t("projet.due", when=spoken_due(objective))
+        if late:
+            line += " · " + t("projet.state_late", count=len(late))
+        if coming:
+            line += " · " + t("projet.state_next", when=spoken_due(coming[0]))
+        lines.append(("⚠ " if late else "– ") + line)
+        bars.append(Progress(title, done, len(late), len(members) - done))
+    if not lines:
+        await bot.reply(event, t("projet.state_empty"))
+        return
+    name = await bot.room_name(event.room_id) or list_id
+    await bot.reply(event, t("projet.state", name=name) + "\n" + "\n".join(lines))
+    picture, width, height = progress_chart(name, bars)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield picture
+
+    await bot.send_file(event, chunks(), size=len(picture), filename=t("projet.chart_file"), mimetype="image/png",
+                        msgtype="m.image", info={"w": width, "h": height}, key="graphique")
+
+
+async def _create(bot: ProjetsBot, list_id: str, href: str, todo: Todo) -> None:
+    """A new item, once: a 412 is the write of an earlier attempt at the same command."""
+    try:
+        await bot.write(list_id, href, as_calendar(todo), None)
+    except CalDavError as error:
+        if error.status != 412:
+            raise bot.deferred(error) from None
+        await bot.noted(list_id, Item(href, "", ""))
+
+
 # --- !tâche ajoute -----------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -80,12 +171,13 @@ class NewTask:
     due: date | datetime | None
     priority: int
     parent: int | None
+    objective: int | None = None
 
 
 def read_task(text: str, now: datetime, server_name: str) -> NewTask:
     """« Relancer l’architecte @alice pour vendredi priorité haute sous 3 »: the title is what
     is left once the assignee, « pour <date> », « priorité <niveau> » and « sous <n> » are read."""
-    words, title, assignee, priority, parent = text.split(), [], "", 0, None
+    words, title, assignee, priority, parent, objective = text.split(), [], "", 0, None, None
     due: date | datetime | None = None
     position = 0
     while position < len(words):
@@ -101,6 +193,8 @@ def read_task(text: str, now: datetime, server_name: str) -> NewTask:
             priority, position = level, position + 1
         elif folded in ("sous", "under") and position + 1 < len(words):
             parent, position = _number(words[position + 1]), position + 1
+        elif folded in ("objectif", "objective") and position + 1 < len(words) and _is_number(words[position + 1]):
+            objective, position = _number(words[position + 1]), position + 1
         elif folded in ("pour", "for") and position + 1 < len(words):
             end = next((i for i in range(position + 1, len(words))
                         if fold(words[i]) in KEYWORDS or words[i].startswith("@")), len(words))
@@ -111,7 +205,13 @@ def read_task(text: str, now: datetime, server_name: str) -> NewTask:
         position += 1
     if not title:
         raise CommandError(t("projet.title_missing"))
-    return NewTask(" ".join(title)[:200], assignee, due, priority, parent)
+    if parent is not None and objective is not None:
+        raise CommandError(t("projet.parent_or_objective"))
+    return NewTask(" ".join(title)[:200], assignee, due, priority, parent, objective)
+
+
+def _is_number(word: str) -> bool:
+    return word.removeprefix("n°").removeprefix("#").isdigit()
 
 
 def read_due(text: str, now: datetime) -> date | datetime:
@@ -163,24 +263,27 @@ async def add(bot: ProjetsBot, event: MessageEvent, **arguments: str) -> None:
     todo.add("x-maillage-auteur", event.sender)
     if new.priority:
         todo.add("priority", new.priority)
-    if new.parent is not None:
-        _, parent = await bot.item_numbered(event.room_id, new.parent, "projet.no_such_number")
-        parent_task = task_of(parent.data)
-        if parent_task is None:
-            raise CommandError(t("projet.no_such_number", number=new.parent))
-        todo.add("related-to", str(parent_task.get("uid")), parameters={"RELTYPE": "PARENT"})
+    if new.parent is not None or new.objective is not None:
+        todo.add("related-to", await _parent_uid(bot, event, new), parameters={"RELTYPE": "PARENT"})
     set_assignee(todo, new.assignee)
     set_due(todo, new.due, now)
     href = bot.caldav.href_of(list_id, uid)
-    try:
-        await bot.write(list_id, href, as_calendar(todo), None)
-    except CalDavError as error:
-        if error.status != 412:
-            raise bot.deferred(error) from None
-        await bot.noted(list_id, Item(href, "", ""))  # written by an earlier attempt at this command
+    await _create(bot, list_id, href, todo)
     number = await bot.numbers.of(event.room_id, uid, href)
     await bot.reply(event, t("projet.added", task=bot.describe(number, Task.of(todo, href, bot.zone)))
                     + _past_warning(new.due, now))
+
+
+async def _parent_uid(bot: ProjetsBot, event: MessageEvent, new: NewTask) -> str:
+    """The UID of the task (``sous <n>``) or of the objective (``objectif <n>``) a new task goes under."""
+    number = new.parent if new.parent is not None else new.objective
+    assert number is not None
+    unknown = "projet.no_such_number" if new.parent is not None else "projet.no_such_objective"
+    _, item = await bot.item_numbered(event.room_id, number, unknown)
+    found = task_of(item.data)
+    if found is None or Task.of(found, item.href, bot.zone).objective != (new.objective is not None):
+        raise CommandError(t(unknown, number=number))
+    return str(found.get("uid"))
 
 
 # --- !tâche liste ------------------------------------------------------------------------------
@@ -200,10 +303,15 @@ async def list_tasks(bot: ProjetsBot, event: MessageEvent, filtre: str = "") -> 
         await bot.follow(list_id)
         tasks = await bot.index.tasks(list_id) or []
     now = bot.now()
-    keep, which = _filter(filtre, event.sender, now, bot.context.config.collectivite.nom_serveur)
+    keep: Callable[[Task], bool]
+    if fold(filtre.strip()).startswith(("objectif ", "objective ")):
+        objective = await _objective_uid(bot, event, filtre.split(maxsplit=1)[1])
+        keep, which = (lambda task: task.is_open and objective_of(task, tasks) == objective), "objective"
+    else:
+        keep, which = _filter(filtre, event.sender, now, bot.context.config.collectivite.nom_serveur)
     # By deadline; tasks met for the first time get their numbers in that order.
-    chosen = sorted((task for task in tasks if keep(task)), key=lambda task: (task.due is None, task.due or now,
-                                                                              task.summary))
+    chosen = sorted((task for task in tasks if not task.objective and keep(task)),
+                    key=lambda task: (task.due is None, task.due or now, task.summary))
     numbered = [(await bot.numbers.of(event.room_id, task.uid, task.href), task) for task in chosen]
     stale = bot.stale_note(list_id)
     if not numbered:
@@ -229,7 +337,7 @@ async def _mine_everywhere(bot: ProjetsBot, event: MessageEvent) -> None:
             tasks = await bot.index.tasks(list_id) or []
         name = await bot.room_name(room_id) or list_id
         for task in tasks:
-            if task.is_open and task.assignee == event.sender:
+            if task.is_open and not task.objective and task.assignee == event.sender:
                 found.append((task, name, await bot.numbers.of(room_id, task.uid, task.href)))
     if not found:
         await bot.reply(event, t("projet.nothing", which=t("projet.which_mine_one")))
@@ -242,7 +350,30 @@ async def _mine_everywhere(bot: ProjetsBot, event: MessageEvent) -> None:
     await bot.reply(event, t("projet.listing_everywhere", count=len(found)) + "\n" + "\n".join(lines))
 
 
-def _filter(text: str, sender: str, now: datetime, server_name: str) -> tuple[Any, str]:
+def objective_of(task: Task, tasks: list[Task]) -> str:
+    """The UID of the objective a task serves (through its parent tasks), or ""; a loop of
+    parents written by another app ends the walk."""
+    by_uid = {other.uid: other for other in tasks}
+    seen: set[str] = set()
+    current = by_uid.get(task.parent)
+    while current is not None and current.uid not in seen:
+        if current.objective:
+            return current.uid
+        seen.add(current.uid)
+        current = by_uid.get(current.parent)
+    return ""
+
+
+async def _objective_uid(bot: ProjetsBot, event: MessageEvent, text: str) -> str:
+    number = _number(text.strip())
+    _, item = await bot.item_numbered(event.room_id, number, "projet.no_such_objective")
+    found = task_of(item.data)
+    if found is None or not Task.of(found, item.href, bot.zone).objective:
+        raise CommandError(t("projet.no_such_objective", number=number))
+    return str(found.get("uid"))
+
+
+def _filter(text: str, sender: str, now: datetime, server_name: str) -> tuple[Callable[[Task], bool], str]:
     """Which tasks to list, and the label key (``projet.which_<name>``, ``…_one`` when none)."""
     words = fold(" ".join(text.split()))
     if words in ("", "ouvertes", "open"):

@@ -26,6 +26,7 @@ from icalendar import Todo
 from maillage.bots.agenda.events import as_local, one_line, spoken_day
 
 PRODID = "-//Maillage//Projets//FR"
+OBJECTIVE = "X-MAILLAGE-OBJECTIF"  # an objective is a VTODO too, marked, and « Objectif » in CATEGORIES
 OPEN = ("NEEDS-ACTION", "IN-PROCESS")
 PRIORITIES = {"haute": 1, "high": 1, "urgente": 1, "normale": 5, "normal": 5, "moyenne": 5, "basse": 9, "low": 9}
 
@@ -121,6 +122,7 @@ class Task:
     priority: int
     assignee: str
     parent: str
+    objective: bool = False
     description: str = ""
 
     @classmethod
@@ -134,7 +136,8 @@ class Task:
                    str(todo.get("status", "NEEDS-ACTION")).upper(),
                    as_local(raw_due, zone) if raw_due is not None else None,
                    raw_due is not None and not isinstance(raw_due, datetime), priority, assignee_of(todo),
-                   parent_of(todo), str(todo.get("description", "")))
+                   parent_of(todo), str(todo.get(OBJECTIVE, "")).upper() == "TRUE",
+                   str(todo.get("description", "")))
 
     @property
     def is_open(self) -> bool:

@@ -203,11 +203,13 @@ class Bot:
         return bool(levels.get_user_level(UserID(user_id)) >= levels.get_event_level(wanted))
 
     async def send_file(self, event: MessageEvent, chunks: AsyncIterator[bytes], *, size: int, filename: str,
-                        mimetype: str) -> None:
-        """Answer ``event`` with a file, encrypted when the room is; streamed, never whole in memory."""
+                        mimetype: str, msgtype: str = "m.file", info: dict[str, Any] | None = None,
+                        key: str = "reponse") -> None:
+        """Answer ``event`` with a file (``m.image`` with its ``info`` for a picture), encrypted when
+        the room is; streamed, never whole in memory. ``key`` as for ``reply``."""
         assert self.client.state_store is not None  # the runtime always gives one (E2EE needs it)
-        content: dict[str, Any] = {"msgtype": "m.file", "body": filename, "filename": filename,
-                                   "info": {"mimetype": mimetype, "size": size}}
+        content: dict[str, Any] = {"msgtype": msgtype, "body": filename, "filename": filename,
+                                   "info": {"mimetype": mimetype, "size": size, **(info or {})}}
         if await self.client.state_store.is_encrypted(RoomID(event.room_id)):
             stream = EncryptingStream()
             mxc = await self.media.upload(stream.wrap(chunks), size=size, filename=filename,
@@ -221,7 +223,7 @@ class Bot:
                                        "m.in_reply_to": {"event_id": event.event_id}}
         else:
             content["m.relates_to"] = {"m.in_reply_to": {"event_id": event.event_id}}
-        await self.send_about(event.room_id, event.event_id, content, key="reponse")
+        await self.send_about(event.room_id, event.event_id, content, key=key)
 
     async def attachment_bytes(self, event: MessageEvent, limit: int) -> bytes | None:
         """A small attachment's bytes (decrypted, checked); None when larger than ``limit``."""

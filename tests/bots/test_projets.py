@@ -6,6 +6,7 @@ another app put in a task survives the bot's changes."""
 from __future__ import annotations
 
 import asyncio
+import io
 import random
 import uuid
 from datetime import datetime, timedelta
@@ -15,6 +16,7 @@ from zoneinfo import ZoneInfo
 import caldav.davclient
 import pytest
 from icalendar import Calendar
+from PIL import Image
 
 from tests.conftest import BotProcess, ServerStack, ServiceProcess
 from tests.harness.matrix import Agent, AgentFactory, create_encrypted_room
@@ -275,3 +277,53 @@ async def test_a_task_added_while_the_task_server_is_down_is_kept_and_made_once_
     assert sorted(stored) == ["Commander les bennes", "Prévenir les parents"]
     await asyncio.sleep(3)
     assert sum(m.body.startswith("Tâche ajoutée : n°2") for m in owner.received if m.room_id == room) == 1
+
+
+async def test_objectives_gather_their_tasks_and_the_state_is_told_and_drawn(
+    synapse: ServerStack, caldav: str, bots: str, agents: AgentFactory
+) -> None:
+    owner, room = await project_room(agents, synapse, "Projet médiathèque")
+    list_id = f"mediatheque-{uuid.uuid4().hex[:6]}"
+    await said(owner, room, synapse, f"!projet créer {list_id}")
+    objective = await said(owner, room, synapse, "!projet objectif Programme validé pour le 15/1/2027")
+    assert objective == ("Objectif ajouté : n°1 — Programme validé · pour vendredi 15 janvier 2027 · à faire. "
+                         "Rattachez-y des tâches : !tâche ajoute … objectif 1")
+    for command in ("!tâche ajoute Visiter le bâtiment objectif 1 pour le 2/1/2026",
+                    "!tâche ajoute Chiffrer les travaux objectif 1 pour le 4/1/2027",
+                    "!tâche ajoute Demander trois devis sous 3", "!tâche ajoute Choisir le nom"):
+        assert (await said(owner, room, synapse, command)).startswith("Tâche ajoutée")
+    assert (await said(owner, room, synapse, "!tâche fait 3")).startswith("Faite : n°3")
+    wrong = {"!tâche ajoute Relire objectif 9": "Aucun objectif n°9",
+             "!tâche ajoute Relire objectif 3": "Aucun objectif n°3",
+             "!tâche ajoute Relire sous 3 objectif 1": "pas les deux",
+             "!projet objectif Budget @bob:localhost": "Un objectif a un intitulé et une échéance"}
+    for command, says in wrong.items():
+        assert says in await said(owner, room, synapse, command), command
+
+    state = await said(owner, room, synapse, "!projet état")
+    assert state.splitlines() == [
+        "État du projet « Projet médiathèque » :",
+        "⚠ n°1 — Programme validé : 1/3 faite(s) · pour vendredi 15 janvier 2027 · 1 en retard"
+        " · prochaine échéance : vendredi 2 janvier 2026",
+        "– Sans objectif : 0/1 faite(s)"]
+    sent = await owner.wait_for_file(room, projets_id(synapse))
+    content = sent.source["content"]
+    assert content["msgtype"] == "m.image" and content["info"]["mimetype"] == "image/png"
+    picture = Image.open(io.BytesIO(await owner.download_file(sent)))
+    assert picture.format == "PNG" and picture.size == (content["info"]["w"], content["info"]["h"])
+    # The objective's bar: a third done (green), a third late (red), a third to do (grey).
+    bar_y = 56 + 23
+    span = 900 - 300 - 70
+    assert _near(picture.getpixel((300 + span // 6, bar_y)), (46, 125, 50))
+    assert _near(picture.getpixel((300 + span // 2, bar_y)), (198, 40, 40))
+    assert _near(picture.getpixel((300 + 5 * span // 6, bar_y)), (207, 216, 220))
+    assert _near(picture.getpixel((300 + span // 6, bar_y + 46)), (207, 216, 220))  # « sans objectif »: nothing done
+
+    listed = await said(owner, room, synapse, "!tâche liste objectif 1")
+    assert [line.split(" · ")[0] for line in listed.splitlines()[1:]] == [
+        "⚠ n°2 — Visiter le bâtiment", "– n°4 — Demander trois devis"]
+    assert "Programme validé" not in await said(owner, room, synapse, "!tâche liste toutes")  # not a task
+
+
+def _near(pixel: Any, colour: tuple[int, int, int]) -> bool:
+    return all(abs(int(a) - b) <= 8 for a, b in zip(pixel[:3], colour, strict=True))

@@ -21,7 +21,9 @@ from nio import (
     MegolmEvent,
     RoomCreateError,
     RoomEncryptedFile,
+    RoomEncryptedImage,
     RoomMessageFile,
+    RoomMessageImage,
     RoomMessageNotice,
     RoomMessageText,
     RoomSendError,
@@ -62,7 +64,8 @@ class Agent:
     def start_syncing(self) -> None:
         self.client.add_event_callback(self._on_text, (RoomMessageText, RoomMessageNotice))
         self.client.add_event_callback(self._on_undecryptable, MegolmEvent)
-        self.client.add_event_callback(self._on_file, (RoomEncryptedFile, RoomMessageFile))
+        self.client.add_event_callback(self._on_file, (RoomEncryptedFile, RoomMessageFile, RoomEncryptedImage,
+                                                       RoomMessageImage))
         self._sync_task = asyncio.create_task(
             self.client.sync_forever(timeout=30_000, full_state=True)
         )
@@ -80,12 +83,12 @@ class Agent:
         self._new_message.set()
 
     async def download_file(self, event: Any) -> bytes:
-        """The plaintext of an m.file event, decrypted when it was encrypted."""
+        """The plaintext of an m.file or m.image event, decrypted when it was encrypted."""
         from nio.crypto.attachments import decrypt_attachment
 
         response = await self.client.download(event.url)
         data = bytes(response.body)
-        if isinstance(event, RoomEncryptedFile):
+        if isinstance(event, RoomEncryptedFile | RoomEncryptedImage):
             return bytes(decrypt_attachment(data, event.key["k"], event.hashes["sha256"], event.iv))
         return data
 
