@@ -227,6 +227,18 @@ class Agenda(_Section):
     visio_modele: Annotated[str, AfterValidator(_check_video_pattern)] = "https://meet.jit.si/{salle}"
 
 
+def _check_clock(value: str) -> str:
+    if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
+        raise ValueError(t("config.expected.clock"))
+    return value
+
+
+class Projets(_Section):
+    # Each morning at this time, one direct message per assignee: tasks due tomorrow and late.
+    rappels_heure: Annotated[str, AfterValidator(_check_clock)] = "08:30"
+    rappels: bool = True
+
+
 class Bots(_Section):
     # Empty: SQLite in the data directory; else a PostgreSQL URL.
     base_de_donnees: str = ""
@@ -257,6 +269,7 @@ class Config(_Section):
     bots: Bots = Bots()
     documents: Documents = Documents()
     agenda: Agenda = Agenda()
+    projets: Projets = Projets()
     demo: Demo = Demo()
     externes: list[Externe] = []
 

@@ -15,7 +15,7 @@ task twice nor loses an update.
 from __future__ import annotations
 
 import hashlib
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from mautrix.types import EventType
 from mautrix.util.async_db import Connection, UpgradeTable
@@ -26,6 +26,8 @@ from maillage.bots.caldav.watch import Batch, Change
 from maillage.bots.caldav.watch import tables as watch_tables
 from maillage.bots.projets.index import TaskIndex, objectives_column
 from maillage.bots.projets.index import create_tables as index_tables
+from maillage.bots.projets.reminders import AssigneeReminders
+from maillage.bots.projets.reminders import create_tables as reminder_tables
 from maillage.bots.projets.tasks import Task, shown_title, spoken_due, task_of
 from maillage.bots.runtime.binding import Binding
 from maillage.bots.runtime.commands import CommandError, CommandSet
@@ -56,6 +58,7 @@ async def _numbers(conn: Connection) -> None:
 projets_tables.register(_numbers, description="Short numbers of tasks in rooms")
 projets_tables.register(index_tables, description="Tasks of the bound lists")
 projets_tables.register(objectives_column, description="Objectives among the tasks")
+projets_tables.register(reminder_tables, description="Direct rooms with agents, reminders sent")
 
 
 def normalise_list(raw: str) -> str:
@@ -92,6 +95,10 @@ class ProjetsBot(CalendarBot):
     def make_copy(self) -> TaskIndex:
         self.index = TaskIndex(self.context.db, self.zone)
         return self.index
+
+    def background(self) -> list[Any]:
+        self.reminders = AssigneeReminders(self)
+        return [self.reminders.run()]
 
     async def announce_batch(self, batch: Batch) -> None:
         body = t("projet.announce_batch", added=batch.added, changed=batch.changed, removed=batch.removed)

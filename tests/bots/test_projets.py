@@ -327,3 +327,54 @@ async def test_objectives_gather_their_tasks_and_the_state_is_told_and_drawn(
 
 def _near(pixel: Any, colour: tuple[int, int, int]) -> bool:
     return all(abs(int(a) - b) <= 8 for a, b in zip(pixel[:3], colour, strict=True))
+
+
+async def joined_reminder_room(agent: Agent, stack: ServerStack, timeout: float = 90) -> str:
+    """The direct room @projets invited the agent to, joined (as an agent accepts it)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        for room_id in list(agent.client.invited_rooms):
+            await agent.client.join(room_id)
+            return room_id
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"{agent.user_id} was never invited by {projets_id(stack)}")
+
+
+async def test_each_assignee_gets_one_grouped_reminder_a_day_even_when_the_bots_are_killed(
+    synapse: ServerStack, caldav: str, bot_process: BotProcess, bots: str, agents: AgentFactory
+) -> None:
+    alice, bob, carol = await agents("alice"), await agents("bob"), await agents("carol")
+    tomorrow = datetime.now(PARIS).date() + timedelta(days=1)
+    day = f"{tomorrow.day}/{tomorrow.month}/{tomorrow.year}"
+    rooms = []
+    for name in ("Voirie", "Écoles"):
+        owner, room = await project_room(agents, synapse, f"Projet {name}", alice, bob, carol)
+        await said(owner, room, synapse, f"!projet créer {name[:2].lower()}-{uuid.uuid4().hex[:6]}")
+        rooms.append((owner, room))
+    voirie, ecoles = rooms
+    await said(*voirie, synapse, f"!tâche ajoute Signer le marché {alice.user_id} pour le {day}")
+    await said(*voirie, synapse, f"!tâche ajoute Relancer la régie {alice.user_id} pour le 2/1/2026")
+    await said(*ecoles, synapse, f"!tâche ajoute Commander les tables {alice.user_id} pour le {day}")
+    await said(*ecoles, synapse, f"!tâche ajoute Vérifier les extincteurs {bob.user_id} pour le 5/1/2026")
+    await said(*ecoles, synapse, f"!tâche ajoute Plus tard {carol.user_id} pour le 3/3/2030")
+    for pause in (0.5, 2.0):  # kill -9 while the reminders go out, then start again
+        await bot_process.kill_and_restart(after=pause)
+
+    alice_room, bob_room = await joined_reminder_room(alice, synapse), await joined_reminder_room(bob, synapse)
+    reminder = await alice.wait_for_text(alice_room, lambda m: m.sender == projets_id(synapse), timeout=90)
+    lines = reminder.body.splitlines()
+    assert lines[0] == "Vos tâches, tous projets confondus :" and lines[1] == "À rendre demain (2) :"
+    assert sorted(line.split(" · ")[0] for line in lines[2:4]) == [
+        "– [Projet Voirie] n°1 — Signer le marché", "– [Projet Écoles] n°1 — Commander les tables"]
+    assert lines[4:] == [
+        "En retard (1) :", f"– [Projet Voirie] n°2 — Relancer la régie · {alice.user_id} · pour vendredi 2 janvier"
+        " 2026 · à faire"]
+    told_bob = await bob.wait_for_text(bob_room, lambda m: m.sender == projets_id(synapse), timeout=90)
+    assert told_bob.body.splitlines()[1:] == [
+        "En retard (1) :", f"– [Projet Écoles] n°2 — Vérifier les extincteurs · {bob.user_id} · pour lundi 5 janvier"
+        " 2026 · à faire"]
+    assert told_bob.encrypted and reminder.encrypted
+    await asyncio.sleep(12)  # two more rounds: nothing is sent again, carol (nothing due) gets nothing
+    for agent, room in ((alice, alice_room), (bob, bob_room)):
+        assert sum(m.sender == projets_id(synapse) for m in agent.received if m.room_id == room) == 1
+    assert not carol.client.invited_rooms

@@ -76,6 +76,9 @@ def test_a_misspelt_key_is_refused_not_ignored(tmp_path: Path) -> None:
         ("federation", "partenaires", "agglo.example.fr", "une liste"),
         ("webdav", "url", "ftp://cloud.example.fr/", "http:// ou https://"),
         ("smtp", "securite", "ssl", "starttls"),
+        ("projets", "rappels_heure", "8h30", "HH:MM"),
+        ("projets", "rappels_heure", "24:00", "HH:MM"),
+        ("projets", "rappels", "oui", "true ou false"),
     ],
 )
 def test_a_wrong_value_names_key_value_and_expectation(

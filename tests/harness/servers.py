@@ -73,6 +73,7 @@ def config_document(**sections: Any) -> dict[str, Any]:
         },
         "bots": {"port_sante": free_port()},
         "agenda": {"intervalle_secondes": 5},  # changes made elsewhere announced within seconds
+        "projets": {"rappels_heure": "00:00"},  # the day's task reminders go out whenever a test runs
     }
     for name, keys in sections.items():
         if isinstance(keys, list):
