@@ -8,6 +8,7 @@ import signal
 
 from maillage.bots.agenda.bot import AgendaBot
 from maillage.bots.documents.bot import DocumentsBot
+from maillage.bots.projets.api import ProjectsApi
 from maillage.bots.projets.bot import ProjetsBot
 from maillage.bots.runtime.bot import Bot, BotRuntime
 from maillage.bots.runtime.metrics import Metrics, serve_health
@@ -25,7 +26,10 @@ async def run_bots(config: Config) -> None:
     admin_token = await ensure_admin_token(config, stack_secrets)
     metrics = Metrics()
     runtime = BotRuntime(config, load_secrets(config.data_dir), admin_token, BOTS, metrics)
-    health = await serve_health(metrics, config.reseau.adresse_ecoute, config.bots.port_sante, runtime.health)
+    projects = ProjectsApi(config.bots_homeserver_url,
+                           lambda: next((bot for bot in runtime.bots if isinstance(bot, ProjetsBot)), None))
+    health = await serve_health(metrics, config.reseau.adresse_ecoute, config.bots.port_sante, runtime.health,
+                                routes={"/api/projets": projects.projects})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

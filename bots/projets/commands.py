@@ -15,6 +15,7 @@ from maillage.bots.agenda.events import one_line
 from maillage.bots.caldav.client import CalDavError, Item
 from maillage.bots.projets.bot import MAX_LISTED, ProjetsBot, project_commands, task_commands, uid_for
 from maillage.bots.projets.chart import Progress, progress_chart
+from maillage.bots.projets.state import objective_of, project_state
 from maillage.bots.projets.tasks import (
     OBJECTIVE,
     PRIORITIES,
@@ -109,35 +110,21 @@ async def status(bot: ProjetsBot, event: MessageEvent) -> None:
     if tasks is None:
         await bot.follow(list_id)
         tasks = await bot.index.tasks(list_id) or []
-    now = bot.now()
-    objectives = sorted((task for task in tasks if task.objective),
-                        key=lambda task: (task.due is None, task.due or now, task.summary))
-    groups: dict[str, list[Task]] = {objective.uid: [] for objective in objectives}
-    groups[""] = []
-    for task in tasks:
-        if not task.objective and task.status != "CANCELLED":
-            groups[objective_of(task, tasks)].append(task)
     lines, bars = [], []
-    for objective in [*objectives, None]:
-        members = groups[objective.uid if objective else ""]
-        if objective is None and not members:
-            continue
-        done = sum(task.status == "COMPLETED" for task in members)
-        late = [task for task in members if task.late(now)]
-        coming = sorted((task for task in members if task.is_open and task.due is not None),
-                        key=lambda task: task.due or now)
+    for state in project_state(tasks, bot.now()):
+        objective = state.objective
         title = shown_title(objective) if objective else t("projet.no_objective")
-        line = t("projet.state_line", title=title, done=done, total=len(members))
+        line = t("projet.state_line", title=title, done=state.done, total=state.total)
         if objective is not None:
             line = f"n°{await bot.numbers.of(event.room_id, objective.uid, objective.href)} — " + line
             if objective.due is not None:
                 line += " · " + t("projet.due", when=spoken_due(objective))
-        if late:
-            line += " · " + t("projet.state_late", count=len(late))
-        if coming:
-            line += " · " + t("projet.state_next", when=spoken_due(coming[0]))
-        lines.append(("⚠ " if late else "– ") + line)
-        bars.append(Progress(title, done, len(late), len(members) - done))
+        if state.late:
+            line += " · " + t("projet.state_late", count=len(state.late))
+        if state.next_due is not None:
+            line += " · " + t("projet.state_next", when=spoken_due(state.next_due))
+        lines.append(("⚠ " if state.late else "– ") + line)
+        bars.append(Progress(title, state.done, len(state.late), state.open))
     if not lines:
         await bot.reply(event, t("projet.state_empty"))
         return
@@ -306,7 +293,8 @@ async def list_tasks(bot: ProjetsBot, event: MessageEvent, filtre: str = "") -> 
     keep: Callable[[Task], bool]
     if fold(filtre.strip()).startswith(("objectif ", "objective ")):
         objective = await _objective_uid(bot, event, filtre.split(maxsplit=1)[1])
-        keep, which = (lambda task: task.is_open and objective_of(task, tasks) == objective), "objective"
+        by_uid = {task.uid: task for task in tasks}
+        keep, which = (lambda task: task.is_open and objective_of(task, by_uid) == objective), "objective"
     else:
         keep, which = _filter(filtre, event.sender, now, bot.context.config.collectivite.nom_serveur)
     # By deadline; tasks met for the first time get their numbers in that order.
@@ -348,20 +336,6 @@ async def _mine_everywhere(bot: ProjetsBot, event: MessageEvent) -> None:
     if len(found) > MAX_LISTED:
         lines.append(t("projet.more", count=len(found) - MAX_LISTED))
     await bot.reply(event, t("projet.listing_everywhere", count=len(found)) + "\n" + "\n".join(lines))
-
-
-def objective_of(task: Task, tasks: list[Task]) -> str:
-    """The UID of the objective a task serves (through its parent tasks), or ""; a loop of
-    parents written by another app ends the walk."""
-    by_uid = {other.uid: other for other in tasks}
-    seen: set[str] = set()
-    current = by_uid.get(task.parent)
-    while current is not None and current.uid not in seen:
-        if current.objective:
-            return current.uid
-        seen.add(current.uid)
-        current = by_uid.get(current.parent)
-    return ""
 
 
 async def _objective_uid(bot: ProjetsBot, event: MessageEvent, text: str) -> str:

@@ -22,10 +22,14 @@ class Metrics:
                                     ["bot", "method"], registry=self.registry)
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
 async def serve_health(metrics: Metrics, address: str, port: int,
-                       status: Callable[[], Awaitable[dict[str, object]]]) -> web.AppRunner:
-    """``/sante`` (200 while every bot syncs; 503 before, or while the homeserver is away) and
-    ``/metrics``."""
+                       status: Callable[[], Awaitable[dict[str, object]]],
+                       routes: dict[str, Handler] | None = None) -> web.AppRunner:
+    """``/sante`` (200 while every bot syncs; 503 before, or while the homeserver is away),
+    ``/metrics``, and the bots' read APIs (``routes``)."""
 
     async def health(request: web.Request) -> web.Response:
         report = await status()
@@ -37,6 +41,8 @@ async def serve_health(metrics: Metrics, address: str, port: int,
     app = web.Application()
     app.router.add_get("/sante", health)
     app.router.add_get("/metrics", exposition)
+    for path, handler in (routes or {}).items():
+        app.router.add_get(path, handler)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, address, port).start()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -15,7 +16,7 @@ import recurring_ical_events
 from icalendar import Calendar
 
 from tests.conftest import BotProcess, ServerStack, ServiceProcess
-from tests.harness.matrix import Agent, AgentFactory, create_encrypted_room, wait_for_members
+from tests.harness.matrix import Agent, AgentFactory, Received, create_encrypted_room, wait_for_members
 
 pytestmark = pytest.mark.usefixtures("in_french")
 
@@ -260,6 +261,10 @@ async def test_what_another_app_adds_changes_and_removes_is_announced_once_and_t
     assert sum("autre application" in b for b in bodies) == 3
 
 
+def _from_agenda_starting(stack: ServerStack, beginning: str) -> Callable[[Received], bool]:
+    return lambda message: message.sender == agenda_id(stack) and message.body.startswith(beginning)
+
+
 def command_date(moment: datetime) -> str:
     """``le 26/11/2026 9h05``: an exact date as agents type it."""
     return f"le {moment.day}/{moment.month}/{moment.year} {moment.hour}h{moment.minute:02d}"
@@ -279,9 +284,8 @@ async def test_reminders_are_sent_once_even_when_the_bots_are_killed_and_the_dai
         since = len(owner.received)
         await owner.send_text(room, f"!agenda ajoute Comité {index} {command_date(soon + timedelta(minutes=index))}")
         # The reminder of an event added just before may come first: the answer is looked for.
-        expected = f"Ajouté : n°{index + 1} — Comité {index}"
-        await owner.wait_for_text(room, lambda m, expected=expected: m.sender == agenda_id(synapse)
-                                  and m.body.startswith(expected), since=since, timeout=60)
+        await owner.wait_for_text(room, _from_agenda_starting(synapse, f"Ajouté : n°{index + 1} — Comité {index}"),
+                                  since=since, timeout=60)
 
     # The bots are killed at random moments while the reminders go out, and started again.
     for pause in (0.5, 2.5, 1.0):

@@ -14,6 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import caldav.davclient
+import httpx
 import pytest
 from icalendar import Calendar
 from PIL import Image
@@ -335,7 +336,7 @@ async def joined_reminder_room(agent: Agent, stack: ServerStack, timeout: float 
     while asyncio.get_running_loop().time() < deadline:
         for room_id in list(agent.client.invited_rooms):
             await agent.client.join(room_id)
-            return room_id
+            return str(room_id)
         await asyncio.sleep(0.5)
     raise AssertionError(f"{agent.user_id} was never invited by {projets_id(stack)}")
 
@@ -378,3 +379,36 @@ async def test_each_assignee_gets_one_grouped_reminder_a_day_even_when_the_bots_
     for agent, room in ((alice, alice_room), (bob, bob_room)):
         assert sum(m.sender == projets_id(synapse) for m in agent.received if m.room_id == room) == 1
     assert not carol.client.invited_rooms
+
+
+async def test_the_read_api_gives_my_projects_progress_and_nothing_of_the_others(
+    synapse: ServerStack, caldav: str, bots: str, agents: AgentFactory
+) -> None:
+    alice = await agents("alice")
+    owner, room = await project_room(agents, synapse, "Projet stade", alice)
+    await said(owner, room, synapse, f"!projet créer stade-{uuid.uuid4().hex[:6]}")
+    await said(owner, room, synapse, "!projet objectif Pelouse refaite pour le 1/6/2027")
+    await said(owner, room, synapse, "!tâche ajoute Semer objectif 1 pour le 2/1/2026")
+    await said(owner, room, synapse, "!tâche ajoute Arroser objectif 1")
+    await said(owner, room, synapse, "!tâche fait 3")
+    other_owner, other_room = await project_room(agents, synapse, "Projet secret")
+    await said(other_owner, other_room, synapse, f"!projet créer secret-{uuid.uuid4().hex[:6]}")
+    await said(other_owner, other_room, synapse, "!tâche ajoute Dossier confidentiel")
+
+    async with httpx.AsyncClient(timeout=30) as http:
+        missing = await http.get(f"{bots}/api/projets")
+        assert missing.status_code == 401 and missing.json()["erreur"].startswith("Identifiez-vous")
+        forged = await http.get(f"{bots}/api/projets", headers={"Authorization": "Bearer syt_faux_jeton"})
+        assert forged.status_code == 401 and forged.json()["erreur"].startswith("Jeton refusé")
+        assert "syt_faux_jeton" not in (synapse.config.data_dir / "logs" / "bots.log").read_text()
+        mine = await http.get(f"{bots}/api/projets", headers={"Authorization": f"Bearer {alice.client.access_token}"})
+    assert mine.status_code == 200
+    report = mine.json()
+    assert report["agent"] == alice.user_id
+    assert [project["nom"] for project in report["projets"]] == ["Projet stade"]  # not « Projet secret »
+    project = report["projets"][0]
+    assert (project["taches"], project["faites"], project["en_retard"]) == (2, 1, 1)
+    assert project["objectifs"] == [{"titre": "Pelouse refaite", "echeance": "2027-06-01T00:00:00+02:00",
+                                     "faites": 1, "total": 2, "en_retard": 1,
+                                     "prochaine_echeance": "2026-01-02T00:00:00+01:00"}]
+    assert "Dossier confidentiel" not in mine.text
