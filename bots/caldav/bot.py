@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from datetime import datetime
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
@@ -31,6 +32,7 @@ from maillage.bots.runtime.commands import CommandError
 from maillage.i18n import t
 
 log = logging.getLogger("maillage.bots.caldav")
+NAME_TTL = 300.0
 
 
 class RoomNumbers:
@@ -115,6 +117,7 @@ class CalendarBot(Bot):
         self._tasks = [asyncio.create_task(self.watcher.run())]
         self._tasks += [asyncio.create_task(work) for work in self.background()]
         self._following: set[asyncio.Task[None]] = set()
+        self._names: dict[str, tuple[str, float]] = {}
 
     async def close(self) -> None:
         for task in [*self._tasks, *self._following]:
@@ -147,11 +150,17 @@ class CalendarBot(Bot):
         return [(str(row["room_id"]), str(row["target"])) for row in rows]
 
     async def room_name(self, room_id: str) -> str:
+        """The room's name, asked again after ``NAME_TTL`` seconds (listings across many rooms)."""
+        known = self._names.get(room_id)
+        if known is not None and known[1] > time.monotonic():
+            return known[0]
         try:
             content = await self.client.get_state_event(RoomID(room_id), EventType.ROOM_NAME)
         except MatrixRequestError:
-            return ""
-        return str(getattr(content, "name", "") or "")
+            content = None
+        name = str(getattr(content, "name", "") or "")
+        self._names[room_id] = (name, time.monotonic() + NAME_TTL)
+        return name
 
     async def rooms_of(self, collection_id: str) -> list[str]:
         rows = await self.context.db.fetch("SELECT room_id FROM maillage_room_binding WHERE bot=$1 AND target=$2",

@@ -156,6 +156,7 @@ class OfflineAgenda:
         bot.watcher = CalendarWatcher(bot.caldav, db, "agenda", bot.bound_collections, bot.announce,
                                       bot.announce_batch, 5, copy=bot.copy)
         bot._following = set()
+        bot._names = {}
         bot.reminders = Reminders(bot)
         return bot
 
