@@ -37,7 +37,7 @@ from maillage.bots.agenda.reminders import Reminders
 from maillage.bots.agenda.reminders import create_tables as reminder_tables
 from maillage.bots.caldav.bot import CalendarBot
 from maillage.bots.caldav.client import CALENDAR_ID, CalDavError, Item
-from maillage.bots.caldav.watch import Batch, Change
+from maillage.bots.caldav.watch import Change
 from maillage.bots.caldav.watch import tables as watch_tables
 from maillage.bots.documents.naming import slugify
 from maillage.bots.runtime.binding import Binding
@@ -146,27 +146,11 @@ class AgendaBot(CalendarBot):
 
     # --- changes made elsewhere ------------------------------------------------------
 
-    async def announce_batch(self, batch: Batch) -> None:
-        """Many changes at once (an import in another app): counted in one message, not listed."""
-        body = t("agenda.announce_batch", added=batch.added, changed=batch.changed, removed=batch.removed)
-        for room_id in await self.rooms_of(batch.calendar_id):
-            await self.send_about(room_id, f"{batch.calendar_id}|lot|{batch.key}",
-                                  {"msgtype": "m.notice", "body": body}, key="annonce")
-
-    async def announce(self, change: Change) -> None:
-        """Tell the calendar's room what another app added, changed or removed."""
-        for room_id in await self.rooms_of(change.calendar_id):
-            if change.kind == "suppression":
-                number = await self.numbers.of_href(room_id, change.href)
-                body = t("agenda.announce_removed", number=number or "?", title=change.summary or "—")
-            else:
-                master = master_of(change.data)
-                if master is None:
-                    continue
-                number = await self.numbers.of(room_id, str(master.get("uid", change.href)), change.href)
-                key = "agenda.announce_added" if change.kind == "ajout" else "agenda.announce_changed"
-                body = t(key, event=self.describe(number, master))
-            await self.send_about(room_id, change.key, {"msgtype": "m.notice", "body": body}, key="annonce")
+    async def shown(self, room_id: str, change: Change) -> str | None:
+        master = master_of(change.data)
+        if master is None:
+            return None
+        return self.describe(await self.numbers.of(room_id, str(master.get("uid", change.href)), change.href), master)
 
     async def on_message(self, event: MessageEvent) -> None:
         """An .ics file posted in a bound room: checked, previewed, imported on request."""

@@ -15,10 +15,9 @@ look (one interval); listings say so when the server has not answered for a whil
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -30,6 +29,7 @@ from mautrix.util.async_db import Connection, Database
 
 from maillage.bots.agenda.events import as_local, blocks_time, video_of
 from maillage.bots.caldav.client import Item
+from maillage.bots.runtime.store import transaction
 
 log = logging.getLogger("maillage.bots.agenda")
 
@@ -133,12 +133,6 @@ class OccurrenceIndex:
     def __init__(self, db: Database, zone: ZoneInfo) -> None:
         self.db, self.zone = db, zone
 
-    @contextlib.asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[Connection]:
-        conn: Connection
-        async with self.db.acquire() as conn, conn.transaction():
-            yield conn
-
     def _window(self) -> tuple[datetime, datetime]:
         today = datetime.now(self.zone).replace(hour=0, minute=0, second=0, microsecond=0)
         return today - WINDOW_BACK, today + WINDOW_AHEAD
@@ -152,7 +146,7 @@ class OccurrenceIndex:
     async def refill(self, calendar_id: str, items: list[Item]) -> None:
         """The calendar's whole content, read again: replaces what was kept of it."""
         occurrences, window_end = await asyncio.to_thread(expand, items, self.zone, self._window())
-        async with self._transaction() as conn:
+        async with transaction(self.db) as conn:
             await conn.execute("DELETE FROM agenda_occurrence WHERE calendar_id=$1", calendar_id)
             await self._insert(conn, calendar_id, occurrences)
             await conn.execute(
@@ -168,7 +162,7 @@ class OccurrenceIndex:
             return  # not read whole yet: the watcher's next look reads everything
         window = (_from_utc(str(row["window_start"])), _from_utc(str(row["window_end"])))
         occurrences, window_end = await asyncio.to_thread(expand, items, self.zone, window)
-        async with self._transaction() as conn:
+        async with transaction(self.db) as conn:
             for href in [item.href for item in items] + removed:
                 await conn.execute("DELETE FROM agenda_occurrence WHERE calendar_id=$1 AND href=$2",
                                    calendar_id, href)
@@ -179,7 +173,7 @@ class OccurrenceIndex:
 
     async def forget(self, calendar_id: str) -> None:
         """The calendar no longer followed (or read again from nothing)."""
-        async with self._transaction() as conn:
+        async with transaction(self.db) as conn:
             await conn.execute("DELETE FROM agenda_occurrence WHERE calendar_id=$1", calendar_id)
             await conn.execute("DELETE FROM agenda_indexed WHERE calendar_id=$1", calendar_id)
 

@@ -84,11 +84,10 @@ class CalendarBot(Bot):
         """The bot's copy of its collections (an index), kept up to date by the watcher."""
         return None
 
-    async def announce(self, change: Change) -> None:
-        """A change made in another app, to tell the rooms bound to its collection."""
-
-    async def announce_batch(self, batch: Batch) -> None:
-        """Many changes at once, to tell in one message."""
+    async def shown(self, room_id: str, change: Change) -> str | None:
+        """The item a change made in another app added or changed, as the room sees it (with its
+        number there); None when it is not one of the bot's items."""
+        return None
 
     def background(self) -> list[Any]:
         """Coroutines to run beside the watcher (reminders…)."""
@@ -166,6 +165,28 @@ class CalendarBot(Bot):
         rows = await self.context.db.fetch("SELECT room_id FROM maillage_room_binding WHERE bot=$1 AND target=$2",
                                            self.localpart, collection_id)
         return [str(row["room_id"]) for row in rows]
+
+    # --- changes made elsewhere ------------------------------------------------------
+
+    async def announce(self, change: Change) -> None:
+        """Tell the collection's rooms what another app added, changed or removed."""
+        for room_id in await self.rooms_of(change.calendar_id):
+            if change.kind == "suppression":
+                number = await self.numbers.of_href(room_id, change.href)
+                body = self.message("announce_removed", number=number or "?", title=change.summary or "—")
+            else:
+                item = await self.shown(room_id, change)
+                if item is None:
+                    continue
+                body = self.message("announce_added" if change.kind == "ajout" else "announce_changed", item=item)
+            await self.send_about(room_id, change.key, {"msgtype": "m.notice", "body": body}, key="annonce")
+
+    async def announce_batch(self, batch: Batch) -> None:
+        """Many changes at once (an import in another app): counted in one message, not listed."""
+        body = self.message("announce_batch", added=batch.added, changed=batch.changed, removed=batch.removed)
+        for room_id in await self.rooms_of(batch.calendar_id):
+            await self.send_about(room_id, f"{batch.calendar_id}|lot|{batch.key}",
+                                  {"msgtype": "m.notice", "body": body}, key="annonce")
 
     # --- binding -------------------------------------------------------------------------
 

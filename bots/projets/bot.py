@@ -22,7 +22,7 @@ from mautrix.util.async_db import Connection, UpgradeTable
 
 from maillage.bots.agenda.bot import normalise_calendar
 from maillage.bots.caldav.bot import CalendarBot
-from maillage.bots.caldav.watch import Batch, Change
+from maillage.bots.caldav.watch import Change
 from maillage.bots.caldav.watch import tables as watch_tables
 from maillage.bots.projets.index import TaskIndex, objectives_column
 from maillage.bots.projets.index import create_tables as index_tables
@@ -100,27 +100,12 @@ class ProjetsBot(CalendarBot):
         self.reminders = AssigneeReminders(self)
         return [self.reminders.run()]
 
-    async def announce_batch(self, batch: Batch) -> None:
-        body = t("projet.announce_batch", added=batch.added, changed=batch.changed, removed=batch.removed)
-        for room_id in await self.rooms_of(batch.calendar_id):
-            await self.send_about(room_id, f"{batch.calendar_id}|lot|{batch.key}",
-                                  {"msgtype": "m.notice", "body": body}, key="annonce")
-
-    async def announce(self, change: Change) -> None:
-        """A task added, changed or removed in another app, told in the project's rooms."""
-        for room_id in await self.rooms_of(change.calendar_id):
-            if change.kind == "suppression":
-                number = await self.numbers.of_href(room_id, change.href)
-                body = t("projet.announce_removed", number=number or "?", title=change.summary or "—")
-            else:
-                todo = task_of(change.data)
-                if todo is None:
-                    continue
-                task = Task.of(todo, change.href, self.zone)
-                number = await self.numbers.of(room_id, task.uid, change.href)
-                key = "projet.announce_added" if change.kind == "ajout" else "projet.announce_changed"
-                body = t(key, task=self.describe(number, task))
-            await self.send_about(room_id, change.key, {"msgtype": "m.notice", "body": body}, key="annonce")
+    async def shown(self, room_id: str, change: Change) -> str | None:
+        todo = task_of(change.data)
+        if todo is None:
+            return None
+        task = Task.of(todo, change.href, self.zone)
+        return self.describe(await self.numbers.of(room_id, task.uid, change.href), task)
 
     def describe(self, number: int, task: Task, *, long: bool = False) -> str:
         """« n°3 — Relancer l’architecte · @alice:… · pour vendredi 27 novembre 2026 · en cours »."""

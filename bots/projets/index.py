@@ -4,8 +4,6 @@ portal's dashboards read one table instead of every task on the server."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -13,6 +11,7 @@ from mautrix.util.async_db import Connection, Database
 
 from maillage.bots.caldav.client import Item
 from maillage.bots.projets.tasks import Task, task_of
+from maillage.bots.runtime.store import transaction
 
 
 async def create_tables(conn: Connection) -> None:
@@ -43,24 +42,18 @@ class TaskIndex:
     def __init__(self, db: Database, zone: ZoneInfo) -> None:
         self.db, self.zone = db, zone
 
-    @contextlib.asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[Connection]:
-        conn: Connection
-        async with self.db.acquire() as conn, conn.transaction():
-            yield conn
-
     async def complete(self, list_id: str) -> bool:
         return bool(await self.db.fetchval("SELECT 1 FROM projet_indexed WHERE list_id=$1", list_id))
 
     async def refill(self, list_id: str, items: list[Item]) -> None:
-        async with self._transaction() as conn:
+        async with transaction(self.db) as conn:
             await conn.execute("DELETE FROM projet_task WHERE list_id=$1", list_id)
             await self._insert(conn, list_id, items)
             await conn.execute("INSERT INTO projet_indexed (list_id) VALUES ($1) ON CONFLICT (list_id) DO NOTHING",
                                list_id)
 
     async def update(self, list_id: str, items: list[Item], removed: list[str]) -> None:
-        async with self._transaction() as conn:
+        async with transaction(self.db) as conn:
             for href in [item.href for item in items] + removed:
                 await conn.execute("DELETE FROM projet_task WHERE list_id=$1 AND href=$2", list_id, href)
             await self._insert(conn, list_id, items)

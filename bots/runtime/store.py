@@ -7,6 +7,8 @@ their own tables in the same database.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from mautrix.client import SyncStore
@@ -14,6 +16,14 @@ from mautrix.types import SyncToken
 from mautrix.util.async_db import Connection, Database, UpgradeTable
 
 upgrade_table = UpgradeTable(version_table_name="maillage_bots_version")
+
+
+@contextlib.asynccontextmanager
+async def transaction(db: Database) -> AsyncIterator[Connection]:
+    """One connection in one transaction: all of it is written, or none."""
+    conn: Connection
+    async with db.acquire() as conn, conn.transaction():
+        yield conn
 
 
 async def _initial(conn: Connection) -> None:
