@@ -17,17 +17,21 @@ from __future__ import annotations
 import hashlib
 from typing import Any, ClassVar
 
-from mautrix.types import EventType
+from mautrix.types import EventType, MessageEvent
 from mautrix.util.async_db import Connection, UpgradeTable
 
 from maillage.bots.agenda.bot import normalise_calendar
 from maillage.bots.caldav.bot import CalendarBot
 from maillage.bots.caldav.watch import Change
 from maillage.bots.caldav.watch import tables as watch_tables
-from maillage.bots.projets.index import TaskIndex, objectives_column
+from maillage.bots.projets.comments import create_tables as thread_tables
+from maillage.bots.projets.comments import on_thread_message
+from maillage.bots.projets.index import TaskIndex, completed_column, objectives_column
 from maillage.bots.projets.index import create_tables as index_tables
 from maillage.bots.projets.reminders import AssigneeReminders
 from maillage.bots.projets.reminders import create_tables as reminder_tables
+from maillage.bots.projets.summary import WeeklySummaries
+from maillage.bots.projets.summary import create_tables as summary_tables
 from maillage.bots.projets.tasks import Task, shown_title, spoken_due, task_of
 from maillage.bots.runtime.binding import Binding
 from maillage.bots.runtime.commands import CommandError, CommandSet
@@ -38,6 +42,8 @@ MAX_LISTED = 50
 
 project_commands = CommandSet(("projet", "project"), "le projet du salon, sa liste de tâches CalDAV")
 task_commands = CommandSet(("tâche", "tache", "task"), "les tâches du projet du salon")
+my_tasks_command = CommandSet(("mes-tâches", "mes-taches", "my-tasks"),
+                              "ce qui vous attend dans tous vos projets, depuis n’importe quel salon")
 
 projets_tables = UpgradeTable(version_table_name="maillage_projets_version")
 
@@ -59,6 +65,9 @@ projets_tables.register(_numbers, description="Short numbers of tasks in rooms")
 projets_tables.register(index_tables, description="Tasks of the bound lists")
 projets_tables.register(objectives_column, description="Objectives among the tasks")
 projets_tables.register(reminder_tables, description="Direct rooms with agents, reminders sent")
+projets_tables.register(thread_tables, description="The messages opening each task's thread")
+projets_tables.register(completed_column, description="When tasks were done, for the chart over time")
+projets_tables.register(summary_tables, description="The weekly summary each room chose, and those sent")
 
 
 def normalise_list(raw: str) -> str:
@@ -83,7 +92,7 @@ class ProjetsBot(CalendarBot):
     localpart = "projets"
     displayname = "Projets"
     title = "Robot Projets — aide"
-    commands: ClassVar[list[CommandSet]] = [project_commands, task_commands]
+    commands: ClassVar[list[CommandSet]] = [project_commands, task_commands, my_tasks_command]
     binding = Binding(BINDING_EVENT, "liste", normalise_list, messages="projet",
                       invalid="projet.list_invalid")
     tables = (projets_tables, watch_tables)
@@ -98,7 +107,11 @@ class ProjetsBot(CalendarBot):
 
     def background(self) -> list[Any]:
         self.reminders = AssigneeReminders(self)
-        return [self.reminders.run()]
+        self.summaries = WeeklySummaries(self)
+        return [self.reminders.run(), self.summaries.run()]
+
+    async def on_message(self, event: MessageEvent) -> None:
+        await on_thread_message(self, event)
 
     async def shown(self, room_id: str, change: Change) -> str | None:
         todo = task_of(change.data)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -13,9 +13,18 @@ from mautrix.types import MessageEvent, RoomID
 from maillage.bots.agenda.dates import DateError, fold, read_when
 from maillage.bots.agenda.events import one_line
 from maillage.bots.caldav.client import CalDavError, Item
-from maillage.bots.projets.bot import MAX_LISTED, ProjetsBot, project_commands, task_commands, uid_for
-from maillage.bots.projets.chart import Progress, progress_chart
-from maillage.bots.projets.state import objective_of, project_state
+from maillage.bots.projets.bot import (
+    MAX_LISTED,
+    ProjetsBot,
+    my_tasks_command,
+    project_commands,
+    task_commands,
+    uid_for,
+)
+from maillage.bots.projets.comments import add_comment, remember_thread, spoken_comments
+from maillage.bots.projets.report import state_report
+from maillage.bots.projets.state import objective_of
+from maillage.bots.projets.summary import read_schedule, spoken_schedule
 from maillage.bots.projets.tasks import (
     OBJECTIVE,
     PRIORITIES,
@@ -24,8 +33,6 @@ from maillage.bots.projets.tasks import (
     set_assignee,
     set_due,
     set_status,
-    shown_title,
-    spoken_due,
     task_of,
     touch,
 )
@@ -106,37 +113,35 @@ async def add_objective(bot: ProjetsBot, event: MessageEvent, objectif: str) -> 
                              example="!projet état")
 async def status(bot: ProjetsBot, event: MessageEvent) -> None:
     list_id = await bot.bindings.required(event.room_id)
-    tasks = await bot.index.tasks(list_id)
-    if tasks is None:
-        await bot.follow(list_id)
-        tasks = await bot.index.tasks(list_id) or []
-    lines, bars = [], []
-    for state in project_state(tasks, bot.now()):
-        objective = state.objective
-        title = shown_title(objective) if objective else t("projet.no_objective")
-        line = t("projet.state_line", title=title, done=state.done, total=state.total)
-        if objective is not None:
-            line = f"n°{await bot.numbers.of(event.room_id, objective.uid, objective.href)} — " + line
-            if objective.due is not None:
-                line += " · " + t("projet.due", when=spoken_due(objective))
-        if state.late:
-            line += " · " + t("projet.state_late", count=len(state.late))
-        if state.next_due is not None:
-            line += " · " + t("projet.state_next", when=spoken_due(state.next_due))
-        lines.append(("⚠ " if state.late else "– ") + line)
-        bars.append(Progress(title, state.done, len(state.late), state.open))
-    if not lines:
+    report = await state_report(bot, event.room_id, list_id)
+    if report is None:
         await bot.reply(event, t("projet.state_empty"))
         return
-    name = await bot.room_name(event.room_id) or list_id
-    await bot.reply(event, t("projet.state", name=name) + "\n" + "\n".join(lines))
-    picture, width, height = progress_chart(name, bars)
+    await bot.reply(event, report.text)
+    await bot.send_file(event, report.chunks(), size=len(report.picture), filename=t("projet.chart_file"),
+                        mimetype="image/png", msgtype="m.image", info=report.info, key="graphique")
 
-    async def chunks() -> AsyncIterator[bytes]:
-        yield picture
 
-    await bot.send_file(event, chunks(), size=len(picture), filename=t("projet.chart_file"), mimetype="image/png",
-                        msgtype="m.image", info={"w": width, "h": height}, key="graphique")
+@project_commands.subcommand("résumé", "resume", "summary", help="le résumé de la semaine, posté ici le jour choisi"
+                             " (« aucun » pour l’arrêter)", example="!projet résumé lundi 9h",
+                             arguments=(Argument("jour", "un jour de la semaine et une heure, ou « aucun »",
+                                                 required=False, rest=True),))
+async def weekly_summary(bot: ProjetsBot, event: MessageEvent, jour: str = "") -> None:
+    await bot.bindings.required(event.room_id)
+    if not jour.strip():
+        chosen = await bot.summaries.chosen(event.room_id)
+        await bot.reply(event, t("projet.summary_current", when=spoken_schedule(*chosen)) if chosen
+                        else t("projet.summary_none"))
+        return
+    if not await bot.is_room_admin(event.room_id, event.sender):
+        raise CommandError(t("bot.admin_only", command="!projet résumé"))
+    if fold(jour.strip()) in ("aucun", "aucune", "none", "stop", "arret"):
+        stopped = await bot.summaries.stop(event.room_id)
+        await bot.reply(event, t("projet.summary_stopped" if stopped else "projet.summary_none"))
+        return
+    weekday, at = read_schedule(jour)
+    await bot.summaries.choose(event.room_id, weekday, at)
+    await bot.reply(event, t("projet.summary_set", when=spoken_schedule(weekday, at)))
 
 
 async def _create(bot: ProjetsBot, list_id: str, href: str, todo: Todo) -> None:
@@ -257,8 +262,9 @@ async def add(bot: ProjetsBot, event: MessageEvent, **arguments: str) -> None:
     href = bot.caldav.href_of(list_id, uid)
     await _create(bot, list_id, href, todo)
     number = await bot.numbers.of(event.room_id, uid, href)
-    await bot.reply(event, t("projet.added", task=bot.describe(number, Task.of(todo, href, bot.zone)))
-                    + _past_warning(new.due, now))
+    answer = await bot.reply(event, t("projet.added", task=bot.describe(number, Task.of(todo, href, bot.zone)))
+                             + _past_warning(new.due, now))
+    await remember_thread(bot, event.room_id, number, event.event_id, answer)
 
 
 async def _parent_uid(bot: ProjetsBot, event: MessageEvent, new: NewTask) -> str:
@@ -310,6 +316,12 @@ async def list_tasks(bot: ProjetsBot, event: MessageEvent, filtre: str = "") -> 
         lines.append(t("projet.more", count=len(numbered) - MAX_LISTED))
     await bot.reply(event, stale + t("projet.listing", which=_label(which), count=len(numbered)) + "\n"
                     + "\n".join(lines))
+
+
+@my_tasks_command.command(help="vos tâches ouvertes dans tous les projets dont vous êtes membre, par échéance",
+                          example="!mes-tâches")
+async def my_tasks(bot: ProjetsBot, event: MessageEvent) -> None:
+    await _mine_everywhere(bot, event)
 
 
 async def _mine_everywhere(bot: ProjetsBot, event: MessageEvent) -> None:
@@ -444,4 +456,17 @@ async def details(bot: ProjetsBot, event: MessageEvent, **arguments: Any) -> Non
     todo = task_of(item.data)
     if todo is None:
         raise CommandError(t("projet.no_such_number", number=number))
-    await bot.reply(event, bot.describe(number, Task.of(todo, item.href, bot.zone), long=True))
+    lines = [bot.describe(number, Task.of(todo, item.href, bot.zone), long=True),
+             *spoken_comments(todo, bot.zone), t("projet.comment_hint", number=number)]
+    answer = await bot.reply(event, "\n".join(lines))
+    await remember_thread(bot, event.room_id, number, event.event_id, answer)
+
+
+@task_commands.subcommand("commente", "commenter", "comment", help="commenter une tâche (ou répondre dans son fil)",
+                          example="!tâche commente 3 Devis reçu, en attente de signature",
+                          arguments=(NUMBER, Argument("commentaire", "le commentaire", rest=True)))
+async def comment(bot: ProjetsBot, event: MessageEvent, commentaire: str, **arguments: Any) -> None:
+    number = arguments["numéro"]
+    await add_comment(bot, event, number, commentaire.strip())
+    answer = await bot.reply(event, t("projet.commented", number=number))
+    await remember_thread(bot, event.room_id, number, event.event_id, answer)

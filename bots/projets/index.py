@@ -38,6 +38,11 @@ async def objectives_column(conn: Connection) -> None:
     await conn.execute("ALTER TABLE projet_task ADD COLUMN objective INTEGER NOT NULL DEFAULT 0")
 
 
+async def completed_column(conn: Connection) -> None:
+    await conn.execute("ALTER TABLE projet_task ADD COLUMN completed_local TEXT NOT NULL DEFAULT ''")
+    await conn.execute("DELETE FROM projet_indexed")  # every list read whole again, to fill it
+
+
 class TaskIndex:
     def __init__(self, db: Database, zone: ZoneInfo) -> None:
         self.db, self.zone = db, zone
@@ -67,19 +72,24 @@ class TaskIndex:
             task = Task.of(todo, item.href, self.zone)
             rows.append((list_id, item.href, task.uid, task.summary[:500], task.status,
                          task.due.isoformat() if task.due else "", int(task.due_is_date), task.priority,
-                         task.assignee, task.parent, int(task.objective)))
+                         task.assignee, task.parent, int(task.objective),
+                         task.completed.isoformat() if task.completed else ""))
         await conn.executemany(
             "INSERT INTO projet_task (list_id, href, uid, summary, status, due_local, due_is_date, priority,"
-            " assignee, parent, objective) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)", rows)
+            " assignee, parent, objective, completed_local)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)", rows)
 
     async def tasks(self, list_id: str) -> list[Task] | None:
         """Every task of the list; None when the list has not been read whole yet."""
         if not await self.complete(list_id):
             return None
         rows = await self.db.fetch(
-            "SELECT href, uid, summary, status, due_local, due_is_date, priority, assignee, parent, objective"
-            " FROM projet_task WHERE list_id=$1", list_id)
+            "SELECT href, uid, summary, status, due_local, due_is_date, priority, assignee, parent, objective,"
+            " completed_local FROM projet_task WHERE list_id=$1", list_id)
         return [Task(str(row["uid"]), str(row["href"]), str(row["summary"]), str(row["status"]),
-                     datetime.fromisoformat(str(row["due_local"])).astimezone(self.zone) if row["due_local"]
-                     else None, bool(row["due_is_date"]), int(row["priority"]), str(row["assignee"]),
-                     str(row["parent"]), bool(row["objective"])) for row in rows]
+                     self._local(row["due_local"]), bool(row["due_is_date"]), int(row["priority"]),
+                     str(row["assignee"]), str(row["parent"]), bool(row["objective"]),
+                     completed=self._local(row["completed_local"])) for row in rows]
+
+    def _local(self, stored: object) -> datetime | None:
+        return datetime.fromisoformat(str(stored)).astimezone(self.zone) if stored else None

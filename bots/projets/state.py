@@ -4,7 +4,7 @@ the read API the portal's dashboards use."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timedelta
 
 from maillage.bots.projets.tasks import Task
 
@@ -55,3 +55,16 @@ def project_state(tasks: list[Task], now: datetime) -> list[ObjectiveState]:
         states.append(ObjectiveState(objective, sum(task.status == "COMPLETED" for task in members), len(members),
                                      [task for task in members if task.late(now)], coming[0] if coming else None))
     return states
+
+
+def done_per_week(tasks: list[Task], now: datetime, weeks: int = 8) -> list[tuple[date, int]]:
+    """Tasks done in each of the last ``weeks`` weeks (Monday to Sunday), the current one last."""
+    this_monday = now.date() - timedelta(days=now.weekday())
+    mondays = [this_monday - timedelta(weeks=back) for back in range(weeks - 1, -1, -1)]
+    counts = dict.fromkeys(mondays, 0)
+    for task in tasks:
+        if task.status == "COMPLETED" and not task.objective and task.completed is not None:
+            monday = task.completed.date() - timedelta(days=task.completed.weekday())
+            if monday in counts:
+                counts[monday] += 1
+    return list(counts.items())

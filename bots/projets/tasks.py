@@ -124,10 +124,12 @@ class Task:
     parent: str
     objective: bool = False
     description: str = ""
+    completed: datetime | None = None  # when it was done, in the zone
 
     @classmethod
     def of(cls, todo: Todo, href: str, zone: ZoneInfo) -> Task:
         raw_due = todo.decoded("due") if todo.get("due") else None
+        raw_completed = todo.decoded("completed") if todo.get("completed") else None
         try:
             priority = int(todo.get("priority", 0))
         except (TypeError, ValueError):
@@ -137,7 +139,8 @@ class Task:
                    as_local(raw_due, zone) if raw_due is not None else None,
                    raw_due is not None and not isinstance(raw_due, datetime), priority, assignee_of(todo),
                    parent_of(todo), str(todo.get(OBJECTIVE, "")).upper() == "TRUE",
-                   str(todo.get("description", "")))
+                   str(todo.get("description", "")),
+                   as_local(raw_completed, zone) if isinstance(raw_completed, datetime) else None)
 
     @property
     def is_open(self) -> bool:

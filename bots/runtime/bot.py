@@ -58,6 +58,7 @@ from mautrix.types import (
     DeviceID,
     EncryptedEvent,
     EncryptedMegolmEventContent,
+    EventID,
     EventType,
     Membership,
     MemberStateEventContent,
@@ -179,14 +180,14 @@ class Bot:
         return self._attempts.get(event.event_id, 1) > 1
 
     async def reply(self, event: MessageEvent, body: str, formatted: str | None = None, *,
-                    thread_root: str | None = None, key: str = "reponse") -> None:
+                    thread_root: str | None = None, key: str = "reponse") -> EventID:
         """Answer ``event``, in its thread when it came in one (or in a new one on ``thread_root``).
 
         ``key`` names which of the bot's messages about this event it is: the answer
         (``reponse``) is sent once whatever happens, however many attempts it takes."""
         root = event.content.get_thread_parent() or thread_root
         content = reply_content(body, formatted, to_event=event.event_id, thread_root=root)
-        await self.send_about(event.room_id, event.event_id, content, key=key)
+        return await self.send_about(event.room_id, event.event_id, content, key=key)
 
     async def is_room_admin(self, room_id: str, user_id: str, event_type: EventType | None = None) -> bool:
         """May send ``event_type`` state in the room (the bot's binding by default): a creator
@@ -204,26 +205,33 @@ class Bot:
 
     async def send_file(self, event: MessageEvent, chunks: AsyncIterator[bytes], *, size: int, filename: str,
                         mimetype: str, msgtype: str = "m.file", info: dict[str, Any] | None = None,
-                        key: str = "reponse") -> None:
+                        key: str = "reponse") -> EventID:
         """Answer ``event`` with a file (``m.image`` with its ``info`` for a picture), encrypted when
         the room is; streamed, never whole in memory. ``key`` as for ``reply``."""
+        root = event.content.get_thread_parent()
+        relation: dict[str, Any] = {"m.in_reply_to": {"event_id": event.event_id}}
+        if root:
+            relation |= {"rel_type": "m.thread", "event_id": root, "is_falling_back": True}
+        return await self.post_file(event.room_id, event.event_id, chunks, size=size, filename=filename,
+                                    mimetype=mimetype, msgtype=msgtype, info=info, key=key, relation=relation)
+
+    async def post_file(self, room_id: str, about: str, chunks: AsyncIterator[bytes], *, size: int, filename: str,
+                        mimetype: str, msgtype: str = "m.file", info: dict[str, Any] | None = None,
+                        key: str, relation: dict[str, Any] | None = None) -> EventID:
+        """Send a file to the room about ``about`` (an event, or what the bot does on its own), once."""
         assert self.client.state_store is not None  # the runtime always gives one (E2EE needs it)
         content: dict[str, Any] = {"msgtype": msgtype, "body": filename, "filename": filename,
                                    "info": {"mimetype": mimetype, "size": size, **(info or {})}}
-        if await self.client.state_store.is_encrypted(RoomID(event.room_id)):
+        if await self.client.state_store.is_encrypted(RoomID(room_id)):
             stream = EncryptingStream()
             mxc = await self.media.upload(stream.wrap(chunks), size=size, filename=filename,
                                           mimetype="application/octet-stream")
             content["file"] = stream.file_info(mxc)
         else:
             content["url"] = await self.media.upload(chunks, size=size, filename=filename, mimetype=mimetype)
-        root = event.content.get_thread_parent()
-        if root:
-            content["m.relates_to"] = {"rel_type": "m.thread", "event_id": root, "is_falling_back": True,
-                                       "m.in_reply_to": {"event_id": event.event_id}}
-        else:
-            content["m.relates_to"] = {"m.in_reply_to": {"event_id": event.event_id}}
-        await self.send_about(event.room_id, event.event_id, content, key=key)
+        if relation:
+            content["m.relates_to"] = relation
+        return await self.send_about(room_id, about, content, key=key)
 
     async def attachment_bytes(self, event: MessageEvent, limit: int) -> bytes | None:
         """A small attachment's bytes (decrypted, checked); None when larger than ``limit``."""
@@ -243,9 +251,11 @@ class Bot:
             raise CorruptAttachment(attachment.url)
         return bytes(data)
 
-    async def send_about(self, room_id: str, about: str, content: dict[str, Any], *, key: str) -> None:
-        """Send a message about event ``about``, once: a resend carries the same transaction id."""
-        await self.client.send_message_event(RoomID(room_id), EventType.ROOM_MESSAGE, cast(Any, content),
+    async def send_about(self, room_id: str, about: str, content: dict[str, Any], *, key: str,
+                         event_type: EventType = EventType.ROOM_MESSAGE) -> EventID:
+        """Send a message about event ``about``, once: a resend carries the same transaction id
+        (and the homeserver answers it with the event id it gave the first time)."""
+        return await self.client.send_message_event(RoomID(room_id), event_type, cast(Any, content),
                                              txn_id=transaction_id(self.user_id, about, key))
 
     # --- event handling --------------------------------------------------------------
@@ -441,7 +451,7 @@ class Bot:
             sub, arguments = command_set.parse(body)
             if sub.admin and not await self.is_room_admin(event.room_id, event.sender):
                 raise CommandError(t("bot.admin_only", command=sub.usage(command_set.root)))
-            self.context.metrics.commands.labels(self.localpart, sub.names[0]).inc()
+            self.context.metrics.commands.labels(self.localpart, (sub.names or command_set.names)[0]).inc()
             await sub.handler(self, event, **arguments)
         except CommandError as error:
             await self.reply(event, str(error))

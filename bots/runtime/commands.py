@@ -46,7 +46,7 @@ class Subcommand:
 
     def usage(self, root: str) -> str:
         args = " ".join(f"<{a.name}>" if a.required else f"[{a.name}]" for a in self.arguments)
-        return f"{PREFIX}{root} {self.names[0]} {args}".rstrip()
+        return " ".join(part for part in (f"{PREFIX}{root}", *self.names[:1], args) if part)
 
 
 @dataclass
@@ -70,7 +70,22 @@ class CommandSet:
         word = body.strip().split(maxsplit=1)[0] if body.strip() else ""
         return word.startswith(PREFIX) and word[1:].lower() in self.names
 
+    def command(self, *, help: str, example: str, arguments: tuple[Argument, ...] = (),
+                admin: bool = False) -> Callable[[Handler], Handler]:
+        """A command without subcommands (``!mes-tâches``): what follows its name is its arguments."""
+        def register(handler: Handler) -> Handler:
+            self.subcommands.append(Subcommand((), help, example, handler, arguments, admin))
+            return handler
+        return register
+
+    @property
+    def single(self) -> Subcommand | None:
+        return self.subcommands[0] if len(self.subcommands) == 1 and not self.subcommands[0].names else None
+
     def parse(self, body: str) -> tuple[Subcommand, dict[str, Any]]:
+        if self.single is not None:
+            rest = body.strip().split(maxsplit=1)
+            return self.single, self._arguments(self.single, rest[1] if len(rest) > 1 else "")
         words = body.strip().split(maxsplit=2)
         if len(words) < 2:
             raise CommandError(t("bot.missing_subcommand", root=self.root, choices=self._choices()))
@@ -104,6 +119,9 @@ class CommandSet:
 
     def help_for(self, word: str | None) -> str:
         """``!doc aide``: this command's help; ``!doc aide lier``: one subcommand's, with an example."""
+        if self.single is not None:
+            return t("bot.subcommand_help", usage=self.single.usage(self.root), help=self.single.help,
+                     example=self.single.example, aliases=", ".join(PREFIX + name for name in self.names))
         if word:
             sub = next((s for s in self.subcommands if word.lower() in s.names), None)
             if sub is None:

@@ -1,8 +1,8 @@
 """@projets benchmarks (issue 10), each selectable alone (``./maillage bench -k …``):
 
-- ``projets_state_2000``: ``!projet état`` on a project of 2,000 tasks and 20 objectives, until
-  its chart has arrived (the table, then the picture), ÷ the encrypted ping-pong floor of two
-  plain clients; series alternated;
+- ``projets_state_2000``: ``!projet état`` on a project of 2,000 tasks and 20 objectives (a third
+  done over the last ten weeks), until its chart has arrived (the table, then the picture), ÷ the
+  encrypted ping-pong floor of two plain clients; series alternated;
 - ``projets_api_100``: the read API (``GET /api/projets``) for an agent in 100 projects, median
   and p95, ÷ the bots' own ``/sante`` asked in turn on the same process.
 """
@@ -13,7 +13,7 @@ import asyncio
 import random
 import statistics
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -46,7 +46,9 @@ def big_project(now: datetime, tasks: int = TASKS, objectives: int = OBJECTIVES)
                    extra="STATUS:NEEDS-ACTION\r\nX-MAILLAGE-OBJECTIF:TRUE\r\nCATEGORIES:Objectif\r\n")
              for index in range(objectives)]
     for index in range(tasks):
-        status = "COMPLETED" if chance.random() < 1 / 3 else "NEEDS-ACTION"
+        done = chance.random() < 1 / 3
+        when = (now - timedelta(days=chance.randint(0, 70))).astimezone(UTC)  # the chart's weeks
+        status = f"COMPLETED\r\nCOMPLETED:{when:%Y%m%dT%H%M%SZ}" if done else "NEEDS-ACTION"
         items.append(_todo(f"t{index}@banc", f"Tâche {index}", now + timedelta(days=chance.randint(-60, 300)),
                            extra=f"STATUS:{status}\r\nRELATED-TO;RELTYPE=PARENT:o{index % objectives}@banc\r\n"))
     return "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//banc//FR\r\n" + "".join(items) + "END:VCALENDAR\r\n"

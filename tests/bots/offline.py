@@ -158,11 +158,14 @@ class OfflineDocumentsBot(DocumentsBot):
     fake_client: FakeClient
 
     async def reply(self, event: MessageEvent, body: str, formatted: str | None = None, *,
-                    thread_root: str | None = None, key: str = "reponse") -> None:
+                    thread_root: str | None = None, key: str = "reponse") -> EventID:
         self.replies.append(body)
+        return EventID(f"$reponse{len(self.replies)}")
 
-    async def send_about(self, room_id: str, about: str, content: dict[str, Any], *, key: str) -> None:
+    async def send_about(self, room_id: str, about: str, content: dict[str, Any], *, key: str,
+                         event_type: EventType = EventType.ROOM_MESSAGE) -> EventID:
         self.sent.append(content)
+        return EventID(f"$envoi{len(self.sent)}")
 
     async def is_room_admin(self, room_id: str, user_id: str, event_type: EventType | None = None) -> bool:
         return True

@@ -126,6 +126,26 @@ async def test_tasks_made_in_the_room_are_standard_vtodos_and_their_changes_keep
     mine = await said(alice, room, synapse, "!tâche liste moi")
     assert mine.splitlines()[0] == "Tâches qui vous sont confiées (1) :" and "n°1 — Relancer" in mine
 
+    # Comments: in the thread of the bot's answer about the task, or by command; kept in the VTODO.
+    since = len(owner.received)
+    await owner.send_text(room, "!tâche détails 1")
+    answer = await owner.wait_for_text(room, lambda m: m.sender == projets_id(synapse), since=since, timeout=60)
+    assert answer.body.endswith("Pour commenter : répondez dans le fil de ce message,"
+                                " ou « !tâche commente 1 <texte> ».")
+    await alice.send_text(room, "Architecte relancé, réponse attendue lundi", in_thread=answer.event_id)
+    commented = await said(owner, room, synapse, "!tâche commente 1 Devis reçu ; à signer")
+    assert commented.startswith("Commentaire ajouté à la tâche n°1")
+    too_long = await said(owner, room, synapse, "!tâche commente 1 " + "x" * 2001)
+    assert too_long.startswith("Ce commentaire dépasse 2000 caractères")
+    shown = (await said(owner, room, synapse, "!tâche détails 1")).splitlines()
+    assert shown[1] == "Commentaires (2) :"
+    assert shown[2].endswith(f"{alice.user_id} : Architecte relancé, réponse attendue lundi")
+    assert shown[3].endswith(f"{owner.user_id} : Devis reçu ; à signer")
+    main = (await asyncio.to_thread(todos_of, synapse, caldav, list_id))["Relancer l’architecte"]
+    kept = [str(c) for c in main["comment"]]
+    assert kept == ["Architecte relancé, réponse attendue lundi", "Devis reçu ; à signer"]
+    assert str(main["x-moz-generation"]) == "3"  # other apps' fields still there
+
 
 async def test_a_task_made_in_another_app_is_announced_numbered_and_can_be_done_from_the_room(
     synapse: ServerStack, caldav: str, bots: str, agents: AgentFactory
@@ -246,6 +266,9 @@ async def test_my_tasks_in_a_direct_chat_gather_every_project_i_am_in_and_no_oth
         "– [Projet École] n°1 — Tâche École · " + alice.user_id + " · pour mercredi 3 mars 2027 · à faire",
     ]  # the same deadline: by project name
     assert "Cantine" not in mine and "sans alice" not in mine
+    assert await said(alice, projects["École"][1], synapse, "!mes-tâches") == mine  # the same from any room
+    wrong = await said(alice, direct, synapse, "!mes-tâches en retard")
+    assert wrong.startswith("Trop d’arguments") and "!mes-tâches" in wrong
     elsewhere = await said(alice, direct, synapse, "!tâche liste")
     assert elsewhere.startswith("Ce salon n’est lié à aucun projet")
 
@@ -319,6 +342,10 @@ async def test_objectives_gather_their_tasks_and_the_state_is_told_and_drawn(
     assert _near(picture.getpixel((300 + span // 2, bar_y)), (198, 40, 40))
     assert _near(picture.getpixel((300 + 5 * span // 6, bar_y)), (207, 216, 220))
     assert _near(picture.getpixel((300 + span // 6, bar_y + 46)), (207, 216, 220))  # « sans objectif »: nothing done
+    # Below, tasks done week by week: one this week (the last bar, full height), none the week before.
+    week, base = span // 8, 56 + 2 * 46 + 40 + 30 + 130
+    assert _near(picture.getpixel((300 + 7 * week + week // 2, base - 60)), (46, 125, 50))
+    assert _near(picture.getpixel((300 + 6 * week + week // 2, base - 60)), (255, 255, 255))
 
     listed = await said(owner, room, synapse, "!tâche liste objectif 1")
     assert [line.split(" · ")[0] for line in listed.splitlines()[1:]] == [
@@ -379,6 +406,50 @@ async def test_each_assignee_gets_one_grouped_reminder_a_day_even_when_the_bots_
     for agent, room in ((alice, alice_room), (bob, bob_room)):
         assert sum(m.sender == projets_id(synapse) for m in agent.received if m.room_id == room) == 1
     assert not carol.client.invited_rooms
+
+
+async def test_the_weekly_summary_comes_on_the_chosen_day_once_even_when_the_bots_are_killed(
+    synapse: ServerStack, caldav: str, bot_process: BotProcess, bots: str, agents: AgentFactory
+) -> None:
+    alice = await agents("alice")
+    owner, room = await project_room(agents, synapse, "Projet piscine", alice)
+    await said(owner, room, synapse, f"!projet créer piscine-{uuid.uuid4().hex[:6]}")
+    assert (await said(owner, room, synapse, "!projet résumé")).startswith("Aucun résumé de la semaine n’est prévu")
+    wrong = {"!projet résumé jeudredi": "« jeudredi » n’est pas un jour de la semaine",
+             "!projet résumé lundi 25h": "« 25h » n’est pas une heure",
+             "!projet résumé lundi midi et demi": "n’est pas une heure"}
+    for command, says in wrong.items():
+        answer = await said(owner, room, synapse, command)
+        assert says in answer and "Exemple" in answer, command
+    assert "Seul un administrateur" in await said(alice, room, synapse, "!projet résumé lundi 9h")
+    assert (await said(owner, room, synapse, "!projet résumé")).startswith("Aucun résumé")  # nothing half-set
+    await said(owner, room, synapse, "!tâche ajoute Vider le bassin pour le 2/1/2026")
+    await said(owner, room, synapse, "!tâche ajoute Changer les filtres")
+    await said(owner, room, synapse, "!tâche fait 2")
+
+    today = ("lundi", "mardi", "mercredi", "jeudi", "vendredi", "samedi", "dimanche")[datetime.now(PARIS).weekday()]
+    since = len(owner.received)
+    assert await said(owner, room, synapse, f"!projet résumé {today} 0h") == (
+        f"Le résumé de la semaine sera posté dans ce salon le {today} à 0h (heure de Paris)."
+        " « !projet résumé aucun » l’arrête.")
+    await bot_process.kill_and_restart(after=random.uniform(0.5, 5.5))  # kill -9 around the first round
+    await bot_process.kill_and_restart(after=random.uniform(3.5, 6.5))
+    bot = projets_id(synapse)
+    summary = await owner.wait_for_text(room, lambda m: m.sender == bot and m.body.startswith("Résumé"),
+                                        since=since, timeout=90)
+    assert summary.body.splitlines() == [
+        "Résumé de la semaine — « Projet piscine » :",
+        "⚠ Sans objectif : 1/2 faite(s) · 1 en retard · prochaine échéance : vendredi 2 janvier 2026",
+        "Cette semaine : 1 tâche(s) faite(s) ; 1 en retard aujourd’hui."]
+    chart = await owner.wait_for_file(room, bot)
+    assert chart.source["content"]["msgtype"] == "m.image"
+    await asyncio.sleep(12)  # two more rounds: it is not sent again this week
+    summaries = [m for m in owner.received if m.room_id == room and m.sender == bot and m.body.startswith("Résumé")]
+    assert len(summaries) == 1 and sum(1 for r, e in owner.files if r == room and e.sender == bot) == 1
+    assert (await said(owner, room, synapse, "!projet résumé")).startswith(
+        f"Le résumé de la semaine est posté dans ce salon le {today} à 0h")
+    assert await said(owner, room, synapse, "!projet résumé aucun") == (
+        "Le résumé de la semaine ne sera plus posté dans ce salon.")
 
 
 async def test_the_read_api_gives_my_projects_progress_and_nothing_of_the_others(

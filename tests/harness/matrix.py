@@ -16,6 +16,7 @@ from nio import (
     AsyncClient,
     AsyncClientConfig,
     JoinError,
+    LocalProtocolError,
     LoginError,
     MatrixRoom,
     MegolmEvent,
@@ -66,9 +67,14 @@ class Agent:
         self.client.add_event_callback(self._on_undecryptable, MegolmEvent)
         self.client.add_event_callback(self._on_file, (RoomEncryptedFile, RoomMessageFile, RoomEncryptedImage,
                                                        RoomMessageImage))
-        self._sync_task = asyncio.create_task(
-            self.client.sync_forever(timeout=30_000, full_state=True)
-        )
+        self._sync_task = asyncio.create_task(self._sync())
+
+    async def _sync(self) -> None:
+        while True:
+            try:
+                await self.client.sync_forever(timeout=30_000, full_state=True)
+            except LocalProtocolError:  # its keys query raced with send_text's: nio gives up, we do not
+                continue
 
     async def _on_text(self, room: MatrixRoom, event: RoomMessageText | RoomMessageNotice) -> None:
         self.received.append(Received(
@@ -147,14 +153,17 @@ class Agent:
             if room is not None and isinstance(decrypted, RoomMessageText | RoomMessageNotice):
                 await self._on_text(room, decrypted)
 
-    async def send_text(self, room_id: str, body: str) -> str:
+    async def send_text(self, room_id: str, body: str, *, in_thread: str | None = None) -> str:
+        """Send a message, in the thread of event ``in_thread`` if given (as Element does)."""
         # Know every member's devices first, or a new member gets no key to read this message.
         if self.client.should_query_keys:
-            await self.client.keys_query()
-        response = await self.client.room_send(
-            room_id, "m.room.message", {"msgtype": "m.text", "body": body},
-            ignore_unverified_devices=True,
-        )
+            with contextlib.suppress(LocalProtocolError):  # the sync loop asked at the same moment
+                await self.client.keys_query()
+        content: dict[str, Any] = {"msgtype": "m.text", "body": body}
+        if in_thread:
+            content["m.relates_to"] = {"rel_type": "m.thread", "event_id": in_thread, "is_falling_back": True,
+                                       "m.in_reply_to": {"event_id": in_thread}}
+        response = await self.client.room_send(room_id, "m.room.message", content, ignore_unverified_devices=True)
         if isinstance(response, RoomSendError):
             raise AssertionError(f"{self.user_id} could not send to {room_id}: {response.message}")
         return str(response.event_id)
