@@ -62,7 +62,7 @@ def progress_chart(title: str, rows: list[Progress], weeks: list[tuple[date, int
     if weeks:
         _weeks_panel(draw, bars_end, weeks, font)
     data = io.BytesIO()
-    image.save(data, format="PNG", optimize=True)
+    image.save(data, format="PNG")  # optimize=True: 4× the time for a tenth less
     return data.getvalue(), WIDTH, height
 
 

@@ -22,7 +22,7 @@ from maillage.bots.projets.bot import (
     uid_for,
 )
 from maillage.bots.projets.comments import add_comment, remember_thread, spoken_comments
-from maillage.bots.projets.report import state_report
+from maillage.bots.projets.report import post_report, state_report
 from maillage.bots.projets.state import objective_of
 from maillage.bots.projets.summary import read_schedule, spoken_schedule
 from maillage.bots.projets.tasks import (
@@ -117,9 +117,8 @@ async def status(bot: ProjetsBot, event: MessageEvent) -> None:
     if report is None:
         await bot.reply(event, t("projet.state_empty"))
         return
-    await bot.reply(event, report.text)
-    await bot.send_file(event, report.chunks(), size=len(report.picture), filename=t("projet.chart_file"),
-                        mimetype="image/png", msgtype="m.image", info=report.info, key="graphique")
+    await post_report(bot, event.room_id, event.event_id, report, bot.reply(event, report.text),
+                      relation=bot.relation_to(event))
 
 
 @project_commands.subcommand("résumé", "resume", "summary", help="le résumé de la semaine, posté ici le jour choisi"

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("maillage.bots.projets")
 
 MARK = EventType.find("fr.maillage.rappels", t_class=EventType.Class.STATE)
+ACCESS = EventType.find("fr.maillage.acces", t_class=EventType.Class.STATE)  # the homeserver's access rules
 TICK = 20.0
 ENCRYPTION = {"algorithm": "m.megolm.v1.aes-sha2"}
 
@@ -68,16 +69,22 @@ class AssigneeReminders:
             return
         day = now.date().isoformat()
         for user_id, due in (await self.due(now)).items():
-            if await self.bot.context.db.fetchval("SELECT 1 FROM projet_reminded WHERE user_id=$1 AND day=$2",
-                                                  user_id, day):
-                continue
-            room_id = await self.direct_room(user_id)
-            if room_id is None:
-                continue  # invited, not joined yet: tried again at the next tick
-            await self.bot.send_about(room_id, f"rappels|{user_id}|{day}",
-                                      {"msgtype": "m.text", "body": self.message(due, now)}, key="rappel")
-            await self.bot.context.db.execute(
-                "INSERT INTO projet_reminded (user_id, day) VALUES ($1, $2) ON CONFLICT DO NOTHING", user_id, day)
+            try:  # one agent's failure (their server away) does not hold back the others
+                await self.remind(user_id, due, day, now)
+            except Exception as error:
+                log.info("reminder for %s not sent for now: %s", user_id, type(error).__name__)
+
+    async def remind(self, user_id: str, due: list[Due], day: str, now: datetime) -> None:
+        if await self.bot.context.db.fetchval("SELECT 1 FROM projet_reminded WHERE user_id=$1 AND day=$2",
+                                              user_id, day):
+            return
+        room_id = await self.direct_room(user_id)
+        if room_id is None:
+            return  # invited, not joined yet: tried again at the next tick
+        await self.bot.send_about(room_id, f"rappels|{user_id}|{day}",
+                                  {"msgtype": "m.text", "body": self.message(due, now)}, key="rappel")
+        await self.bot.context.db.execute(
+            "INSERT INTO projet_reminded (user_id, day) VALUES ($1, $2) ON CONFLICT DO NOTHING", user_id, day)
 
     async def due(self, now: datetime) -> dict[str, list[Due]]:
         """Per agent, their open tasks due tomorrow or late, in the projects whose room they are in."""
@@ -117,8 +124,13 @@ class AssigneeReminders:
             room_id = await self._marked_room(user_id) or await self._make_room(user_id)
             await db.execute("INSERT INTO projet_direct (user_id, room_id) VALUES ($1, $2)"
                              " ON CONFLICT (user_id) DO UPDATE SET room_id=$2", user_id, room_id)
-        members = await self.bot.client.get_joined_members(RoomID(str(room_id)))
-        return str(room_id) if user_id in members else None
+        members = await self.bot.client.get_members(RoomID(str(room_id)), membership=None)
+        state = {str(member.state_key): member.content.membership for member in members}
+        if state.get(user_id) == Membership.JOIN:
+            return str(room_id)
+        if user_id not in state:  # the invitation never went out (refused by the homeserver): again
+            await self.bot.client.invite_user(RoomID(str(room_id)), UserID(user_id))
+        return None  # invited and not joined yet, or declined or left: nothing sent
 
     async def _marked_room(self, user_id: str) -> str | None:
         for room_id in await self.bot.client.get_joined_rooms():
@@ -131,10 +143,14 @@ class AssigneeReminders:
         return None
 
     async def _make_room(self, user_id: str) -> str:
+        # A partner's agent (a task in a « partenaires » room) needs a room their server may join.
+        local = user_id.split(":", 1)[1] == self.bot.context.config.collectivite.nom_serveur
         room_id = await self.bot.client.create_room(
             name=t("projet.reminder_room"), is_direct=True, invitees=[UserID(user_id)],
             initial_state=[{"type": "m.room.encryption", "state_key": "", "content": ENCRYPTION},
-                           {"type": MARK.t, "state_key": "", "content": {"agent": user_id}}])
+                           {"type": MARK.t, "state_key": "", "content": {"agent": user_id}},
+                           {"type": ACCESS.t, "state_key": "", "content": {"acces": "interne" if local
+                                                                           else "partenaires"}}])
         assert self.bot.client.state_store is not None
         await self.bot.client.state_store.set_encryption_info(
             room_id, RoomEncryptionStateEventContent(algorithm=EncryptionAlgorithm.MEGOLM_V1))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
+from datetime import date
 from typing import TYPE_CHECKING, Any
 
 from maillage.bots.projets.chart import Progress, progress_chart
@@ -17,18 +19,30 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Report:
-    text: str  # one line per objective, after the heading
-    picture: bytes  # PNG
-    width: int
-    height: int
+    name: str  # the project's (its room's)
+    text: str  # the heading, then one line per objective
+    bars: list[Progress]
+    weeks: list[tuple[date, int]]
     tasks: list[Task]
 
-    @property
-    def info(self) -> dict[str, Any]:
-        return {"w": self.width, "h": self.height}
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        yield self.picture
+async def post_report(bot: ProjetsBot, room_id: str, about: str, report: Report, text: Awaitable[Any], *,
+                      relation: dict[str, Any] | None) -> None:
+    """The text (``text``, being sent), then the chart: drawn and uploaded while the text goes."""
+    async def uploaded() -> tuple[bytes, int, int, dict[str, Any]]:
+        picture, width, height = await asyncio.to_thread(progress_chart, report.name, report.bars, report.weeks)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield picture
+
+        media = await bot.upload_for(room_id, chunks(), size=len(picture), filename=t("projet.chart_file"),
+                                     mimetype="image/png")
+        return picture, width, height, media
+
+    _, (picture, width, height, media) = await asyncio.gather(text, uploaded())
+    await bot.post_uploaded(room_id, about, media, size=len(picture), filename=t("projet.chart_file"),
+                            mimetype="image/png", msgtype="m.image", info={"w": width, "h": height},
+                            key="graphique", relation=relation)
 
 
 async def state_report(bot: ProjetsBot, room_id: str, list_id: str, heading: str = "projet.state") -> Report | None:
@@ -56,5 +70,4 @@ async def state_report(bot: ProjetsBot, room_id: str, list_id: str, heading: str
     if not lines:
         return None
     name = await bot.room_name(room_id) or list_id
-    picture, width, height = progress_chart(name, bars, done_per_week(tasks, now))
-    return Report(t(heading, name=name) + "\n" + "\n".join(lines), picture, width, height, tasks)
+    return Report(name, t(heading, name=name) + "\n" + "\n".join(lines), bars, done_per_week(tasks, now), tasks)

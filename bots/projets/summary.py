@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from mautrix.util.async_db import Connection
 
 from maillage.bots.agenda.dates import WEEKDAYS, WEEKDAYS_EN, fold
-from maillage.bots.projets.report import state_report
+from maillage.bots.projets.report import post_report, state_report
 from maillage.bots.runtime.commands import CommandError
 from maillage.i18n import t
 
@@ -113,7 +113,5 @@ class WeeklySummaries:
         late = sum(1 for task in report.tasks if task.late(now) and not task.objective)
         text = report.text + "\n" + t("projet.summary_week", done=done, late=late)
         about = f"resume|{room_id}|{week}"
-        await self.bot.send_about(room_id, about, {"msgtype": "m.notice", "body": text}, key="resume")
-        await self.bot.post_file(room_id, about, report.chunks(), size=len(report.picture),
-                                 filename=t("projet.chart_file"), mimetype="image/png", msgtype="m.image",
-                                 info=report.info, key="graphique")
+        await post_report(self.bot, room_id, about, report, self.bot.send_about(
+            room_id, about, {"msgtype": "m.notice", "body": text}, key="resume"), relation=None)

@@ -208,27 +208,44 @@ class Bot:
                         key: str = "reponse") -> EventID:
         """Answer ``event`` with a file (``m.image`` with its ``info`` for a picture), encrypted when
         the room is; streamed, never whole in memory. ``key`` as for ``reply``."""
-        root = event.content.get_thread_parent()
+        return await self.post_file(event.room_id, event.event_id, chunks, size=size, filename=filename,
+                                    mimetype=mimetype, msgtype=msgtype, info=info, key=key,
+                                    relation=self.relation_to(event))
+
+    @staticmethod
+    def relation_to(event: MessageEvent) -> dict[str, Any]:
+        """An answer's relation to ``event``: a reply, in its thread when it came in one."""
         relation: dict[str, Any] = {"m.in_reply_to": {"event_id": event.event_id}}
+        root = event.content.get_thread_parent()
         if root:
             relation |= {"rel_type": "m.thread", "event_id": root, "is_falling_back": True}
-        return await self.post_file(event.room_id, event.event_id, chunks, size=size, filename=filename,
-                                    mimetype=mimetype, msgtype=msgtype, info=info, key=key, relation=relation)
+        return relation
 
     async def post_file(self, room_id: str, about: str, chunks: AsyncIterator[bytes], *, size: int, filename: str,
                         mimetype: str, msgtype: str = "m.file", info: dict[str, Any] | None = None,
                         key: str, relation: dict[str, Any] | None = None) -> EventID:
         """Send a file to the room about ``about`` (an event, or what the bot does on its own), once."""
+        media = await self.upload_for(room_id, chunks, size=size, filename=filename, mimetype=mimetype)
+        return await self.post_uploaded(room_id, about, media, size=size, filename=filename, mimetype=mimetype,
+                                        msgtype=msgtype, info=info, key=key, relation=relation)
+
+    async def upload_for(self, room_id: str, chunks: AsyncIterator[bytes], *, size: int, filename: str,
+                         mimetype: str) -> dict[str, Any]:
+        """Upload a file for the room (encrypted when the room is): the message content's part
+        naming it, for ``post_uploaded`` (a caller may upload while it sends something else)."""
         assert self.client.state_store is not None  # the runtime always gives one (E2EE needs it)
-        content: dict[str, Any] = {"msgtype": msgtype, "body": filename, "filename": filename,
-                                   "info": {"mimetype": mimetype, "size": size, **(info or {})}}
         if await self.client.state_store.is_encrypted(RoomID(room_id)):
             stream = EncryptingStream()
             mxc = await self.media.upload(stream.wrap(chunks), size=size, filename=filename,
                                           mimetype="application/octet-stream")
-            content["file"] = stream.file_info(mxc)
-        else:
-            content["url"] = await self.media.upload(chunks, size=size, filename=filename, mimetype=mimetype)
+            return {"file": stream.file_info(mxc)}
+        return {"url": await self.media.upload(chunks, size=size, filename=filename, mimetype=mimetype)}
+
+    async def post_uploaded(self, room_id: str, about: str, media: dict[str, Any], *, size: int, filename: str,
+                            mimetype: str, msgtype: str = "m.file", info: dict[str, Any] | None = None,
+                            key: str, relation: dict[str, Any] | None = None) -> EventID:
+        content: dict[str, Any] = {"msgtype": msgtype, "body": filename, "filename": filename,
+                                   "info": {"mimetype": mimetype, "size": size, **(info or {})}, **media}
         if relation:
             content["m.relates_to"] = relation
         return await self.send_about(room_id, about, content, key=key)
