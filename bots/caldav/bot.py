@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
@@ -39,11 +40,16 @@ class RoomNumbers:
     """Short numbers of a collection's items in a room (« n°12 »): given once, never reused,
     whoever made the item, so a number always means one item."""
 
-    def __init__(self, db: Database, table: str) -> None:
+    def __init__(self, db: Database, table: str, numbering: Callable[[str], Awaitable[str]] | None = None) -> None:
         self.db, self.table = db, table
+        self.numbering = numbering  # the room whose numbers a room uses (its space's)
         self._giving = asyncio.Lock()  # commands and the watcher both give numbers
 
+    async def _holder(self, room_id: str) -> str:
+        return room_id if self.numbering is None else await self.numbering(room_id)
+
     async def of(self, room_id: str, uid: str, href: str) -> int:
+        room_id = await self._holder(room_id)
         async with self._giving:
             number = await self.db.fetchval(f"SELECT number FROM {self.table} WHERE room_id=$1 AND uid=$2",
                                             room_id, uid)
@@ -58,11 +64,13 @@ class RoomNumbers:
 
     async def find(self, room_id: str, number: int) -> tuple[str, str] | None:
         """(uid, href) of the item numbered ``number`` in the room."""
+        room_id = await self._holder(room_id)
         row = await self.db.fetchrow(f"SELECT uid, href FROM {self.table} WHERE room_id=$1 AND number=$2",
                                      room_id, number)
         return None if row is None else (str(row["uid"]), str(row["href"]))
 
     async def of_href(self, room_id: str, href: str) -> int | None:
+        room_id = await self._holder(room_id)
         number = await self.db.fetchval(f"SELECT number FROM {self.table} WHERE room_id=$1 AND href=$2",
                                         room_id, href)
         return None if number is None else int(number)
@@ -108,7 +116,8 @@ class CalendarBot(Bot):
         self.caldav = CalDav.for_stack(config, self.context.secrets.dav_password,
                                        lambda method: requests.labels(self.localpart, method).inc())
         self.zone = ZoneInfo(config.collectivite.fuseau_horaire)
-        self.numbers = RoomNumbers(self.context.db, self.number_table)
+        self.numbers = RoomNumbers(self.context.db, self.number_table,
+                                   self.bindings.numbering_room if self.binding and self.binding.spaces else None)
         self.copy = self.make_copy()
         self.watcher = CalendarWatcher(self.caldav, self.context.db, self.localpart, self.bound_collections,
                                        self.announce, self.announce_batch, config.agenda.intervalle_secondes,
@@ -162,9 +171,21 @@ class CalendarBot(Bot):
         return name
 
     async def rooms_of(self, collection_id: str) -> list[str]:
+        """The rooms where the collection's changes are told: bound ones, and for a bound space
+        (which has no timeline in clients) the child rooms the bot is in that use it."""
         rows = await self.context.db.fetch("SELECT room_id FROM maillage_room_binding WHERE bot=$1 AND target=$2",
                                            self.localpart, collection_id)
-        return [str(row["room_id"]) for row in rows]
+        rooms = []
+        for row in rows:
+            room_id = str(row["room_id"])
+            if self.binding is None or not self.binding.spaces or not await self.bindings.is_space(room_id):
+                rooms.append(room_id)
+                continue
+            joined = {str(room) for room in await self.client.get_joined_rooms()}
+            for child in await self.bindings.children(room_id):
+                if child in joined and await self.bindings.numbering_room(child) == room_id:
+                    rooms.append(child)
+        return list(dict.fromkeys(rooms))
 
     # --- changes made elsewhere ------------------------------------------------------
 

@@ -30,6 +30,7 @@ from maillage.bots.projets.index import TaskIndex, completed_column, objectives_
 from maillage.bots.projets.index import create_tables as index_tables
 from maillage.bots.projets.reminders import AssigneeReminders
 from maillage.bots.projets.reminders import create_tables as reminder_tables
+from maillage.bots.projets.report import UploadedCharts
 from maillage.bots.projets.summary import WeeklySummaries
 from maillage.bots.projets.summary import create_tables as summary_tables
 from maillage.bots.projets.tasks import Task, shown_title, spoken_due, task_of
@@ -94,14 +95,17 @@ class ProjetsBot(CalendarBot):
     title = "Robot Projets — aide"
     commands: ClassVar[list[CommandSet]] = [project_commands, task_commands, my_tasks_command]
     binding = Binding(BINDING_EVENT, "liste", normalise_list, messages="projet",
-                      invalid="projet.list_invalid")
+                      invalid="projet.list_invalid", spaces=True)
     tables = (projets_tables, watch_tables)
     number_table = "projet_number"
     component = "VTODO"
 
     index: TaskIndex
 
+    charts: UploadedCharts
+
     def make_copy(self) -> TaskIndex:
+        self.charts = UploadedCharts()
         self.index = TaskIndex(self.context.db, self.zone)
         return self.index
 

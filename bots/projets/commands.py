@@ -37,6 +37,7 @@ from maillage.bots.projets.tasks import (
     touch,
 )
 from maillage.bots.runtime.commands import Argument, CommandError
+from maillage.bots.runtime.store import transaction
 from maillage.i18n import t
 
 KEYWORDS = ("pour", "priorité", "priorite", "priority", "sous", "under", "objectif", "objective")
@@ -75,6 +76,26 @@ async def bind(bot: ProjetsBot, event: MessageEvent, liste: str) -> None:
 async def unbind(bot: ProjetsBot, event: MessageEvent) -> None:
     await bot.bindings.unbind(event)
     await bot.reply(event, t("projet.unbound"))
+
+
+@project_commands.subcommand("espace", "space", help="étendre le projet de ce salon à tous les salons de son"
+                             " espace (mêmes tâches, mêmes numéros)", example="!projet espace")
+async def to_space(bot: ProjetsBot, event: MessageEvent) -> None:
+    holder = await bot.bindings.holder(event.room_id)
+    if holder is None:
+        raise CommandError(t("projet.not_bound"))
+    if holder[0] != event.room_id:
+        raise CommandError(t("projet.space_already", name=await bot.room_name(holder[0]) or holder[0]))
+    spaces = await bot.bindings.spaces_of(event.room_id)
+    if len(spaces) != 1:
+        raise CommandError(t("projet.space_none" if not spaces else "projet.space_many"))
+    space, list_id = spaces[0], holder[1]
+    await bot.bindings.move_to_space(event, space, list_id)
+    async with transaction(bot.context.db) as conn:  # the room's numbers become the space's
+        if await conn.fetchval("SELECT 1 FROM projet_number WHERE room_id=$1", event.room_id):
+            await conn.execute("DELETE FROM projet_number WHERE room_id=$1", space)
+            await conn.execute("UPDATE projet_number SET room_id=$1 WHERE room_id=$2", space, event.room_id)
+    await bot.reply(event, t("projet.space_bound", list=list_id, name=await bot.room_name(space) or space))
 
 
 @project_commands.subcommand("liste", "list", help="la liste de tâches liée à ce salon et son adresse CalDAV",
@@ -224,8 +245,13 @@ def _user_id(word: str, server_name: str) -> str:
 
 
 async def check_member(bot: ProjetsBot, room_id: str, user_id: str) -> None:
-    """Tasks go to the room's members only: someone else would not see them."""
-    if user_id not in await bot.client.get_joined_members(RoomID(room_id)):
+    """Tasks go to the members of the room (or of its project's space) only: someone else
+    would not see them."""
+    if user_id in await bot.client.get_joined_members(RoomID(room_id)):
+        return
+    holder = await bot.bindings.holder(room_id)
+    if holder is None or holder[0] == room_id or user_id not in await bot.client.get_joined_members(
+            RoomID(holder[0])):
         raise CommandError(t("projet.not_member", user=user_id))
 
 

@@ -87,11 +87,10 @@ async def thread_task(bot: ProjetsBot, event: MessageEvent) -> int | None:
 
 async def on_thread_message(bot: ProjetsBot, event: MessageEvent) -> None:
     """A message in a task's thread: a comment on the task, acknowledged by a ✅."""
-    if event.content.msgtype not in (MessageType.TEXT, MessageType.EMOTE) or await bot.bindings.target(
-            event.room_id) is None:
+    if event.content.msgtype not in (MessageType.TEXT, MessageType.EMOTE):
         return
     number = await thread_task(bot, event)
-    if number is None:
+    if number is None or await bot.bindings.target(event.room_id) is None:
         return
     text = _without_fallback(event.content.body)
     if not text:

@@ -21,6 +21,7 @@ from mautrix.types import (
     EncryptionAlgorithm,
     EventType,
     Membership,
+    MemberStateEventContent,
     RoomEncryptionStateEventContent,
     RoomID,
     UserID,
@@ -125,7 +126,8 @@ class AssigneeReminders:
             await db.execute("INSERT INTO projet_direct (user_id, room_id) VALUES ($1, $2)"
                              " ON CONFLICT (user_id) DO UPDATE SET room_id=$2", user_id, room_id)
         members = await self.bot.client.get_members(RoomID(str(room_id)), membership=None)
-        state = {str(member.state_key): member.content.membership for member in members}
+        state = {str(member.state_key): member.content.membership for member in members
+                 if isinstance(member.content, MemberStateEventContent)}
         if state.get(user_id) == Membership.JOIN:
             return str(room_id)
         if user_id not in state:  # the invitation never went out (refused by the homeserver): again

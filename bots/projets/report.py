@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from datetime import date
@@ -15,6 +16,36 @@ from maillage.i18n import t
 
 if TYPE_CHECKING:
     from maillage.bots.projets.bot import ProjetsBot
+
+KEPT_CHARTS = 200
+
+
+@dataclass(frozen=True)
+class Uploaded:
+    media: dict[str, Any]  # the message content's ``url`` or ``file`` (encrypted) part
+    size: int
+    width: int
+    height: int
+
+
+class UploadedCharts:
+    """The last charts uploaded, per room and drawing: an ``état`` asked again while the numbers
+    have not changed sends the same file again (in that room only: an encrypted file's key
+    goes only where it was sent) instead of drawing and uploading it anew."""
+
+    def __init__(self) -> None:
+        self._kept: OrderedDict[tuple[str, str], Uploaded] = OrderedDict()
+
+    def get(self, room_id: str, drawing: str) -> Uploaded | None:
+        found = self._kept.get((room_id, drawing))
+        if found is not None:
+            self._kept.move_to_end((room_id, drawing))
+        return found
+
+    def keep(self, room_id: str, drawing: str, uploaded: Uploaded) -> None:
+        self._kept[(room_id, drawing)] = uploaded
+        while len(self._kept) > KEPT_CHARTS:
+            self._kept.popitem(last=False)
 
 
 @dataclass(frozen=True)
@@ -29,7 +60,12 @@ class Report:
 async def post_report(bot: ProjetsBot, room_id: str, about: str, report: Report, text: Awaitable[Any], *,
                       relation: dict[str, Any] | None) -> None:
     """The text (``text``, being sent), then the chart: drawn and uploaded while the text goes."""
-    async def uploaded() -> tuple[bytes, int, int, dict[str, Any]]:
+    drawing = repr((report.name, report.bars, report.weeks))
+
+    async def uploaded() -> Uploaded:
+        known = bot.charts.get(room_id, drawing)
+        if known is not None:
+            return known
         picture, width, height = await asyncio.to_thread(progress_chart, report.name, report.bars, report.weeks)
 
         async def chunks() -> AsyncIterator[bytes]:
@@ -37,11 +73,12 @@ async def post_report(bot: ProjetsBot, room_id: str, about: str, report: Report,
 
         media = await bot.upload_for(room_id, chunks(), size=len(picture), filename=t("projet.chart_file"),
                                      mimetype="image/png")
-        return picture, width, height, media
+        bot.charts.keep(room_id, drawing, Uploaded(media, len(picture), width, height))
+        return Uploaded(media, len(picture), width, height)
 
-    _, (picture, width, height, media) = await asyncio.gather(text, uploaded())
-    await bot.post_uploaded(room_id, about, media, size=len(picture), filename=t("projet.chart_file"),
-                            mimetype="image/png", msgtype="m.image", info={"w": width, "h": height},
+    _, chart = await asyncio.gather(text, uploaded())
+    await bot.post_uploaded(room_id, about, chart.media, size=chart.size, filename=t("projet.chart_file"),
+                            mimetype="image/png", msgtype="m.image", info={"w": chart.width, "h": chart.height},
                             key="graphique", relation=relation)
 
 

@@ -9,10 +9,16 @@ binding, to refuse one resource bound to two rooms.
 Any client can send room state, not only the bot's ``lier`` command: a value set
 by hand that the command would refuse (a way out of the tree, another room's
 resource) is not used, and the room is told why.
+
+A bot may let a space be bound (``Binding.spaces``): every room the space lists as
+its child (``m.space.child``, which only the space's admins send; a room naming the
+space as its parent is not enough) and that has no binding of its own then uses
+the space's resource, with the space's numbering.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -25,6 +31,8 @@ from maillage.i18n import t
 
 if TYPE_CHECKING:
     from maillage.bots.runtime.bot import Bot
+
+CHILDREN_TTL = 60.0
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,7 @@ class Binding:
     normalise: Callable[[str], str]
     messages: str
     invalid: str
+    spaces: bool = False  # a space's binding holds for its child rooms
 
     @staticmethod
     def overlap(one: str, other: str) -> bool:
@@ -53,16 +62,96 @@ class RoomBindings:
     def __init__(self, bot: Bot, spec: Binding) -> None:
         self.bot = bot
         self.spec = spec
+        self._is_space: dict[str, bool] = {}  # a room's type never changes
+        self._children: dict[str, tuple[list[str], float]] = {}  # a space's, until a change is seen
 
     def _message(self, key: str, **values: Any) -> str:
         return t(f"{self.spec.messages}.{key}", **values)
 
     async def target(self, room_id: str) -> str | None:
-        """The room's resource, normalised; None when unbound or when its state is refused."""
+        """The room's resource, normalised (or its space's); None when unbound or when its state
+        is refused."""
+        found = await self.holder(room_id)
+        return None if found is None else found[1]
+
+    async def holder(self, room_id: str) -> tuple[str, str] | None:
+        """(the room whose binding holds here: this one or its space, the resource)."""
         raw = await self._state_value(room_id)
-        if not raw or await self.refusal(room_id, raw) is not None:
+        if raw:
+            if await self.refusal(room_id, raw) is not None:
+                return None
+            return room_id, self.spec.normalise(str(raw))
+        if not self.spec.spaces:
             return None
-        return self.spec.normalise(str(raw))
+        space = await self.bound_space(room_id)
+        return None if space is None else space
+
+    async def bound_space(self, room_id: str) -> tuple[str, str] | None:
+        """A bound space (and its resource) that lists the room as its child."""
+        rows = await self.bot.context.db.fetch(
+            "SELECT room_id, target FROM maillage_room_binding WHERE bot=$1 AND room_id<>$2",
+            self.bot.localpart, room_id)
+        for row in rows:
+            if await self.is_space(str(row["room_id"])) and room_id in await self.children(str(row["room_id"])):
+                return str(row["room_id"]), str(row["target"])
+        return None
+
+    async def is_space(self, room_id: str) -> bool:
+        if room_id not in self._is_space:
+            try:
+                create = await self.bot.client.get_state_event(RoomID(room_id), EventType.ROOM_CREATE)
+            except MatrixRequestError:
+                return False
+            self._is_space[room_id] = _content_of(create).get("type") == "m.space"
+        return self._is_space[room_id]
+
+    async def children(self, space_id: str) -> list[str]:
+        """The rooms a space lists as its children (none for a room that is not a space); kept
+        until the bot sees the space's children change, or a minute at most."""
+        known = self._children.get(space_id)
+        if known is not None and known[1] > time.monotonic():
+            return known[0]
+        try:
+            state = await self.bot.client.get_state(RoomID(space_id))
+        except MatrixRequestError:
+            return []
+        children = [str(event.state_key) for event in state
+                    if event.type == EventType.SPACE_CHILD and _content(event).get("via")]
+        self._children[space_id] = (children, time.monotonic() + CHILDREN_TTL)
+        return children
+
+    async def on_space_child(self, event: StateEvent) -> None:
+        self._children.pop(str(event.room_id), None)
+
+    async def numbering_room(self, room_id: str) -> str:
+        """Whose numbers the room uses: its own, or its bound space's (a database read and
+        what is kept of the spaces: asked for every number shown)."""
+        if not self.spec.spaces or await self.bot.context.db.fetchval(
+                "SELECT 1 FROM maillage_room_binding WHERE bot=$1 AND room_id=$2", self.bot.localpart, room_id):
+            return room_id
+        space = await self.bound_space(room_id)
+        return room_id if space is None else space[0]
+
+    async def spaces_of(self, room_id: str) -> list[str]:
+        """The spaces the bot is in that list the room as their child."""
+        found = []
+        for joined in await self.bot.client.get_joined_rooms():
+            if str(joined) != room_id and room_id in await self.children(str(joined)):
+                found.append(str(joined))
+        return found
+
+    async def move_to_space(self, event: MessageEvent, space_id: str, value: str) -> None:
+        """The room's resource becomes its space's (for every child room): the space's state
+        first, then the room's own binding cleared; a crash in between leaves both bound to
+        the same resource, the room's own binding winning, and the command can be run again."""
+        if not await self.bot.is_room_admin(space_id, event.sender, self.spec.event_type):
+            raise CommandError(self._message("space_admin_only"))
+        if not await self.bot.is_room_admin(space_id, self.bot.user_id, self.spec.event_type):
+            raise CommandError(self._message("bot_needs_power_space"))
+        await self._send_to(space_id, {self.spec.field: value})
+        await self.remember(space_id, value)
+        await self._send_to(event.room_id, {})
+        await self.remember(event.room_id, None)
 
     async def required(self, room_id: str) -> str:
         """The room's resource, or the French message saying the room is not bound."""
@@ -96,10 +185,18 @@ class RoomBindings:
         return None if other is None else self._message("bound_elsewhere", value=value, other=other)
 
     async def bound_elsewhere(self, room_id: str, value: str) -> str | None:
-        """Another room's resource that is this one (or contains it, or is inside it)."""
+        """Another room's resource that is this one (or contains it, or is inside it); a space
+        and its child rooms are one place."""
         rows = await self.bot.context.db.fetch(
-            "SELECT target FROM maillage_room_binding WHERE bot=$1 AND room_id<>$2", self.bot.localpart, room_id)
-        return next((str(row["target"]) for row in rows if self.spec.overlap(value, str(row["target"]))), None)
+            "SELECT room_id, target FROM maillage_room_binding WHERE bot=$1 AND room_id<>$2",
+            self.bot.localpart, room_id)
+        for row in rows:
+            other = str(row["room_id"])
+            if self.spec.overlap(value, str(row["target"])) and not (
+                    self.spec.spaces and (room_id in await self.children(other)
+                                          or other in await self.children(room_id))):
+                return str(row["target"])
+        return None
 
     async def remember(self, room_id: str, value: str | None) -> None:
         db = self.bot.context.db
@@ -161,7 +258,21 @@ class RoomBindings:
             raise CommandError(self._message("admin_only"))
 
     async def _send(self, event: MessageEvent, content: dict[str, Any]) -> None:
+        await self._send_to(event.room_id, content)
+
+    async def _send_to(self, room_id: str, content: dict[str, Any]) -> None:
         try:
-            await self.bot.client.send_state_event(RoomID(event.room_id), self.spec.event_type, content)
+            await self.bot.client.send_state_event(RoomID(room_id), self.spec.event_type, content)
         except MForbidden:
             raise CommandError(self._message("bot_needs_power")) from None
+
+
+def _content(event: Any) -> dict[str, Any]:
+    return _content_of(event.content)
+
+
+def _content_of(content: Any) -> dict[str, Any]:
+    if isinstance(content, dict):
+        return content
+    serialized = content.serialize() if hasattr(content, "serialize") else {}
+    return serialized if isinstance(serialized, dict) else {}

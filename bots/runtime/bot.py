@@ -552,6 +552,8 @@ class BotRuntime:
         if bot.binding is not None:
             bot.bindings = RoomBindings(bot, bot.binding)
             client.add_event_handler(bot.binding.event_type, bot.bindings.on_state, wait_sync=True)
+            if bot.binding.spaces:
+                client.add_event_handler(EventType.SPACE_CHILD, bot.bindings.on_space_child)
         await bot.setup()
         # Requests other than syncs (replies, state) wait out a homeserver restart: 4 s, 8 s…
         # about two minutes in all, with the same transaction id, so nothing is sent twice.

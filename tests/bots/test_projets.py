@@ -17,6 +17,7 @@ import caldav.davclient
 import httpx
 import pytest
 from icalendar import Calendar
+from nio import RoomCreateResponse
 from PIL import Image
 
 from tests.conftest import BotProcess, ServerStack, ServiceProcess
@@ -57,13 +58,17 @@ async def said(agent: Agent, room: str, stack: ServerStack, command: str) -> str
 async def project_room(agents: AgentFactory, stack: ServerStack, name: str, *members: Agent) -> tuple[Agent, str]:
     """An encrypted room with @projets at the moderator level its binding needs."""
     owner = await agents("cheffe")
+    return owner, await owned_room(owner, stack, name, *members)
+
+
+async def owned_room(owner: Agent, stack: ServerStack, name: str, *members: Agent) -> str:
     room = await create_encrypted_room(owner, *members, name=name)
     levels = await owner.client.room_get_state_event(room, "m.room.power_levels")
     users = {**levels.content["users"], projets_id(stack): 50}
     await owner.client.room_put_state(room, "m.room.power_levels", {**levels.content, "users": users})
     await owner.client.room_invite(room, projets_id(stack))
     await owner.wait_for_members_including(room, projets_id(stack))
-    return owner, room
+    return room
 
 
 def next_weekday(weekday: int) -> datetime:
@@ -166,6 +171,61 @@ async def test_a_task_made_in_another_app_is_announced_numbered_and_can_be_done_
     assert late.splitlines()[0] == "Tâches en retard (1) :" and late.splitlines()[1].startswith("⚠ n°1 — Consulter")
     assert (await said(owner, room, synapse, "!tâche fait 1")).startswith("Faite : n°1 — Consulter")
     assert await said(owner, room, synapse, "!tâche liste en retard") == "Aucune tâche en retard."
+
+
+async def test_a_space_s_project_is_every_child_room_s_with_the_same_numbers_and_no_other_room_s(
+    synapse: ServerStack, caldav: str, bots: str, agents: AgentFactory
+) -> None:
+    owner, bob = await agents("cheffe"), await agents("bob")
+    bot = projets_id(synapse)
+    urbanisme = await owned_room(owner, synapse, "Urbanisme — école", bob)
+    travaux = await owned_room(owner, synapse, "Travaux — école", bob)
+    elsewhere = await owned_room(owner, synapse, "Salon hors espace", bob)
+    list_id = f"ecole-{uuid.uuid4().hex[:6]}"
+    await said(owner, urbanisme, synapse, f"!projet créer {list_id}")
+    await said(owner, urbanisme, synapse, "!tâche ajoute Déposer le permis")
+    assert (await said(owner, urbanisme, synapse, "!projet espace")).startswith("Ce salon n’est dans aucun espace")
+
+    made = await owner.client.room_create(name="Rénovation de l’école", space=True, invite=[bot],
+                                          power_level_override={"users": {bot: 50}})
+    assert isinstance(made, RoomCreateResponse)
+    space = str(made.room_id)
+    for child in (urbanisme, travaux):  # as Element's « ajouter un salon existant » does
+        await owner.client.room_put_state(space, "m.space.child", {"via": ["localhost"]}, state_key=child)
+    # A room naming the space as its parent, not listed by the space: not one of its rooms.
+    await owner.client.room_put_state(elsewhere, "m.space.parent", {"via": ["localhost"]}, state_key=space)
+    await owner.wait_for_members_including(space, bot)
+
+    assert await said(bob, travaux, synapse, "!projet espace") == (
+        "Ce salon n’est lié à aucun projet. Un administrateur du salon peut le lier : !projet lier <liste>,"
+        " ou en créer un : !projet créer <nom>.")
+    assert await said(bob, urbanisme, synapse, "!projet espace") == (
+        "Seul un administrateur de l’espace peut y étendre le projet.")
+    assert await said(owner, urbanisme, synapse, "!projet espace") == (
+        f"Le projet « {list_id} » est maintenant celui de tous les salons de l’espace « Rénovation de l’école » :"
+        " mêmes tâches, mêmes numéros.")
+
+    assert (await said(bob, travaux, synapse, "!tâche liste")).splitlines() == [
+        "Tâches ouvertes (1) :", "– n°1 — Déposer le permis · à faire"]  # the same number everywhere
+    added = await said(bob, travaux, synapse, f"!tâche ajoute Choisir l’entreprise {bob.user_id}")
+    assert added == f"Tâche ajoutée : n°2 — Choisir l’entreprise · {bob.user_id} · à faire"
+    assert (await said(owner, urbanisme, synapse, "!tâche fait 2")).startswith("Faite : n°2 — Choisir l’entreprise")
+    assert (await said(bob, elsewhere, synapse, "!tâche liste")).startswith("Ce salon n’est lié à aucun projet")
+    assert await said(bob, elsewhere, synapse, "!tâche détails 1") == (
+        "Ce salon n’est lié à aucun projet. Un administrateur du salon peut le lier : !projet lier <liste>,"
+        " ou en créer un : !projet créer <nom>.")
+
+    # A task added in another app is told in every room of the space (a space has no timeline).
+    since = {room: len(agent.received) for agent, room in ((owner, urbanisme), (bob, travaux))}
+    await asyncio.to_thread(task_list(synapse, caldav, list_id).save_todo, (
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//test//Tasks.org-like//FR\r\nBEGIN:VTODO\r\n"
+        f"UID:{uuid.uuid4()}@tasks\r\nDTSTAMP:20261125T080000Z\r\nSUMMARY:Prévenir les riverains\r\n"
+        "STATUS:NEEDS-ACTION\r\nEND:VTODO\r\nEND:VCALENDAR\r\n"))
+    for agent, room in ((owner, urbanisme), (bob, travaux)):
+        told = await agent.wait_for_text(room, lambda m: m.sender == bot, since=since[room], timeout=30)
+        assert told.body == ("Nouvelle tâche, ajoutée depuis une autre application :"
+                             " n°3 — Prévenir les riverains · à faire")
+    assert not [m for m in bob.received if m.room_id == elsewhere and "riverains" in m.body]
 
 
 async def test_wrong_input_is_answered_in_french_and_writes_nothing(
