@@ -127,3 +127,42 @@ class HoldingProxy(CuttableProxy):
             self._writers.discard(end)
             with contextlib.suppress(Exception):
                 end.close()
+
+
+class DelayingProxy(CuttableProxy):
+    """Also holds a chosen HTTP request on its way (``delay(b"PUT ")``) until ``let_go()``: what
+    another client does meanwhile reaches the server first — a race, made to happen."""
+
+    def __init__(self, target_port: int) -> None:
+        self._delay: bytes | None = None
+        self.arrived = threading.Event()
+        self._released = asyncio.Event()
+        super().__init__(target_port)
+
+    def delay(self, request_start: bytes) -> None:
+        self.arrived.clear()
+        self._loop.call_soon_threadsafe(self._released.clear)
+        self._delay = request_start
+
+    def let_go(self) -> None:
+        self._delay = None
+        self._loop.call_soon_threadsafe(self._released.set)
+
+    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream = await self._connect_upstream(writer)
+        if upstream is None:
+            return
+        upstream_reader, upstream_writer = upstream
+
+        async def requests() -> None:
+            try:
+                while chunk := await reader.read(1 << 16):
+                    if self._delay is not None and chunk.startswith(self._delay):
+                        self.arrived.set()
+                        await self._released.wait()
+                    upstream_writer.write(chunk)
+                    await upstream_writer.drain()
+            except (ConnectionError, OSError):
+                pass
+
+        await asyncio.gather(requests(), self._pipe(upstream_reader, writer))
