@@ -112,7 +112,8 @@ class ProjetsBot(CalendarBot):
     def background(self) -> list[Any]:
         self.reminders = AssigneeReminders(self)
         self.summaries = WeeklySummaries(self)
-        return [self.reminders.run(), self.summaries.run()]
+        return [self.rounds(self.reminders.tick, "task reminders"),
+                self.rounds(self.summaries.tick, "weekly summaries")]
 
     async def on_message(self, event: MessageEvent) -> None:
         await on_thread_message(self, event)

@@ -10,7 +10,6 @@ its transaction id comes from (agent, day), and the day is recorded after sendin
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import defaultdict
 from datetime import datetime, timedelta
@@ -39,7 +38,6 @@ log = logging.getLogger("maillage.bots.projets")
 
 MARK = EventType.find("fr.maillage.rappels", t_class=EventType.Class.STATE)
 ACCESS = EventType.find("fr.maillage.acces", t_class=EventType.Class.STATE)  # the homeserver's access rules
-TICK = 20.0
 ENCRYPTION = {"algorithm": "m.megolm.v1.aes-sha2"}
 
 
@@ -55,14 +53,6 @@ Due = tuple[Task, str, int]  # the task, its project's name, its number in the p
 class AssigneeReminders:
     def __init__(self, bot: ProjetsBot) -> None:
         self.bot = bot
-
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(min(TICK, self.bot.context.config.agenda.intervalle_secondes))
-            try:
-                await self.tick(self.bot.now())
-            except Exception as error:  # a server away: the same reminders are due at the next tick
-                log.info("task reminders not sent for now: %s", type(error).__name__)
 
     async def tick(self, now: datetime) -> None:
         settings = self.bot.context.config.projets

@@ -4,13 +4,11 @@ that time, the project's state per objective, what was done in the week, and the
 Sent once a week even across crashes: the text and the picture carry transaction ids
 made of (room, week), so a resend after a kill is the same event, and the week is
 recorded after both are sent. A bot away for the whole chosen day skips that week (a
-summary on Tuesday of « the week until Monday » would mislead); the log says so.
+summary on Tuesday of « the week until Monday » would mislead).
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import re
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -25,12 +23,9 @@ from maillage.i18n import t
 if TYPE_CHECKING:
     from maillage.bots.projets.bot import ProjetsBot
 
-log = logging.getLogger("maillage.bots.projets")
-
 DAYS = {name: day for names in (WEEKDAYS, WEEKDAYS_EN) for day, name in enumerate(names)}
 TIME = re.compile(r"^(?:à\s*|a\s*|at\s*)?(\d{1,2})(?:[h:](\d{2})?)?$")
 DEFAULT_TIME = "09:00"
-TICK = 20.0
 
 
 async def create_tables(conn: Connection) -> None:
@@ -77,14 +72,6 @@ class WeeklySummaries:
     async def chosen(self, room_id: str) -> tuple[int, str] | None:
         row = await self.bot.context.db.fetchrow("SELECT weekday, at FROM projet_summary WHERE room_id=$1", room_id)
         return None if row is None else (int(row["weekday"]), str(row["at"]))
-
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(min(TICK, self.bot.context.config.agenda.intervalle_secondes))
-            try:
-                await self.tick(self.bot.now())
-            except Exception as error:  # a server away: the summary is still due at the next tick
-                log.info("weekly summaries not sent for now: %s", type(error).__name__)
 
     async def tick(self, now: datetime) -> None:
         db = self.bot.context.db

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -17,46 +17,21 @@ import pytest
 from icalendar import Calendar
 
 from maillage.bots.agenda.events import spoken_day
-from maillage.deploy.services import bots_service, caldav_service
+from maillage.deploy.services import caldav_service
 from maillage.secretstore import load_secrets
-from tests.conftest import ServiceProcess
-from tests.harness.federation import Federation, Homeserver
-from tests.harness.matrix import Agent, AgentFactory, MatrixTimeout, create_encrypted_room
-from tests.harness.servers import running
+from tests.bots.partners import AgentsOn, mairie_bots, said, shared_room
+from tests.harness.federation import Federation
+from tests.harness.matrix import Agent, MatrixTimeout
 
 pytestmark = pytest.mark.usefixtures("in_french")
 
-AgentsOn = Callable[[Homeserver], AgentFactory]
 PARIS = ZoneInfo("Europe/Paris")
 
 
 @pytest.fixture
 def mairie_projets(federation: Federation) -> Iterator[str]:
-    """Radicale and the bots of the mairie's homeserver, running; @projets' user id."""
-    config = federation.mairie.config
-    assert config is not None
-    with running(config.data_dir, caldav_service(config, load_secrets(config.data_dir))):
-        process = ServiceProcess(config, bots_service)
-        process.start()
+    with mairie_bots(federation):
         yield federation.mairie.user_id("projets")
-        process.stop()
-
-
-async def said(agent: Agent, room: str, bot: str, command: str) -> str:
-    since = len(agent.received)
-    await agent.send_text(room, command)
-    return (await agent.wait_for_text(room, lambda m: m.sender == bot, since=since, timeout=60)).body
-
-
-async def shared_room(claire: Agent, bot: str, *others: Agent, access: str, name: str) -> str:
-    """An encrypted room of that access kind, @projets in it at the moderator level its binding needs."""
-    room = await create_encrypted_room(claire, *others, access=access, name=name)
-    levels = await claire.client.room_get_state_event(room, "m.room.power_levels")
-    await claire.client.room_put_state(room, "m.room.power_levels", {
-        **levels.content, "users": {**levels.content["users"], bot: 50}})
-    await claire.client.room_invite(room, bot)
-    await claire.wait_for_members_including(room, bot)
-    return room
 
 
 def stored_tasks(federation: Federation, list_id: str) -> dict[str, Any]:
