@@ -63,6 +63,14 @@ class RoomNumbers:
             return int(await self.db.fetchval(f"SELECT number FROM {self.table} WHERE room_id=$1 AND uid=$2",
                                               room_id, uid))
 
+    async def of_many(self, room_id: str, items: list[tuple[str, str]]) -> list[int]:
+        """The numbers of many (uid, href) at once (a listing, a state): those known in one read,
+        new ones given in the order asked."""
+        holder = await self._holder(room_id)
+        rows = await self.db.fetch(f"SELECT uid, number FROM {self.table} WHERE room_id=$1", holder)
+        known = {str(row["uid"]): int(row["number"]) for row in rows}
+        return [known[uid] if uid in known else await self.of(holder, uid, href) for uid, href in items]
+
     async def find(self, room_id: str, number: int) -> tuple[str, str] | None:
         """(uid, href) of the item numbered ``number`` in the room."""
         room_id = await self._holder(room_id)

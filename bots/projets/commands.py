@@ -331,7 +331,8 @@ async def list_tasks(bot: ProjetsBot, event: MessageEvent, filtre: str = "") -> 
     # By deadline; tasks met for the first time get their numbers in that order.
     chosen = sorted((task for task in tasks if not task.objective and keep(task)),
                     key=lambda task: (task.due is None, task.due or now, task.summary))
-    numbered = [(await bot.numbers.of(event.room_id, task.uid, task.href), task) for task in chosen]
+    numbered = list(zip(await bot.numbers.of_many(event.room_id, [(task.uid, task.href) for task in chosen]),
+                        chosen, strict=True))
     stale = bot.stale_note(list_id)
     if not numbered:
         await bot.reply(event, stale + t("projet.nothing", which=_label(which, none=True)))

@@ -90,12 +90,16 @@ async def state_report(bot: ProjetsBot, room_id: str, list_id: str, heading: str
         tasks = await bot.index.tasks(list_id) or []
     now = bot.now()
     lines, bars = [], []
-    for state in project_state(tasks, now):
+    states = project_state(tasks, now)
+    objectives = [state.objective for state in states if state.objective is not None]
+    numbers = dict(zip([objective.uid for objective in objectives], await bot.numbers.of_many(
+        room_id, [(objective.uid, objective.href) for objective in objectives]), strict=True))
+    for state in states:
         objective = state.objective
         title = shown_title(objective) if objective else t("projet.no_objective")
         line = t("projet.state_line", title=title, done=state.done, total=state.total)
         if objective is not None:
-            line = f"n°{await bot.numbers.of(room_id, objective.uid, objective.href)} — " + line
+            line = f"n°{numbers[objective.uid]} — " + line
             if objective.due is not None:
                 line += " · " + t("projet.due", when=spoken_due(objective))
         if state.late:
