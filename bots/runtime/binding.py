@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mautrix.errors import MatrixRequestError, MForbidden
+from mautrix.errors import MatrixRequestError, MForbidden, MNotFound
 from mautrix.types import EventType, MessageEvent, RoomID, StateEvent
 
 from maillage.bots.runtime.commands import CommandError, reply_content
@@ -63,6 +63,7 @@ class RoomBindings:
         self.bot = bot
         self.spec = spec
         self._is_space: dict[str, bool] = {}  # a room's type never changes
+        self._raw: dict[str, object] = {}  # each room's binding as its state says it
         self._children: dict[str, tuple[list[str], float]] = {}  # a space's, until a change is seen
 
     def _message(self, key: str, **values: Any) -> str:
@@ -165,13 +166,19 @@ class RoomBindings:
         return bool(await self._state_value(room_id))
 
     async def _state_value(self, room_id: str) -> object:
+        """The binding's value in the room's state: asked of the homeserver once, then kept in
+        step by ``on_state`` (every change comes through the bot's sync) and the bot's own writes."""
+        if room_id in self._raw:
+            return self._raw[room_id]
         try:
             content = await self.bot.client.get_state_event(RoomID(room_id), self.spec.event_type)
-        except MatrixRequestError:
+        except MNotFound:
+            self._raw[room_id] = None
             return None
-        if isinstance(content, dict):
-            return content.get(self.spec.field)
-        return getattr(content, self.spec.field, None)
+        except MatrixRequestError:  # not in the room, or the homeserver away: not kept
+            return None
+        self._raw[room_id] = _value(content, self.spec.field)
+        return self._raw[room_id]
 
     async def refusal(self, room_id: str, raw: object) -> str | None:
         """Why ``raw`` (from room state) cannot be this room's resource, in French."""
@@ -214,6 +221,7 @@ class RoomBindings:
         if event.state_key != "":
             return
         raw = event.content.get(self.spec.field) if hasattr(event.content, "get") else None
+        self._raw[event.room_id] = raw
         if not raw:
             await self.remember(event.room_id, None)
             return
@@ -265,6 +273,13 @@ class RoomBindings:
             await self.bot.client.send_state_event(RoomID(room_id), self.spec.event_type, content)
         except MForbidden:
             raise CommandError(self._message("bot_needs_power")) from None
+        self._raw[room_id] = content.get(self.spec.field)
+
+
+def _value(content: Any, field: str) -> object:
+    if isinstance(content, dict):
+        return content.get(field)
+    return getattr(content, field, None)
 
 
 def _content(event: Any) -> dict[str, Any]:
