@@ -194,13 +194,15 @@ class CalendarBot(Bot):
         (which has no timeline in clients) the child rooms the bot is in that use it."""
         rows = await self.context.db.fetch("SELECT room_id FROM maillage_room_binding WHERE bot=$1 AND target=$2",
                                            self.localpart, collection_id)
-        rooms = []
+        rooms: list[str] = []
+        joined: set[str] | None = None
         for row in rows:
             room_id = str(row["room_id"])
             if self.binding is None or not self.binding.spaces or not await self.bindings.is_space(room_id):
                 rooms.append(room_id)
                 continue
-            joined = {str(room) for room in await self.client.get_joined_rooms()}
+            if joined is None:
+                joined = {str(room) for room in await self.client.get_joined_rooms()}
             for child in await self.bindings.children(room_id):
                 if child in joined and await self.bindings.numbering_room(child) == room_id:
                     rooms.append(child)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from mautrix.errors import MatrixRequestError
 from mautrix.types import (
@@ -29,6 +29,7 @@ from mautrix.util.async_db import Connection
 
 from maillage.bots.agenda.events import one_line
 from maillage.bots.projets.tasks import Task
+from maillage.bots.runtime.binding import state_content
 from maillage.i18n import t
 
 if TYPE_CHECKING:
@@ -130,7 +131,7 @@ class AssigneeReminders:
                 mark = await self.bot.client.get_state_event(room_id, MARK)
             except MatrixRequestError:
                 continue
-            if _content(mark).get("agent") == user_id:
+            if state_content(mark).get("agent") == user_id:
                 return str(room_id)
         return None
 
@@ -149,9 +150,3 @@ class AssigneeReminders:
         await self.bot.client.state_store.set_membership(room_id, UserID(user_id), Membership.INVITE)
         return str(room_id)
 
-
-def _content(event: Any) -> dict[str, Any]:
-    if isinstance(event, dict):
-        return event
-    serialized = event.serialize() if hasattr(event, "serialize") else {}
-    return serialized if isinstance(serialized, dict) else {}

@@ -84,8 +84,7 @@ class RoomBindings:
             return room_id, self.spec.normalise(str(raw))
         if not self.spec.spaces:
             return None
-        space = await self.bound_space(room_id)
-        return None if space is None else space
+        return await self.bound_space(room_id)
 
     async def bound_space(self, room_id: str) -> tuple[str, str] | None:
         """A bound space (and its resource) that lists the room as its child."""
@@ -93,7 +92,7 @@ class RoomBindings:
             "SELECT room_id, target FROM maillage_room_binding WHERE bot=$1 AND room_id<>$2",
             self.bot.localpart, room_id)
         for row in rows:
-            if await self.is_space(str(row["room_id"])) and room_id in await self.children(str(row["room_id"])):
+            if room_id in await self.children(str(row["room_id"])):
                 return str(row["room_id"]), str(row["target"])
         return None
 
@@ -103,12 +102,14 @@ class RoomBindings:
                 create = await self.bot.client.get_state_event(RoomID(room_id), EventType.ROOM_CREATE)
             except MatrixRequestError:
                 return False
-            self._is_space[room_id] = _content_of(create).get("type") == "m.space"
+            self._is_space[room_id] = state_content(create).get("type") == "m.space"
         return self._is_space[room_id]
 
     async def children(self, space_id: str) -> list[str]:
         """The rooms a space lists as its children (none for a room that is not a space); kept
         until the bot sees the space's children change, or a minute at most."""
+        if not await self.is_space(space_id):  # one small request per room, once: not its whole state
+            return []
         known = self._children.get(space_id)
         if known is not None and known[1] > time.monotonic():
             return known[0]
@@ -117,7 +118,7 @@ class RoomBindings:
         except MatrixRequestError:
             return []
         children = [str(event.state_key) for event in state
-                    if event.type == EventType.SPACE_CHILD and _content(event).get("via")]
+                    if event.type == EventType.SPACE_CHILD and state_content(event.content).get("via")]
         self._children[space_id] = (children, time.monotonic() + CHILDREN_TTL)
         return children
 
@@ -282,11 +283,8 @@ def _value(content: Any, field: str) -> object:
     return getattr(content, field, None)
 
 
-def _content(event: Any) -> dict[str, Any]:
-    return _content_of(event.content)
-
-
-def _content_of(content: Any) -> dict[str, Any]:
+def state_content(content: Any) -> dict[str, Any]:
+    """A state event's content as a dict, whichever mautrix class it was parsed into."""
     if isinstance(content, dict):
         return content
     serialized = content.serialize() if hasattr(content, "serialize") else {}

@@ -208,9 +208,10 @@ class Bot:
                         key: str = "reponse") -> EventID:
         """Answer ``event`` with a file (``m.image`` with its ``info`` for a picture), encrypted when
         the room is; streamed, never whole in memory. ``key`` as for ``reply``."""
-        return await self.post_file(event.room_id, event.event_id, chunks, size=size, filename=filename,
-                                    mimetype=mimetype, msgtype=msgtype, info=info, key=key,
-                                    relation=self.relation_to(event))
+        media = await self.upload_for(event.room_id, chunks, size=size, filename=filename, mimetype=mimetype)
+        return await self.post_uploaded(event.room_id, event.event_id, media, size=size, filename=filename,
+                                        mimetype=mimetype, msgtype=msgtype, info=info, key=key,
+                                        relation=self.relation_to(event))
 
     @staticmethod
     def relation_to(event: MessageEvent) -> dict[str, Any]:
@@ -220,14 +221,6 @@ class Bot:
         if root:
             relation |= {"rel_type": "m.thread", "event_id": root, "is_falling_back": True}
         return relation
-
-    async def post_file(self, room_id: str, about: str, chunks: AsyncIterator[bytes], *, size: int, filename: str,
-                        mimetype: str, msgtype: str = "m.file", info: dict[str, Any] | None = None,
-                        key: str, relation: dict[str, Any] | None = None) -> EventID:
-        """Send a file to the room about ``about`` (an event, or what the bot does on its own), once."""
-        media = await self.upload_for(room_id, chunks, size=size, filename=filename, mimetype=mimetype)
-        return await self.post_uploaded(room_id, about, media, size=size, filename=filename, mimetype=mimetype,
-                                        msgtype=msgtype, info=info, key=key, relation=relation)
 
     async def upload_for(self, room_id: str, chunks: AsyncIterator[bytes], *, size: int, filename: str,
                          mimetype: str) -> dict[str, Any]:
