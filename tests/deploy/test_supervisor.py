@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import time
 from collections.abc import Callable
 from itertools import pairwise
@@ -128,9 +129,14 @@ def test_a_service_that_fails_at_every_start_backs_off_and_status_says_why(runni
         service = wait_until(failing, 40, "two failed starts of Radicale")
         assert "Address already in use" in service["raison"], service["raison"]
         assert service["dernier_arret"]["code"] == 1 and service["redemarrage_dans"] > 0
-        text = maillage(stack.data_dir, "status")
+
+        def status_waiting() -> subprocess.CompletedProcess[str] | None:
+            # Between two tries Radicale is briefly « arrêté » (dead, not yet seen by the supervisor).
+            text = maillage(stack.data_dir, "status")
+            return text if re.search(r"caldav +redémarrage dans \d+ s", text.stdout) else None
+
+        text = wait_until(status_waiting, 30, "« maillage status » showing Radicale's next try")
         assert text.returncode == 1
-        assert re.search(r"caldav +redémarrage dans \d+ s", text.stdout), text.stdout
         assert "dernières lignes de son journal" in text.stdout and "Address already in use" in text.stdout
         # No spinning: the waits double (1 or 2 s, then 2 or 4, then 4 or 8…).
         delays = [int(d) for d in re.findall(r"Agendas \(Radicale\) s’est arrêté de façon inattendue \([^)]*\) : "
