@@ -239,6 +239,52 @@ class Projets(_Section):
     rappels: bool = True
 
 
+def _check_circuit_steps(value: str) -> str:
+    # The same reader as « !circuit lance »: a model reads as an agent would type it.
+    from maillage.bots.documents.circuits.spec import read_steps
+    from maillage.bots.runtime.commands import CommandError
+
+    try:
+        read_steps(value, "exemple.fr")
+    except CommandError as error:
+        raise ValueError(str(error)) from None
+    return value
+
+
+def _check_optional_file(value: str) -> str:
+    if value and not Path(value).is_file():
+        raise ValueError(t("config.expected.file"))
+    return value
+
+
+class ModeleCircuit(_Section):
+    """A circuit the agents start by its name (« !circuit lance <document> modèle: arrêté »)."""
+
+    nom: str = Field(min_length=1, max_length=60)
+    # « visa: @chef.urbanisme, avis: @juridique @finances (un), signature: @maire »
+    etapes: Annotated[str, AfterValidator(_check_circuit_steps)]
+    # The service (first part of the room's folder) it belongs to; empty: every service.
+    service: str = ""
+
+
+class Circuits(_Section):
+    # The collectivité's seal for signed PDFs (PEM files); empty: a self-signed one is made.
+    cachet_certificat: Annotated[str, AfterValidator(_check_optional_file)] = ""
+    cachet_cle: Annotated[str, AfterValidator(_check_optional_file)] = ""
+    # Reminders to the actors of a step: this many days before the deadline, and on the day.
+    rappel_jours_avant: int = Field(default=2, ge=0, le=30)
+    modeles: list[ModeleCircuit] = []
+
+    @model_validator(mode="after")
+    def _seal_pair(self) -> Circuits:
+        if bool(self.cachet_certificat) != bool(self.cachet_cle):
+            raise ValueError(t("config.seal_pair"))
+        names = [(m.service, m.nom.lower()) for m in self.modeles]
+        if len(set(names)) != len(names):
+            raise ValueError(t("config.model_twice"))
+        return self
+
+
 class Bots(_Section):
     # Empty: SQLite in the data directory; else a PostgreSQL URL.
     base_de_donnees: str = ""
@@ -270,6 +316,7 @@ class Config(_Section):
     documents: Documents = Documents()
     agenda: Agenda = Agenda()
     projets: Projets = Projets()
+    circuits: Circuits = Circuits()
     demo: Demo = Demo()
     externes: list[Externe] = []
 

@@ -16,14 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
-from mautrix.errors import MatrixRequestError
-from mautrix.types import EventType, MessageEvent, RoomID
+from mautrix.types import MessageEvent
 from mautrix.util.async_db import Database
 
 from maillage.bots.caldav.client import CalDav, CalDavError, Item
@@ -33,7 +31,6 @@ from maillage.bots.runtime.commands import CommandError
 from maillage.i18n import t
 
 log = logging.getLogger("maillage.bots.caldav")
-NAME_TTL = 300.0
 ROUND = 20.0
 
 
@@ -144,7 +141,6 @@ class CalendarBot(Bot):
         self._tasks = [asyncio.create_task(self.watcher.run())]
         self._tasks += [asyncio.create_task(work) for work in self.background()]
         self._following: set[asyncio.Task[None]] = set()
-        self._names: dict[str, tuple[str, float]] = {}
 
     async def close(self) -> None:
         for task in [*self._tasks, *self._following]:
@@ -175,19 +171,6 @@ class CalendarBot(Bot):
         rows = await self.context.db.fetch("SELECT room_id, target FROM maillage_room_binding WHERE bot=$1",
                                            self.localpart)
         return [(str(row["room_id"]), str(row["target"])) for row in rows]
-
-    async def room_name(self, room_id: str) -> str:
-        """The room's name, asked again after ``NAME_TTL`` seconds (listings across many rooms)."""
-        known = self._names.get(room_id)
-        if known is not None and known[1] > time.monotonic():
-            return known[0]
-        try:
-            content = await self.client.get_state_event(RoomID(room_id), EventType.ROOM_NAME)
-        except MatrixRequestError:
-            content = None
-        name = str(getattr(content, "name", "") or "")
-        self._names[room_id] = (name, time.monotonic() + NAME_TTL)
-        return name
 
     async def rooms_of(self, collection_id: str) -> list[str]:
         """The rooms where the collection's changes are told: bound ones, and for a bound space

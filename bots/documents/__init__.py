@@ -8,3 +8,4 @@ the naming rules; ``extract`` reads their text for search.
 # The folder commands register themselves on ``documents_commands``: importing the package
 # gives the whole bot, whichever of its modules is asked for.
 from maillage.bots.documents import library as library
+from maillage.bots.documents.circuits import commands as commands

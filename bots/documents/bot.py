@@ -22,8 +22,11 @@ from mautrix.types import (
     MediaMessageEventContent,
     MessageEvent,
     MessageType,
+    ReactionEvent,
 )
 
+from maillage.bots.documents.circuits.engine import CircuitEngine
+from maillage.bots.documents.circuits.store import circuits_tables
 from maillage.bots.documents.extract import MAX_FILE, extract_text, fold, is_indexed
 from maillage.bots.documents.naming import base_of, stored_name, with_version
 from maillage.bots.documents.webdav import WebDav, WebDavError
@@ -41,6 +44,8 @@ MAX_FOLDER_LENGTH = 200
 _SAFE_PART = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
 documents_commands = CommandSet(("doc", "documents"), "les documents du salon, rangés dans son dossier partagé")
+circuit_commands = CommandSet(("circuit", "circuits"),
+                              "les circuits de validation (visa, avis, signature) des documents du salon")
 
 
 def normalise_folder(raw: str) -> str:
@@ -83,7 +88,8 @@ class DocumentsBot(Bot):
     localpart = "documents"
     displayname = "Documents"
     title = "Robot Documents — aide"
-    commands: ClassVar[list[CommandSet]] = [documents_commands]
+    commands: ClassVar[list[CommandSet]] = [documents_commands, circuit_commands]
+    tables = (circuits_tables,)
     binding = Binding(BINDING_EVENT, "dossier", normalise_folder, messages="doc", invalid="doc.folder_invalid")
 
     async def setup(self) -> None:
@@ -95,6 +101,7 @@ class DocumentsBot(Bot):
         self.work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._reading = asyncio.Lock()
         self._pending_reads: set[asyncio.Task[None]] = set()
+        self.circuits = CircuitEngine(self)
 
     async def close(self) -> None:
         for task in list(self._pending_reads):
@@ -109,6 +116,12 @@ class DocumentsBot(Bot):
         if isinstance(error, MediaUnavailable):
             return t("doc.media_unavailable")
         return None
+
+    async def on_reaction(self, event: ReactionEvent) -> None:
+        relation = event.content.relates_to
+        said = await self.circuits.react(event.sender, str(relation.event_id), relation.key or "", event.event_id)
+        if said is not None:
+            await self.answer(event, said)
 
     async def on_message(self, event: MessageEvent) -> None:
         if event.content.msgtype not in FILE_TYPES:

@@ -175,14 +175,14 @@ def excerpt(text: str, folded: str, word: str, around: int = 60) -> str:
 async def info(bot: DocumentsBot, event: MessageEvent, nom: str) -> None:
     folder = await bound_folder(bot, event)
     entry = await existing(bot, resolve(folder, nom), nom)
-    versions = await _versions(bot, entry.path)
+    versions = await versions_of(bot, entry.path)
     await bot.reply(event, t("doc.info", name=nom, size=_size(entry.size), versions=len(versions),
                              uploader=entry.properties.get("uploader", "?"), modified=entry.modified,
                              sha256=entry.properties.get("sha256", "?"),
                              original=entry.properties.get("original", "?")))
 
 
-async def _versions(bot: DocumentsBot, path: str) -> list[Entry]:
+async def versions_of(bot: DocumentsBot, path: str) -> list[Entry]:
     folder, _, name = path.rpartition("/")
     base = base_of(name)[0]
     entries = await bot.dav.listing(folder + "/")
@@ -196,7 +196,7 @@ async def _versions(bot: DocumentsBot, path: str) -> list[Entry]:
 async def versions(bot: DocumentsBot, event: MessageEvent, nom: str) -> None:
     folder = await bound_folder(bot, event)
     entry = await existing(bot, resolve(folder, nom), nom)
-    found = await _versions(bot, entry.path)
+    found = await versions_of(bot, entry.path)
     lines = [t("doc.versions", name=base_of(entry.name)[0], count=len(found))]
     lines += [f"  v{base_of(e.name)[1]} : {e.name} ({_size(e.size)}, {e.properties.get('uploader', '?')})"
               for e in found]

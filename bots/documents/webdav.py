@@ -19,7 +19,7 @@ import httpx
 DAV = "DAV:"
 MAILLAGE_NS = "urn:x-maillage:documents"
 # ``commande``: the event id of the command that last moved the document (found again on a replay).
-PROPERTIES = ("uploader", "event", "sha256", "original", "commande")
+PROPERTIES = ("uploader", "event", "sha256", "original", "commande", "circuit")
 
 
 class WebDavError(Exception):
@@ -48,6 +48,7 @@ class Entry:
     size: int
     modified: str
     properties: dict[str, str]
+    etag: str = ""  # changes whenever the content does
 
     @property
     def name(self) -> str:
@@ -189,7 +190,7 @@ class WebDav:
             href = urlsplit(href).path
             relative = href[len(self._base_path):] if href.startswith(self._base_path) else href.lstrip("/")
             props: dict[str, str] = {}
-            is_folder, size, modified = False, 0, ""
+            is_folder, size, modified, etag = False, 0, "", ""
             for propstat in response.iter(f"{{{DAV}}}propstat"):
                 if "200" not in propstat.findtext(f"{{{DAV}}}status", ""):
                     continue
@@ -199,17 +200,18 @@ class WebDav:
                 is_folder = is_folder or prop.find(f"{{{DAV}}}resourcetype/{{{DAV}}}collection") is not None
                 size = int(prop.findtext(f"{{{DAV}}}getcontentlength") or size or 0)
                 modified = prop.findtext(f"{{{DAV}}}getlastmodified") or modified
+                etag = prop.findtext(f"{{{DAV}}}getetag") or etag
                 for name in PROPERTIES:
                     value = prop.findtext(f"{{{MAILLAGE_NS}}}{name}")
                     if value is not None:
                         props[name] = value
-            entries.append(Entry(relative, is_folder, size, modified, props))
+            entries.append(Entry(relative, is_folder, size, modified, props, etag))
         return entries
 
 
 _PROPFIND_BODY = (
     '<?xml version="1.0" encoding="utf-8"?><d:propfind xmlns:d="DAV:" xmlns:m="' + MAILLAGE_NS + '"><d:prop>'
-    "<d:resourcetype/><d:getcontentlength/><d:getlastmodified/>"
+    "<d:resourcetype/><d:getcontentlength/><d:getlastmodified/><d:getetag/>"
     + "".join(f"<m:{name}/>" for name in PROPERTIES)
     + "</d:prop></d:propfind>"
 ).encode()

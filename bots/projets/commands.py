@@ -36,7 +36,7 @@ from maillage.bots.projets.tasks import (
     task_of,
     touch,
 )
-from maillage.bots.runtime.commands import Argument, CommandError
+from maillage.bots.runtime.commands import Argument, CommandError, user_id_of
 from maillage.bots.runtime.store import transaction
 from maillage.i18n import t
 
@@ -197,7 +197,7 @@ def read_task(text: str, now: datetime, server_name: str) -> NewTask:
         if word.startswith("@") and len(word) > 1:
             if assignee:
                 raise CommandError(t("projet.one_assignee"))
-            assignee = _user_id(word, server_name)
+            assignee = user_id_of(word, server_name, "projet.user_invalid")
         elif folded in ("priorite", "priority") and position + 1 < len(words):
             level = PRIORITIES.get(fold(words[position + 1]))
             if level is None:
@@ -232,16 +232,6 @@ def read_due(text: str, now: datetime) -> date | datetime:
     if when.recurrence is not None:
         raise DateError(t("projet.due_recurring"))
     return when.start.date() if when.all_day else when.start
-
-
-def _user_id(word: str, server_name: str) -> str:
-    user_id = word.rstrip(",;.:")
-    if ":" not in user_id:
-        user_id = f"{user_id}:{server_name}"
-    localpart, _, server = user_id[1:].partition(":")
-    if not localpart or not server or any(c.isspace() for c in user_id) or len(user_id) > 255:
-        raise CommandError(t("projet.user_invalid", value=word[:60]))
-    return user_id
 
 
 async def check_member(bot: ProjetsBot, room_id: str, user_id: str) -> None:
@@ -400,7 +390,7 @@ def _filter(text: str, sender: str, now: datetime, server_name: str) -> tuple[Ca
         sunday = now.date().toordinal() + 6 - now.weekday()
         return (lambda task: task.is_open and task.due is not None and task.due.date().toordinal() <= sunday), "week"
     if text.strip().startswith("@"):
-        user_id = _user_id(text.strip(), server_name)
+        user_id = user_id_of(text.strip(), server_name, "projet.user_invalid")
         return (lambda task: task.is_open and task.assignee == user_id), "of:" + user_id
     raise CommandError(t("projet.filter_unknown", text=text[:40]))
 
@@ -453,7 +443,7 @@ _status_command("CANCELLED", "abandonne", "abandonner", "cancel", help="abandonn
                           arguments=(NUMBER, Argument("qui", "l’agent (@alice:…)")))
 async def assign(bot: ProjetsBot, event: MessageEvent, qui: str, **arguments: Any) -> None:
     number = arguments["numéro"]
-    user_id = _user_id(qui, bot.context.config.collectivite.nom_serveur)
+    user_id = user_id_of(qui, bot.context.config.collectivite.nom_serveur, "projet.user_invalid")
     await check_member(bot, event.room_id, user_id)
 
     def reassign(todo: Todo) -> None:

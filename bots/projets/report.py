@@ -59,7 +59,7 @@ class Report:
 
 async def post_report(bot: ProjetsBot, room_id: str, about: str, report: Report, text: Awaitable[Any], *,
                       relation: dict[str, Any] | None) -> None:
-    """The text (``text``, being sent), then the chart: drawn and uploaded while the text goes."""
+    """The text (``text``, being sent) and the chart, drawn and uploaded while the text goes."""
     drawing = repr((report.name, report.bars, report.weeks))
 
     async def uploaded() -> Uploaded:
@@ -76,10 +76,15 @@ async def post_report(bot: ProjetsBot, room_id: str, about: str, report: Report,
         bot.charts.keep(room_id, drawing, Uploaded(media, len(picture), width, height))
         return Uploaded(media, len(picture), width, height)
 
-    _, chart = await asyncio.gather(text, uploaded())
-    await bot.post_uploaded(room_id, about, chart.media, size=chart.size, filename=t("projet.chart_file"),
-                            mimetype="image/png", msgtype="m.image", info={"w": chart.width, "h": chart.height},
-                            key="graphique", relation=relation)
+    async def posted() -> None:
+        chart = await uploaded()
+        await bot.post_uploaded(room_id, about, chart.media, size=chart.size, filename=t("projet.chart_file"),
+                                mimetype="image/png", msgtype="m.image",
+                                info={"w": chart.width, "h": chart.height}, key="graphique", relation=relation)
+
+    # Both answer the command: the chart goes as soon as it is uploaded, not after the table
+    # (a chart already uploaded for these figures may then arrive a moment before its table).
+    await asyncio.gather(text, posted())
 
 
 async def state_report(bot: ProjetsBot, room_id: str, list_id: str, heading: str = "projet.state") -> Report | None:

@@ -65,6 +65,7 @@ from mautrix.types import (
     MessageEvent,
     MessageType,
     PowerLevelStateEventContent,
+    ReactionEvent,
     RoomID,
     StateEvent,
     ToDeviceEvent,
@@ -87,6 +88,7 @@ log = logging.getLogger("maillage.bots")
 
 HELP_WORDS = ("aide", "help")
 SEND_RETRIES = 5
+NAME_TTL = 300.0  # seconds a room's name is kept
 KEY_WAIT = 5.0  # seconds a message waits in line for a key that is a moment behind it
 PENDING_POLL = 2.0  # seconds between two looks at the events kept for later
 MAX_ATTEMPTS = 10  # an event that fails this often with the servers up is not an outage: answered
@@ -114,6 +116,9 @@ class BotContext:
     secrets: Secrets
     db: Database
     metrics: Metrics
+
+
+Readable = MessageEvent | ReactionEvent  # what a bot handles, once decrypted
 
 
 def now_ms() -> int:
@@ -152,6 +157,7 @@ class Bot:
     _order: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
     _attempts: dict[str, int] = field(init=False, default_factory=dict)
     _keys_arrived: asyncio.Event = field(init=False, default_factory=asyncio.Event)
+    _names: dict[str, tuple[str, float]] = field(init=False, default_factory=dict)
 
     @property
     def user_id(self) -> str:
@@ -165,6 +171,9 @@ class Bot:
     async def on_message(self, event: MessageEvent) -> None:
         """Non-command messages (files for the documents bot); nothing by default."""
 
+    async def on_reaction(self, event: ReactionEvent) -> None:
+        """A reaction (✅ on a notice…), handled once and in order as messages are; nothing by default."""
+
     async def close(self) -> None:
         """When the runtime stops: close what ``setup`` opened."""
 
@@ -174,7 +183,20 @@ class Bot:
 
     # --- what handlers use -----------------------------------------------------------
 
-    def is_replay(self, event: MessageEvent) -> bool:
+    async def room_name(self, room_id: str) -> str:
+        """The room's name, asked again after ``NAME_TTL`` seconds (listings across many rooms)."""
+        known = self._names.get(room_id)
+        if known is not None and known[1] > time.monotonic():
+            return known[0]
+        try:
+            content = await self.client.get_state_event(RoomID(room_id), EventType.ROOM_NAME)
+        except MatrixRequestError:
+            content = None
+        name = str(getattr(content, "name", "") or "")
+        self._names[room_id] = (name, time.monotonic() + NAME_TTL)
+        return name
+
+    def is_replay(self, event: MessageEvent | ReactionEvent) -> bool:
         """Whether an earlier attempt at this event may have begun (a crash, an outage, a retry):
         the handler then looks for what it did before doing it."""
         return self._attempts.get(event.event_id, 1) > 1
@@ -202,6 +224,14 @@ class Bot:
             return False
         wanted = event_type or (self.binding.event_type if self.binding else EventType.ROOM_POWER_LEVELS)
         return bool(levels.get_user_level(UserID(user_id)) >= levels.get_event_level(wanted))
+
+    async def answer(self, event: Readable, body: str, *, key: str = "reponse") -> EventID:
+        """Answer a message, or a reaction (in reply to the message it reacts to)."""
+        if isinstance(event, MessageEvent):
+            return await self.reply(event, body, key=key)
+        target = str(event.content.relates_to.event_id)
+        return await self.send_about(event.room_id, event.event_id,
+                                     reply_content(body, None, to_event=target, thread_root=None), key=key)
 
     async def send_file(self, event: MessageEvent, chunks: AsyncIterator[bytes], *, size: int, filename: str,
                         mimetype: str, msgtype: str = "m.file", info: dict[str, Any] | None = None,
@@ -270,7 +300,7 @@ class Bot:
 
     # --- event handling --------------------------------------------------------------
 
-    async def handle_event(self, event: MessageEvent | EncryptedEvent) -> None:
+    async def handle_event(self, event: MessageEvent | ReactionEvent | EncryptedEvent) -> None:
         """Every room message, encrypted or not, one at a time in the order of the timeline.
 
         Decryption happens here, inside the ordered section: decrypting events in
@@ -292,12 +322,12 @@ class Bot:
             finally:
                 self._attempts.pop(event.event_id, None)
 
-    async def _handle_once(self, event: MessageEvent | EncryptedEvent) -> None:
+    async def _handle_once(self, event: MessageEvent | ReactionEvent | EncryptedEvent) -> None:
         if await self.store.was_handled(event.event_id):
             return
         attempt = await self.store.begin_attempt(event.event_id)
         self._attempts[event.event_id] = attempt
-        message: MessageEvent | _MissingKey | None = event if isinstance(event, MessageEvent) else None
+        message: Readable | _MissingKey | None = None if isinstance(event, EncryptedEvent) else event
         if isinstance(event, EncryptedEvent):
             message = await self._decrypted(event, wait=KEY_WAIT)
         if isinstance(message, _MissingKey):
@@ -307,7 +337,7 @@ class Bot:
             await self._keep(event, "reessai", now_ms() + _retry_delay_ms("reessai", 0))
         await self.store.mark_handled(event.event_id, now_ms())
 
-    async def _run(self, event: MessageEvent, attempt: int) -> str:
+    async def _run(self, event: Readable, attempt: int) -> str:
         """Handle a message: ``fait`` (answered, whatever the outcome) or ``plus_tard`` (a server
         it needs is away; the sender was told). Raises on an outage, which answers nothing."""
         started = time.perf_counter()
@@ -315,7 +345,7 @@ class Bot:
             await self._dispatch(event)
             return "fait"
         except RetryLater as later:
-            await self.reply(event, later.notice, key="attente")
+            await self.answer(event, later.notice, key="attente")
             return "plus_tard"
         except Exception as error:
             if attempt < MAX_ATTEMPTS and await self._is_outage(error):
@@ -326,7 +356,7 @@ class Bot:
                 log.exception("%s failed on %s", self.localpart, event.event_id)
             else:
                 log.warning("%s could not handle %s: %s", self.localpart, event.event_id, error)
-            await self.reply(event, explained or t("bot.internal_error"))
+            await self.answer(event, explained or t("bot.internal_error"))
             return "fait"
         finally:
             self.context.metrics.latency.labels(self.localpart).observe(time.perf_counter() - started)
@@ -339,7 +369,7 @@ class Bot:
             return True
         return not await self.store.alive()
 
-    async def _decrypted(self, event: EncryptedEvent, wait: float) -> MessageEvent | _MissingKey | None:
+    async def _decrypted(self, event: EncryptedEvent, wait: float) -> Readable | _MissingKey | None:
         """The message, MISSING_KEY while its key is not here, None if it cannot be read at all."""
         crypto = self.client.crypto
         assert crypto is not None
@@ -357,9 +387,9 @@ class Bot:
         except DecryptionError as exc:
             log.warning("%s: cannot decrypt %s: %s", self.localpart, event.event_id, exc)
             return None
-        return decrypted if isinstance(decrypted, MessageEvent) else None
+        return decrypted if isinstance(decrypted, MessageEvent | ReactionEvent) else None
 
-    async def _keep(self, event: MessageEvent | EncryptedEvent, reason: str, next_try: int) -> None:
+    async def _keep(self, event: Readable | EncryptedEvent, reason: str, next_try: int) -> None:
         source = json.dumps(event.serialize())
         await self.store.keep_pending(event.event_id, event.room_id, source, reason, next_try, now_ms())
         log.info("%s: %s kept for later (%s)", self.localpart, event.event_id, reason)
@@ -398,9 +428,10 @@ class Bot:
 
     async def _retry(self, pending: PendingEvent) -> None:
         raw = json.loads(pending.source)
-        event: MessageEvent | EncryptedEvent = (EncryptedEvent.deserialize(raw) if raw.get("type") == "m.room.encrypted"
-                                                else MessageEvent.deserialize(raw))
-        message: MessageEvent | _MissingKey | None = event if isinstance(event, MessageEvent) else None
+        kinds: dict[str, type[Readable | EncryptedEvent]] = {"m.room.encrypted": EncryptedEvent,
+                                                             "m.reaction": ReactionEvent}
+        event = kinds.get(raw.get("type"), MessageEvent).deserialize(raw)
+        message: Readable | _MissingKey | None = None if isinstance(event, EncryptedEvent) else event
         if isinstance(event, EncryptedEvent):
             message = await self._decrypted(event, wait=0)
         if isinstance(message, _MissingKey):
@@ -427,7 +458,7 @@ class Bot:
             await self.store.postpone(pending.event_id, "reessai",
                                       now_ms() + _retry_delay_ms("reessai", pending.tries + 1))
 
-    async def _tell_unreadable(self, event: MessageEvent | EncryptedEvent) -> None:
+    async def _tell_unreadable(self, event: Readable | EncryptedEvent) -> None:
         zone = ZoneInfo(self.context.config.collectivite.fuseau_horaire)
         when = datetime.fromtimestamp(event.timestamp / 1000, zone).strftime("%d/%m/%Y %H:%M")
         content = reply_content(t("bot.unreadable", when=when), None, to_event=event.event_id, thread_root=None)
@@ -441,7 +472,13 @@ class Bot:
         content = {"msgtype": "m.notice", "body": t("bot.gap_truncated", count=read, since=since)}
         await self.send_about(room_id, f"{room_id}|{oldest_ms}", content, key="rattrapage")
 
-    async def _dispatch(self, event: MessageEvent) -> None:
+    async def _dispatch(self, event: Readable) -> None:
+        if isinstance(event, ReactionEvent):
+            try:
+                await self.on_reaction(event)
+            except CommandError as error:
+                await self.answer(event, str(error))
+            return
         body = event.content.body if event.content.msgtype in (MessageType.TEXT, MessageType.NOTICE) else ""
         word = body.strip().split(maxsplit=1)[0].lower() if body.strip() else ""
         if word in (f"!{w}" for w in HELP_WORDS):
@@ -558,6 +595,7 @@ class BotRuntime:
         client.remove_dispatcher(DecryptionDispatcher)  # decrypted in order by the bot itself
         client.add_event_handler(EventType.ROOM_ENCRYPTED, bot.handle_event, wait_sync=True)
         client.add_event_handler(EventType.ROOM_MESSAGE, bot.handle_event, wait_sync=True)
+        client.add_event_handler(EventType.REACTION, bot.handle_event, wait_sync=True)
         # Room keys are stored before the next sync is asked for: the homeserver forgets a
         # to-device message once a later sync is requested, so a crash must not come between.
         client.remove_event_handler(EventType.TO_DEVICE_ENCRYPTED, machine.handle_to_device_event)

@@ -22,6 +22,19 @@ class CommandError(Exception):
     """A message for the person who typed the command (already translated)."""
 
 
+def user_id_of(word: str, server_name: str, invalid: str = "bot.user_invalid") -> str:
+    """``@alice`` (an agent of this homeserver) or ``@alice:agglo.fr`` as a Matrix user id;
+    CommandError with the message ``invalid`` when the word is not one."""
+    user_id = word.rstrip(",;.:")
+    if ":" not in user_id:
+        user_id = f"{user_id}:{server_name}"
+    localpart, _, server = user_id[1:].partition(":")
+    if not user_id.startswith("@") or not localpart or not server or any(c.isspace() for c in user_id) \
+            or len(user_id) > 255:
+        raise CommandError(t(invalid, value=word[:60]))
+    return user_id
+
+
 @dataclass(frozen=True)
 class Argument:
     name: str

@@ -46,6 +46,7 @@ class Received:
     event_id: str
     server_timestamp: int
     arrived: float  # time.perf_counter() when this client saw it
+    reply_to: str | None = None  # the event it answers (m.in_reply_to), if any
 
 
 @dataclass
@@ -81,6 +82,8 @@ class Agent:
             room_id=room.room_id, sender=event.sender, body=event.body,
             encrypted=bool(event.decrypted), event_id=event.event_id,
             server_timestamp=event.server_timestamp, arrived=time.perf_counter(),
+            reply_to=(event.source.get("content", {}).get("m.relates_to") or {}).get("m.in_reply_to", {}).get(
+                "event_id"),
         ))
         self._new_message.set()
 
