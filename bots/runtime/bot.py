@@ -60,6 +60,7 @@ from mautrix.types import (
     EncryptedMegolmEventContent,
     EventID,
     EventType,
+    Format,
     Membership,
     MemberStateEventContent,
     MessageEvent,
@@ -74,7 +75,7 @@ from mautrix.types import (
 from mautrix.util.async_db import Database, UpgradeTable
 
 from maillage.bots.runtime.binding import Binding, RoomBindings
-from maillage.bots.runtime.commands import CommandError, CommandSet, help_message, reply_content
+from maillage.bots.runtime.commands import CommandError, CommandSet, command_text, help_message, reply_content
 from maillage.bots.runtime.media import Attachment, CorruptAttachment, EncryptingStream, HomeserverMedia
 from maillage.bots.runtime.metrics import Metrics
 from maillage.bots.runtime.store import BotStore, Credentials, HandledSyncStore, PendingEvent, upgrade_table
@@ -479,7 +480,9 @@ class Bot:
             except CommandError as error:
                 await self.answer(event, str(error))
             return
-        body = event.content.body if event.content.msgtype in (MessageType.TEXT, MessageType.NOTICE) else ""
+        content = event.content
+        body = command_text(content.body, content.formatted_body if content.format == Format.HTML else None) \
+            if content.msgtype in (MessageType.TEXT, MessageType.NOTICE) else ""
         word = body.strip().split(maxsplit=1)[0].lower() if body.strip() else ""
         if word in (f"!{w}" for w in HELP_WORDS):
             self.context.metrics.commands.labels(self.localpart, "aide").inc()

@@ -9,9 +9,11 @@ was expected, with an example.
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 from maillage.i18n import t
 
@@ -20,6 +22,21 @@ PREFIX = "!"
 
 class CommandError(Exception):
     """A message for the person who typed the command (already translated)."""
+
+
+_PILL = re.compile(r"""<a\s[^>]*href=["']https://matrix\.to/#/((?:@|%40)[^"'?/]+)[^"']*["'][^>]*>.*?</a>""",
+                   re.S | re.I)
+_REPLY_FALLBACK = re.compile(r"<mx-reply>.*?</mx-reply>", re.S | re.I)
+
+
+def command_text(body: str, formatted: str | None) -> str:
+    """What a command says. Element writes a mention as a pill: the plain body then holds the
+    person's display name, the HTML body a matrix.to link with their id — the id is meant."""
+    if not formatted or not re.search(r"matrix\.to/#/(@|%40)", formatted):
+        return body
+    text = _PILL.sub(lambda pill: unquote(pill.group(1)), _REPLY_FALLBACK.sub("", formatted))
+    text = re.sub(r"<br\s*/?>", "\n", text, flags=re.I)
+    return html.unescape(re.sub(r"<[^>]+>", "", text))
 
 
 def user_id_of(word: str, server_name: str, invalid: str = "bot.user_invalid") -> str:

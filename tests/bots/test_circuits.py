@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import html
 import io
 import stat
 from datetime import date, timedelta
@@ -27,10 +28,23 @@ from tests.harness.office import pdf_with_text
 pytestmark = pytest.mark.usefixtures("in_french")
 
 
-async def answer(agent: Agent, room: str, stack: ServerStack, command: str) -> str:
-    """The bot's answer to ``command`` (its reply to it, not what it says meanwhile)."""
+async def answer(agent: Agent, room: str, stack: ServerStack, command: str, *, pills: dict[str, str] | None = None
+                 ) -> str:
+    """The bot's answer to ``command`` (its reply to it, not what it says meanwhile). With
+    ``pills`` (user id → display name), mentions are sent as Element does: the display name in
+    the plain body, a matrix.to link in the HTML body."""
     since = len(agent.received)
-    sent = await agent.send_text(room, command)
+    if pills:
+        body, formatted = command, html.escape(command)
+        for user_id, name in pills.items():
+            body = body.replace(user_id, name)
+            formatted = formatted.replace(user_id, f'<a href="https://matrix.to/#/{user_id}">{html.escape(name)}</a>')
+        response = await agent.client.room_send(room, "m.room.message", {
+            "msgtype": "m.text", "body": body, "format": "org.matrix.custom.html", "formatted_body": formatted},
+            ignore_unverified_devices=True)
+        sent = str(response.event_id)
+    else:
+        sent = await agent.send_text(room, command)
     message = await agent.wait_for_text(room, lambda m: m.sender == documents_id(stack) and m.reply_to == sent,
                                         since=since, timeout=60)
     return message.body
@@ -258,8 +272,10 @@ async def test_a_deputy_acts_for_the_mayor_and_the_receipt_says_so(
     assert "reviendrait à vous" in circular
     path, _, _ = await filed_pdf(owner, room, synapse, "Arrêté de voirie")
     since = len(adjoint.received)
+    # The mayor named with a pill, as Element writes a mention picked from its list.
     number = number_of(await answer(owner, room, synapse,
-                                    f"!circuit lance {path.rpartition('/')[2]} signature: {maire.user_id}"))
+                                    f"!circuit lance {path.rpartition('/')[2]} signature: {maire.user_id}",
+                                    pills={maire.user_id: "Madame la Maire"}))
     notice = await notice_for(adjoint, room, synapse, number, 1, since)
     assert f"{adjoint.user_id} pour {maire.user_id} (délégation)" in notice.body
     todo = await answer(adjoint, room, synapse, "!circuit àfaire")
