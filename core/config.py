@@ -271,8 +271,12 @@ class Circuits(_Section):
     # The collectivité's seal for signed PDFs (PEM files); empty: a self-signed one is made.
     cachet_certificat: Annotated[str, AfterValidator(_check_optional_file)] = ""
     cachet_cle: Annotated[str, AfterValidator(_check_optional_file)] = ""
-    # Reminders to the actors of a step: this many days before the deadline, and on the day.
+    # Reminders to the actors of a step: this many days before the deadline, and on the day,
+    # at this time (Paris).
     rappel_jours_avant: int = Field(default=2, ge=0, le=30)
+    rappels_heure: Annotated[str, AfterValidator(_check_clock)] = "08:30"
+    # Seconds between two looks for messages to send again (an actor who joined since) and reminders.
+    intervalle_secondes: int = Field(default=30, ge=5, le=3600)
     modeles: list[ModeleCircuit] = []
 
     @model_validator(mode="after")
@@ -514,4 +518,23 @@ def render_config_template(name: str, server_name: str, demo: bool) -> str:
     """The commented config file `maillage init` writes."""
     template = resources.files("maillage").joinpath("maillage.toml.template").read_text("utf-8")
     return template.format(nom=json.dumps(name, ensure_ascii=False),
-                           nom_serveur=json.dumps(server_name), demo="true" if demo else "false")
+                           nom_serveur=json.dumps(server_name), demo="true" if demo else "false",
+                           modeles_circuits=DEMO_CIRCUIT_MODELS if demo else EXAMPLE_CIRCUIT_MODELS)
+
+
+# The demo commune's usual circuits: its head of urbanism and its DGS exist in the demo.
+DEMO_CIRCUIT_MODELS = """[[circuits.modeles]]
+nom = "arrêté"
+service = "urbanisme"
+etapes = "visa: @karim.benali, signature: @claire.martin"
+
+[[circuits.modeles]]
+nom = "bon de commande"
+service = "st"
+etapes = "visa: @julien.moreau, avis: @thomas.bernard, signature: @claire.martin"
+"""
+EXAMPLE_CIRCUIT_MODELS = """# [[circuits.modeles]]
+# nom = "arrêté"
+# service = "urbanisme"
+# etapes = "visa: @chef.urbanisme, avis: @juridique @finances (un), signature: @maire"
+"""

@@ -201,7 +201,8 @@ async def _seed_rooms(config: Config, model: DemoModel, progress: DemoProgress, 
             for room_id, name in zip(children, service.rooms, strict=True):
                 await _bind_room(config, admin, progress, room_id, "documents", "fr.maillage.documents",
                                  {"dossier": f"{service.key}/{_room_slug(name)}"})
-            members = [a for a in model.agents if a.service == service.key]
+            # The DGS is in every service's rooms: she signs what their circuits bring her.
+            members = [a for a in model.agents if a.service == service.key or (a.service == "dg" and a.head_of_service)]
             for agent in members:
                 for room in (space, *children):
                     await admin.force_join(room, user_id(config, agent.localpart))

@@ -112,15 +112,8 @@ class CalendarBot(Bot):
     def now(self) -> datetime:
         return datetime.now(self.zone).replace(microsecond=0)
 
-    async def rounds(self, tick: Callable[[datetime], Awaitable[None]], what: str) -> None:
-        """``tick(now)`` at every round of the watcher (every 20 s at most), for ever; a failure (a
-        server away) is logged, and the same work is due at the next round."""
-        while True:
-            await asyncio.sleep(min(ROUND, self.context.config.agenda.intervalle_secondes))
-            try:
-                await tick(self.now())
-            except Exception as error:
-                log.info("%s not done for now: %s", what, type(error).__name__)
+    def round_seconds(self) -> float:
+        return min(ROUND, self.context.config.agenda.intervalle_secondes)
 
     def message(self, key: str, **values: Any) -> str:
         assert self.binding is not None

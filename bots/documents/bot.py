@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import mimetypes
 import re
 import tempfile
 import time
@@ -90,6 +91,7 @@ class DocumentsBot(Bot):
     title = "Robot Documents — aide"
     commands: ClassVar[list[CommandSet]] = [documents_commands, circuit_commands]
     tables = (circuits_tables,)
+    direct_room_name = "circuit.direct_room"
     binding = Binding(BINDING_EVENT, "dossier", normalise_folder, messages="doc", invalid="doc.folder_invalid")
 
     async def setup(self) -> None:
@@ -102,9 +104,10 @@ class DocumentsBot(Bot):
         self._reading = asyncio.Lock()
         self._pending_reads: set[asyncio.Task[None]] = set()
         self.circuits = CircuitEngine(self)
+        self._circuit_rounds = asyncio.create_task(self.rounds(self.circuits.tick, "circuit messages and reminders"))
 
     async def close(self) -> None:
-        for task in list(self._pending_reads):
+        for task in [*self._pending_reads, self._circuit_rounds]:
             task.cancel()
         await self.dav.close()
 
@@ -116,6 +119,16 @@ class DocumentsBot(Bot):
         if isinstance(error, MediaUnavailable):
             return t("doc.media_unavailable")
         return None
+
+    def round_seconds(self) -> float:
+        return float(self.context.config.circuits.intervalle_secondes)
+
+    async def send_document(self, room_id: str, about: str, path: str, size: int, *, key: str) -> None:
+        """A stored document posted in a room (encrypted when the room is), streamed from WebDAV."""
+        name = path.rpartition("/")[2]
+        mimetype = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        media = await self.upload_for(room_id, self.dav.get_stream(path), size=size, filename=name, mimetype=mimetype)
+        await self.post_uploaded(room_id, about, media, size=size, filename=name, mimetype=mimetype, key=key)
 
     async def on_reaction(self, event: ReactionEvent) -> None:
         relation = event.content.relates_to

@@ -71,6 +71,16 @@ projets_tables.register(completed_column, description="When tasks were done, for
 projets_tables.register(summary_tables, description="The weekly summary each room chose, and those sent")
 
 
+async def _shared_direct_rooms(conn: Connection) -> None:
+    # The direct rooms moved to the runtime's table, shared by every bot.
+    await conn.execute("INSERT INTO maillage_direct_room (bot, user_id, room_id) SELECT 'projets', user_id, room_id"
+                       " FROM projet_direct")
+    await conn.execute("DROP TABLE projet_direct")
+
+
+projets_tables.register(_shared_direct_rooms, description="Direct rooms kept in the runtime's table")
+
+
 def normalise_list(raw: str) -> str:
     """A task list id: one path segment, as a calendar's."""
     try:
@@ -98,6 +108,7 @@ class ProjetsBot(CalendarBot):
                       invalid="projet.list_invalid", spaces=True)
     tables = (projets_tables, watch_tables)
     number_table = "projet_number"
+    direct_room_name = "projet.reminder_room"
     component = "VTODO"
 
     index: TaskIndex

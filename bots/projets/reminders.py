@@ -1,10 +1,8 @@
 """Once a day, one direct message per agent: their tasks due tomorrow and their late ones,
 every project together — never one message per task.
 
-The direct room is the bot's with that agent, made once (encrypted, marked by the state
-event ``fr.maillage.rappels`` naming the agent, so that after a crash between making it
-and recording it, it is found rather than made twice). The message waits until the agent
-has joined it: keys are only shared with members. It is sent once, even across restarts:
+The direct room is the bot's with that agent (``DirectRooms``, the runtime's). The message
+waits until the agent has joined it. It is sent once, even across restarts:
 its transaction id comes from (agent, day), and the day is recorded after sending.
 """
 
@@ -15,21 +13,13 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from mautrix.errors import MatrixRequestError
 from mautrix.types import (
-    EncryptionAlgorithm,
-    EventType,
-    Membership,
-    MemberStateEventContent,
-    RoomEncryptionStateEventContent,
     RoomID,
-    UserID,
 )
 from mautrix.util.async_db import Connection
 
 from maillage.bots.agenda.events import one_line
 from maillage.bots.projets.tasks import Task
-from maillage.bots.runtime.binding import state_content
 from maillage.i18n import t
 
 if TYPE_CHECKING:
@@ -37,13 +27,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("maillage.bots.projets")
 
-MARK = EventType.find("fr.maillage.rappels", t_class=EventType.Class.STATE)
-ACCESS = EventType.find("fr.maillage.acces", t_class=EventType.Class.STATE)  # the homeserver's access rules
-ENCRYPTION = {"algorithm": "m.megolm.v1.aes-sha2"}
 
 
 async def create_tables(conn: Connection) -> None:
-    await conn.execute("CREATE TABLE projet_direct (user_id TEXT PRIMARY KEY, room_id TEXT NOT NULL)")
+    await conn.execute("CREATE TABLE projet_direct (user_id TEXT PRIMARY KEY, room_id TEXT NOT NULL)")  # v4-v9
     await conn.execute("CREATE TABLE projet_reminded (user_id TEXT NOT NULL, day TEXT NOT NULL,"
                        " PRIMARY KEY (user_id, day))")
 
@@ -70,7 +57,7 @@ class AssigneeReminders:
         if await self.bot.context.db.fetchval("SELECT 1 FROM projet_reminded WHERE user_id=$1 AND day=$2",
                                               user_id, day):
             return
-        room_id = await self.direct_room(user_id)
+        room_id = await self.bot.direct.joined(user_id)
         if room_id is None:
             return  # invited, not joined yet: tried again at the next tick
         await self.bot.send_about(room_id, f"rappels|{user_id}|{day}",
@@ -107,46 +94,3 @@ class AssigneeReminders:
                 lines += [f"– [{one_line(name)[:80]}] " + self.bot.describe(number, task)
                           for task, name, number in entries]
         return "\n".join(lines)
-
-    async def direct_room(self, user_id: str) -> str | None:
-        """The bot's direct room with the agent, made when there is none; None until they joined."""
-        db = self.bot.context.db
-        room_id = await db.fetchval("SELECT room_id FROM projet_direct WHERE user_id=$1", user_id)
-        if room_id is None:
-            room_id = await self._marked_room(user_id) or await self._make_room(user_id)
-            await db.execute("INSERT INTO projet_direct (user_id, room_id) VALUES ($1, $2)"
-                             " ON CONFLICT (user_id) DO UPDATE SET room_id=$2", user_id, room_id)
-        members = await self.bot.client.get_members(RoomID(str(room_id)), membership=None)
-        state = {str(member.state_key): member.content.membership for member in members
-                 if isinstance(member.content, MemberStateEventContent)}
-        if state.get(user_id) == Membership.JOIN:
-            return str(room_id)
-        if user_id not in state:  # the invitation never went out (refused by the homeserver): again
-            await self.bot.client.invite_user(RoomID(str(room_id)), UserID(user_id))
-        return None  # invited and not joined yet, or declined or left: nothing sent
-
-    async def _marked_room(self, user_id: str) -> str | None:
-        for room_id in await self.bot.client.get_joined_rooms():
-            try:
-                mark = await self.bot.client.get_state_event(room_id, MARK)
-            except MatrixRequestError:
-                continue
-            if state_content(mark).get("agent") == user_id:
-                return str(room_id)
-        return None
-
-    async def _make_room(self, user_id: str) -> str:
-        # A partner's agent (a task in a « partenaires » room) needs a room their server may join.
-        local = user_id.split(":", 1)[1] == self.bot.context.config.collectivite.nom_serveur
-        room_id = await self.bot.client.create_room(
-            name=t("projet.reminder_room"), is_direct=True, invitees=[UserID(user_id)],
-            initial_state=[{"type": "m.room.encryption", "state_key": "", "content": ENCRYPTION},
-                           {"type": MARK.t, "state_key": "", "content": {"agent": user_id}},
-                           {"type": ACCESS.t, "state_key": "", "content": {"acces": "interne" if local
-                                                                           else "partenaires"}}])
-        assert self.bot.client.state_store is not None
-        await self.bot.client.state_store.set_encryption_info(
-            room_id, RoomEncryptionStateEventContent(algorithm=EncryptionAlgorithm.MEGOLM_V1))
-        await self.bot.client.state_store.set_membership(room_id, UserID(user_id), Membership.INVITE)
-        return str(room_id)
-

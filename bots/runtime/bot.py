@@ -33,7 +33,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -69,6 +69,7 @@ from mautrix.types import (
     ReactionEvent,
     RoomID,
     StateEvent,
+    TextMessageEventContent,
     ToDeviceEvent,
     UserID,
 )
@@ -76,6 +77,7 @@ from mautrix.util.async_db import Database, UpgradeTable
 
 from maillage.bots.runtime.binding import Binding, RoomBindings
 from maillage.bots.runtime.commands import CommandError, CommandSet, command_text, help_message, reply_content
+from maillage.bots.runtime.direct import DirectRooms
 from maillage.bots.runtime.media import Attachment, CorruptAttachment, EncryptingStream, HomeserverMedia
 from maillage.bots.runtime.metrics import Metrics
 from maillage.bots.runtime.store import BotStore, Credentials, HandledSyncStore, PendingEvent, upgrade_table
@@ -144,6 +146,8 @@ class Bot:
     # The bot's own tables (and those of shared parts it uses), numbered and forward-only,
     # each in its own version table.
     tables: ClassVar[tuple[UpgradeTable, ...]] = ()
+    # The name of its direct room with an agent (a message key).
+    direct_room_name: ClassVar[str] = "bot.direct_room"
 
     context: BotContext
     # True while the sync being handled is an initial one (first start, or a lost
@@ -155,6 +159,7 @@ class Bot:
     store: BotStore = field(init=False)
     bindings: RoomBindings = field(init=False)
     media: HomeserverMedia = field(init=False)
+    direct: DirectRooms = field(init=False)
     _order: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
     _attempts: dict[str, int] = field(init=False, default_factory=dict)
     _keys_arrived: asyncio.Event = field(init=False, default_factory=asyncio.Event)
@@ -196,6 +201,21 @@ class Bot:
         name = str(getattr(content, "name", "") or "")
         self._names[room_id] = (name, time.monotonic() + NAME_TTL)
         return name
+
+    def round_seconds(self) -> float:
+        """Seconds between two rounds of ``rounds``."""
+        return 30.0
+
+    async def rounds(self, tick: Callable[[datetime], Awaitable[None]], what: str) -> None:
+        """``tick(now)`` every ``round_seconds``, for ever; a failure (a server away) is logged,
+        and the same work is due at the next round."""
+        zone = ZoneInfo(self.context.config.collectivite.fuseau_horaire)
+        while True:
+            await asyncio.sleep(self.round_seconds())
+            try:
+                await tick(datetime.now(zone).replace(microsecond=0))
+            except Exception as error:
+                log.info("%s not done for now: %s", what, type(error).__name__)
 
     def is_replay(self, event: MessageEvent | ReactionEvent) -> bool:
         """Whether an earlier attempt at this event may have begun (a crash, an outage, a retry):
@@ -481,8 +501,9 @@ class Bot:
                 await self.answer(event, str(error))
             return
         content = event.content
-        body = command_text(content.body, content.formatted_body if content.format == Format.HTML else None) \
-            if content.msgtype in (MessageType.TEXT, MessageType.NOTICE) else ""
+        body = ""
+        if isinstance(content, TextMessageEventContent) and content.msgtype in (MessageType.TEXT, MessageType.NOTICE):
+            body = command_text(content.body, content.formatted_body if content.format == Format.HTML else None)
         word = body.strip().split(maxsplit=1)[0].lower() if body.strip() else ""
         if word in (f"!{w}" for w in HELP_WORDS):
             self.context.metrics.commands.labels(self.localpart, "aide").inc()
@@ -582,6 +603,7 @@ class BotRuntime:
         await self._ensure_cross_signing(bot, machine, new_device)
         bot.client = client
         bot.media = HomeserverMedia(self.config.synapse_url, credentials.access_token)
+        bot.direct = DirectRooms(bot, t(bot.direct_room_name))
         if bot.binding is not None:
             bot.bindings = RoomBindings(bot, bot.binding)
             client.add_event_handler(bot.binding.event_type, bot.bindings.on_state, wait_sync=True)

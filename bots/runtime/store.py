@@ -15,6 +15,8 @@ from mautrix.client import SyncStore
 from mautrix.types import SyncToken
 from mautrix.util.async_db import Connection, Database, UpgradeTable
 
+from maillage.bots.runtime.direct import create_table as direct_table
+
 upgrade_table = UpgradeTable(version_table_name="maillage_bots_version")
 
 
@@ -134,6 +136,7 @@ async def _room_bindings(conn: Connection) -> None:
 
 
 upgrade_table.register(_room_bindings, description="Room bindings of every bot")
+upgrade_table.register(direct_table, description="Each bot's direct rooms with agents")
 
 
 @dataclass(frozen=True)

@@ -306,3 +306,62 @@ async def test_two_actors_of_one_step_acting_at_the_same_instant_complete_it_onc
     assert len(notices) == 1
     state = await answer(owner, room, synapse, f"!circuit état {number}")
     assert state.count("— visa —") == 2 and "▶ 2." in state
+
+
+async def test_actors_get_a_direct_message_with_the_document_and_reminders_once_and_act_from_it(
+    synapse: ServerStack, webdav: str, bots: str, agents: AgentFactory
+) -> None:
+    owner, room, people = await circuit_room(agents, synapse, "urbanisme/courriers", "chef")
+    chef = people["chef"]
+    path, data, _ = await filed_pdf(owner, room, synapse, "Courrier au préfet")
+    name = path.rpartition("/")[2]
+    today = date.today().isoformat()
+    number = number_of(await answer(owner, room, synapse, f"!circuit lance {name} visa: {chef.user_id} "
+                                                          f"échéance: {today}"))
+    direct = await chef.join_invitation()
+    notice = await chef.wait_for_text(direct, lambda m: m.body.startswith(f"📝 Circuit n°{number} "), timeout=60)
+    assert "Le document est joint" in notice.body and "Circuits urbanisme/courriers" in notice.body
+    attached = await chef.wait_for_file(direct, documents_id(synapse))
+    assert await chef.download_file(attached) == data
+    reminder = await chef.wait_for_text(direct, lambda m: m.body.startswith("⏰ C’est aujourd’hui"), timeout=60)
+    assert f"circuit n°{number}" in reminder.body
+    await asyncio.sleep(12)  # two more rounds: neither is sent again
+    assert sum(1 for m in chef.received if m.room_id == direct and m.body.startswith("⏰")) == 1
+    assert sum(1 for m in chef.received if m.room_id == direct and m.body.startswith("📝")) == 1
+
+    # ✅ on the direct message acts as in the room; the last step being a visa, nothing is sealed.
+    since = len(owner.received)
+    await react(chef, direct, reminder.event_id, "✅")
+    told = await owner.wait_for_text(room, lambda m: m.body.startswith(f"✅ Circuit n°{number} "), since=since)
+    assert "cachet" not in told.body
+    archived = download(synapse, webdav, told.body.split("Archivé : ", 1)[1].splitlines()[0])
+    assert archived == data  # not a signature: archived as it was validated
+
+
+async def test_a_late_circuit_is_listed_and_said_late(
+    synapse: ServerStack, webdav: str, bots: str, agents: AgentFactory
+) -> None:
+    owner, room, people = await circuit_room(agents, synapse, "st/travaux", "chef")
+    chef = people["chef"]
+    path, _, _ = await filed_pdf(owner, room, synapse, "Ordre de service")
+    tomorrow = (date.today() + timedelta(days=1)).isoformat()
+    number = number_of(await answer(owner, room, synapse, f"!circuit lance {path.rpartition('/')[2]} visa: "
+                                                          f"{chef.user_id} échéance: {tomorrow}"))
+    direct = await chef.join_invitation()
+    before = await chef.wait_for_text(direct, lambda m: m.body.startswith("⏰ Rappel"), timeout=60)
+    assert f"circuit n°{number}" in before.body
+    assert "Aucun circuit en retard" in await answer(owner, room, synapse, "!circuit en-retard")
+    # Ten days pass (the deadline moved back in the bots' database, as time would).
+    yesterday = (date.today() - timedelta(days=1)).isoformat()
+    database = synapse.config.data_dir / "bots" / "bots.db"
+    await asyncio.to_thread(_set_deadline, database, number, yesterday)
+    late = await answer(owner, room, synapse, "!circuit en-retard")
+    assert f"n°{number}" in late and "en retard" in late
+    assert "en retard" in await answer(chef, room, synapse, "!circuit àfaire")
+
+
+def _set_deadline(database: Any, number: int, day: str) -> None:
+    import sqlite3
+
+    with sqlite3.connect(database) as connection:
+        connection.execute("UPDATE circuit SET deadline=? WHERE id=?", (day, number))

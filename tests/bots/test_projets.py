@@ -419,13 +419,7 @@ def _near(pixel: Any, colour: tuple[int, int, int]) -> bool:
 
 async def joined_reminder_room(agent: Agent, stack: ServerStack, timeout: float = 90) -> str:
     """The direct room @projets invited the agent to, joined (as an agent accepts it)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        for room_id in list(agent.client.invited_rooms):
-            await agent.client.join(room_id)
-            return str(room_id)
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"{agent.user_id} was never invited by {projets_id(stack)}")
+    return await agent.join_invitation(timeout)
 
 
 async def test_each_assignee_gets_one_grouped_reminder_a_day_even_when_the_bots_are_killed(

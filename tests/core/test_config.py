@@ -120,6 +120,24 @@ def test_any_dns_name_with_optional_port_is_a_server_name(labels: list[str], por
     assert parse_config(document, source=Path("maillage.toml")).collectivite.nom_serveur == name
 
 
+@pytest.mark.parametrize(
+    ("circuits", "expected"),
+    [
+        ({"modeles": [{"nom": "arrêté", "etapes": "visa @chef"}]}, "Étapes non comprises"),
+        ({"modeles": [{"nom": "arrêté", "etapes": "visa: chef"}]}, "« chef » n’est pas un agent"),
+        ({"modeles": [{"nom": "arrêté", "etapes": "signature:"}]}, "n’a personne"),
+        ({"modeles": [{"nom": "Arrêté", "etapes": "visa: @a"}, {"nom": "arrêté", "etapes": "visa: @b"}]},
+         "deux modèles ont le même nom"),
+        ({"cachet_certificat": "/etc/hostname"}, "vont ensemble"),
+        ({"cachet_certificat": "/nulle/part.pem", "cachet_cle": "/nulle/part.key"}, "un fichier qui existe"),
+        ({"rappels_heure": "8h"}, "HH:MM"),
+        ({"intervalle_secondes": 1}, "bornes"),
+    ],
+)
+def test_wrong_circuit_settings_say_what_to_write(tmp_path: Path, circuits: dict[str, Any], expected: str) -> None:
+    assert expected in _problems(tmp_path, config_document(circuits=circuits))
+
+
 def test_two_services_on_one_port_are_refused(tmp_path: Path) -> None:
     message = _problems(tmp_path, config_document(reseau={"port_caldav": 8008, "port_synapse": 8008}))
     assert "le port 8008 est attribué deux fois" in message

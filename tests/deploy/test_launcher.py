@@ -10,6 +10,8 @@ import re
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,8 @@ from webdav3.client import Client as WebDavClient
 
 from maillage.deploy.provisioning import DEMO_AGENTS
 from tests.bots.test_documents import post_file
-from tests.harness.matrix import login_agent, restore_agent
+from tests.harness.matrix import Received, login_agent, restore_agent
+from tests.harness.office import pdf_with_text
 from tests.harness.servers import SERVER_LOGS, free_port
 
 
@@ -123,6 +126,33 @@ async def test_quick_start_two_demo_agents_exchange_an_encrypted_message(stack_d
         assert listing.body.splitlines()[0] == "Tâches ouvertes (4) :"
         assert "n°1 — Valider le programme des travaux · @claire.martin:localhost" in listing.body
         assert "@karim.benali:localhost" in listing.body and "@julien.moreau:localhost" in listing.body
+
+        # The usual circuit of an urbanism order, from its model: the head of service's visa,
+        # the DGS's signature, then the archive with its receipt and the seal.
+        karim_id = "@karim.benali:localhost"
+        karim = await login_agent(homeserver, karim_id, accounts[karim_id]["password"], stack_dir / "nio-k")
+        try:
+            permits = next(room_id for room_id, room in karim.client.rooms.items()
+                           if room.display_name == "Urbanisme — permis de construire")
+            assert permits in claire.client.rooms
+            since = len(karim.received)
+            await post_file(karim, permits, pdf_with_text("Arrêté de permis de construire n°12"), "Arrêté PC 12.pdf")
+            filed_pdf = await karim.wait_for_text(
+                permits, lambda m: m.sender == "@documents:localhost" and "Rangé dans" in m.body, since=since,
+                timeout=90)
+            name = filed_pdf.body.split("« ", 1)[1].split(" »", 1)[0].rpartition("/")[2]
+            for agent, command, expected in ((karim, f"!circuit lance {name} modèle: arrêté", "lancé"),
+                                             (karim, "!circuit vise 1", "Visa enregistré"),
+                                             (claire, "!circuit signe 1", "validé et archivé")):
+                since = len(agent.received)
+                sent = await agent.send_text(permits, command)
+                told = await agent.wait_for_text(permits, _reply_to(sent), since=since, timeout=90)
+                assert expected in told.body, told.body
+            sealed = io.BytesIO()
+            dav.download_from(sealed, f"Archives/{datetime.now().year}/urbanisme/{name}")
+            assert b"/ByteRange" in sealed.getvalue() and b"/ETSI.CAdES.detached" in sealed.getvalue()
+        finally:
+            await karim.close()
     finally:
         await claire.close()
         await thomas.close()
@@ -144,6 +174,10 @@ async def test_quick_start_two_demo_agents_exchange_an_encrypted_message(stack_d
         assert "Réunion de direction jeudi à 14 h, salle du conseil." in bodies
     finally:
         await thomas.close()
+
+
+def _reply_to(event_id: str) -> Callable[[Received], bool]:
+    return lambda message: message.reply_to == event_id
 
 
 def test_a_port_in_use_is_named_and_nothing_starts(stack_dir: Path) -> None:

@@ -171,6 +171,16 @@ class Agent:
             raise AssertionError(f"{self.user_id} could not send to {room_id}: {response.message}")
         return str(response.event_id)
 
+    async def join_invitation(self, timeout: float = 90) -> str:
+        """The room this agent was invited to (a bot's direct room), joined as an agent accepts it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for room_id in list(self.client.invited_rooms):
+                await self.client.join(room_id)
+                return str(room_id)
+            await asyncio.sleep(0.5)
+        raise MatrixTimeout(f"{self.user_id} was never invited to a room within {timeout} s")
+
     async def wait_for_members_including(self, room_id: str, user_id: str, timeout: float = 30) -> None:
         """Until this agent sees ``user_id`` joined in ``room_id`` (a bot accepting an invite)."""
         deadline = time.monotonic() + timeout

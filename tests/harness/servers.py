@@ -44,6 +44,8 @@ def toml_value(value: Any) -> str:
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, list):
         return "[" + ", ".join(toml_value(item) for item in value) + "]"
+    if isinstance(value, dict):  # an inline table
+        return "{" + ", ".join(f"{key} = {toml_value(item)}" for key, item in value.items()) + "}"
     raise TypeError(value)
 
 
@@ -74,6 +76,8 @@ def config_document(**sections: Any) -> dict[str, Any]:
         "bots": {"port_sante": free_port()},
         "agenda": {"intervalle_secondes": 5},  # changes made elsewhere announced within seconds
         "projets": {"rappels_heure": "00:00"},  # the day's task reminders go out whenever a test runs
+        "circuits": {"rappels_heure": "00:00", "intervalle_secondes": 5, "modeles": [
+            {"nom": "arrêté", "etapes": "visa: @chef-modele, signature: @maire-modele", "service": "juridique"}]},
     }
     for name, keys in sections.items():
         if isinstance(keys, list):

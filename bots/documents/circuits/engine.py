@@ -258,6 +258,58 @@ class CircuitEngine:
         event_id = await self.bot.send_about(circuit.room_id, f"circuit|{circuit.id}|{circuit.round}|{circuit.step}",
                                              self.text(body, mentions=waiting), key="avis")
         await self.store.note_notice(str(event_id), circuit)
+        await self.tell_directly(circuit)
+
+    async def tell_directly(self, circuit: Circuit) -> None:
+        """A direct message to each actor the step waits for, with the document, once per round
+        and step; an actor who has not joined the bot's direct room yet gets it at a later round
+        (``tick``). A ✅ on it acts as on the room's notice."""
+        for actor in circuit.waiting_for():
+            if await self.store.was_sent(circuit, actor.acting, "direct"):
+                continue
+            room_id = await self.bot.direct.joined(actor.acting)
+            if room_id is None:
+                continue  # invited: told once they have joined
+            about = f"circuit|{circuit.id}|{circuit.round}|{circuit.step}|{actor.acting}"
+            body = t("circuit.direct_notice", number=circuit.id, name=circuit.name,
+                     room=await self.bot.room_name(circuit.room_id) or circuit.room_id, step=self.step_line(circuit),
+                     action=ACTION_OF_KIND[circuit.current.kind], deadline=self.deadline_note(circuit))
+            event_id = await self.bot.send_about(room_id, about, self.text(body), key="direct")
+            await self.store.note_notice(str(event_id), circuit)
+            entry = await self.bot.dav.entry(circuit.document)
+            if entry is not None and not entry.is_folder:
+                await self.bot.send_document(room_id, about, circuit.document, entry.size, key="document")
+            await self.store.note_sent(circuit, actor.acting, "direct")
+
+    async def tick(self, now: datetime) -> None:
+        """Each round: direct messages not sent yet (an actor who joined since), and reminders
+        before the deadline and on the day, once each."""
+        before = self.bot.context.config.circuits.rappel_jours_avant
+        for circuit in await self.store.with_state(RUNNING):
+            await self.tell_directly(circuit)
+            if not circuit.deadline or now.strftime("%H:%M") < self.bot.context.config.circuits.rappels_heure:
+                continue
+            due = date.fromisoformat(circuit.deadline)
+            days = (due - now.date()).days
+            if not 0 <= days <= before:
+                continue
+            what = "rappel-jour" if days == 0 else "rappel-avant"
+            for actor in circuit.waiting_for():
+                await self.remind(circuit, actor.acting, what, due)
+
+    async def remind(self, circuit: Circuit, user_id: str, what: str, due: date) -> None:
+        if await self.store.was_sent(circuit, user_id, what):
+            return
+        room_id = await self.bot.direct.joined(user_id)
+        if room_id is None:
+            return
+        key = "circuit.reminder_today" if what == "rappel-jour" else "circuit.reminder_before"
+        body = t(key, number=circuit.id, name=circuit.name, date=due.strftime("%d/%m/%Y"),
+                 action=ACTION_OF_KIND[circuit.current.kind], room=await self.bot.room_name(circuit.room_id))
+        event_id = await self.bot.send_about(room_id, f"circuit|{circuit.id}|{circuit.round}|{circuit.step}|{user_id}",
+                                             self.text(body), key=what)
+        await self.store.note_notice(str(event_id), circuit)
+        await self.store.note_sent(circuit, user_id, what)
 
     def deadline_note(self, circuit: Circuit) -> str:
         if not circuit.deadline:

@@ -95,6 +95,22 @@ async def _initial(conn: Connection) -> None:
 circuits_tables.register(_initial, description="Circuits, their steps, actors and transitions; delegations")
 
 
+async def _sent(conn: Connection) -> None:
+    # What was sent to an actor about a step (the direct message, each reminder): sent once.
+    await conn.execute(
+        """CREATE TABLE circuit_sent (
+            circuit_id INTEGER NOT NULL,
+            round INTEGER NOT NULL,
+            step INTEGER NOT NULL,
+            user_id TEXT NOT NULL,
+            what TEXT NOT NULL,
+            PRIMARY KEY (circuit_id, round, step, user_id, what)
+        )""")
+
+
+circuits_tables.register(_sent, description="Direct messages and reminders sent to actors")
+
+
 @dataclass
 class Actor:
     actor: str
@@ -303,6 +319,16 @@ class CircuitStore:
     async def notice(self, event_id: str) -> tuple[int, int, int] | None:
         row = await self.db.fetchrow("SELECT circuit_id, round, step FROM circuit_notice WHERE event_id=$1", event_id)
         return (int(row["circuit_id"]), int(row["round"]), int(row["step"])) if row else None
+
+    async def was_sent(self, circuit: Circuit, user_id: str, what: str) -> bool:
+        return await self.db.fetchval(
+            "SELECT 1 FROM circuit_sent WHERE circuit_id=$1 AND round=$2 AND step=$3 AND user_id=$4 AND what=$5",
+            circuit.id, circuit.round, circuit.step, user_id, what) is not None
+
+    async def note_sent(self, circuit: Circuit, user_id: str, what: str) -> None:
+        await self.db.execute(
+            "INSERT INTO circuit_sent (circuit_id, round, step, user_id, what) VALUES ($1, $2, $3, $4, $5)"
+            " ON CONFLICT DO NOTHING", circuit.id, circuit.round, circuit.step, user_id, what)
 
     async def delegate(self, user_id: str, deputy: str, until: str, event_id: str) -> None:
         await self.db.execute(
