@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import html
 import io
+import random
 import stat
 from datetime import date, timedelta
 from typing import Any
@@ -21,7 +22,7 @@ from pypdf import PdfReader
 
 from tests.bots.test_documents import dav_client, filed, post_file
 from tests.bots.test_runtime import documents_id, let_the_bot_bind
-from tests.conftest import ServerStack
+from tests.conftest import BotProcess, ServerStack
 from tests.harness.matrix import Agent, AgentFactory, Received, create_encrypted_room
 from tests.harness.office import pdf_with_text
 
@@ -365,3 +366,41 @@ def _set_deadline(database: Any, number: int, day: str) -> None:
 
     with sqlite3.connect(database) as connection:
         connection.execute("UPDATE circuit SET deadline=? WHERE id=?", (day, number))
+
+
+async def test_circuit_steps_and_archives_happen_once_when_the_bots_are_killed(
+    synapse: ServerStack, webdav: str, bot_process: BotProcess, bots: str, agents: AgentFactory
+) -> None:
+    owner, room, people = await circuit_room(agents, synapse, "dg/deliberations", "chef", "maire")
+    chef, maire = people.values()
+    count, chance = 6, random.Random()
+    numbers = []
+    for index in range(count):
+        path, _, _ = await filed_pdf(owner, room, synapse, f"Délibération {index}", name=f"deliberation-{index}.pdf")
+        command = f"!circuit lance {path.rpartition('/')[2]} visa: {chef.user_id}, signature: {maire.user_id}"
+        numbers.append(number_of(await answer(owner, room, synapse, command)))
+    since = len(maire.received)
+    for number in numbers:
+        await chef.send_text(room, f"!circuit vise {number}")
+    await bot_process.kill_and_restart(after=chance.uniform(0.0, 1.5))  # kill -9 while visas are in flight
+    for number in numbers:
+        await notice_for(maire, room, synapse, number, 2, since)
+    since = len(owner.received)
+    for number in numbers:
+        await maire.send_text(room, f"!circuit signe {number}")
+    await bot_process.kill_and_restart(after=chance.uniform(0.5, 3.0))  # ...and while archiving
+    for number in numbers:
+        await owner.wait_for_text(room, lambda m, n=number: m.body.startswith(f"✅ Circuit n°{n} "), since=since,
+                                  timeout=180)
+    await asyncio.sleep(8)  # anything done twice would have shown by now
+    bodies = [m.body for m in owner.received if m.room_id == room and m.sender == documents_id(synapse)]
+    for number in numbers:
+        assert sum(1 for b in bodies if b.startswith(f"✅ Circuit n°{number} ")) == 1
+        assert sum(1 for b in bodies if b.startswith(f"📝 Circuit n°{number} ")) == 2  # one notice per step
+        state = await answer(owner, room, synapse, f"!circuit état {number}")
+        assert state.count("— visa —") == 1 and state.count("— signature —") == 1, state
+    archived = [name for name in dav_client(synapse, webdav).list(f"Archives/{date.today().year}/dg/")
+                if name.endswith(".pdf")]
+    assert sorted(archived) == sorted([f"{date.today():%Y-%m-%d}_dg_deliberation-{i}.pdf" for i in range(count)]
+                                      + [f"{date.today():%Y-%m-%d}_dg_deliberation-{i}_bordereau.pdf"
+                                         for i in range(count)])
