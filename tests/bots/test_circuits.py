@@ -9,6 +9,7 @@ import html
 import io
 import random
 import stat
+from collections.abc import Callable
 from datetime import date, timedelta
 from typing import Any
 
@@ -361,6 +362,10 @@ async def test_a_late_circuit_is_listed_and_said_late(
     assert "en retard" in await answer(chef, room, synapse, "!circuit àfaire")
 
 
+def _validated(number: int) -> Callable[[Received], bool]:
+    return lambda message: message.body.startswith(f"✅ Circuit n°{number} ")
+
+
 def _set_deadline(database: Any, number: int, day: str) -> None:
     import sqlite3
 
@@ -390,8 +395,7 @@ async def test_circuit_steps_and_archives_happen_once_when_the_bots_are_killed(
         await maire.send_text(room, f"!circuit signe {number}")
     await bot_process.kill_and_restart(after=chance.uniform(0.5, 3.0))  # ...and while archiving
     for number in numbers:
-        await owner.wait_for_text(room, lambda m, n=number: m.body.startswith(f"✅ Circuit n°{n} "), since=since,
-                                  timeout=180)
+        await owner.wait_for_text(room, _validated(number), since=since, timeout=180)
     await asyncio.sleep(8)  # anything done twice would have shown by now
     bodies = [m.body for m in owner.received if m.room_id == room and m.sender == documents_id(synapse)]
     for number in numbers:
