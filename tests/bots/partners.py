@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from maillage.deploy.services import bots_service, caldav_service
+from maillage.deploy.services import bots_service, caldav_service, webdav_service
 from maillage.secretstore import load_secrets
 from tests.conftest import ServiceProcess
 from tests.harness.federation import Federation, Homeserver
@@ -18,10 +18,12 @@ AgentsOn = Callable[[Homeserver], AgentFactory]
 
 @contextmanager
 def mairie_bots(federation: Federation) -> Iterator[None]:
-    """Radicale and the bots of the mairie's homeserver, running."""
+    """Radicale, WsgiDAV and the bots of the mairie's homeserver, running."""
     config = federation.mairie.config
     assert config is not None
-    with running(config.data_dir, caldav_service(config, load_secrets(config.data_dir))):
+    secrets = load_secrets(config.data_dir)
+    with running(config.data_dir, caldav_service(config, secrets)), \
+            running(config.data_dir, webdav_service(config, secrets)):
         process = ServiceProcess(config, bots_service)
         process.start()
         yield
@@ -32,6 +34,14 @@ async def said(agent: Agent, room: str, bot: str, command: str) -> str:
     since = len(agent.received)
     await agent.send_text(room, command)
     return (await agent.wait_for_text(room, lambda m: m.sender == bot, since=since, timeout=60)).body
+
+
+async def answered(agent: Agent, room: str, bot: str, command: str) -> str:
+    """The bot's reply to ``command`` (not what it says meanwhile)."""
+    since = len(agent.received)
+    sent = await agent.send_text(room, command)
+    return (await agent.wait_for_text(room, lambda m: m.sender == bot and m.reply_to == sent, since=since,
+                                      timeout=60)).body
 
 
 async def shared_room(claire: Agent, bot: str, *others: Agent, access: str, name: str) -> str:
