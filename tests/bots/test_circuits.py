@@ -295,19 +295,40 @@ async def test_a_deputy_acts_for_the_mayor_and_the_receipt_says_so(
 async def test_two_actors_of_one_step_acting_at_the_same_instant_complete_it_once(
     synapse: ServerStack, webdav: str, bots: str, agents: AgentFactory
 ) -> None:
-    owner, room, people = await circuit_room(agents, synapse, "st/marches", "un", "deux", "trois")
-    one, two, three = people.values()
+    owner, room, people = await circuit_room(agents, synapse, "st/marches", "un", "deux", "trois", "quatre")
+    one, two, three, four = people.values()
     path, _, _ = await filed_pdf(owner, room, synapse, "Marché de voirie")
     number = number_of(await answer(owner, room, synapse, f"!circuit lance {path.rpartition('/')[2]} avis: "
-                                    f"{one.user_id} {two.user_id}, visa: {three.user_id}"))
-    since = len(three.received)
-    await asyncio.gather(one.send_text(room, f"!circuit vise {number}"), two.send_text(room, f"!circuit vise {number}"))
-    await notice_for(three, room, synapse, number, 2, since)
+                                    f"{one.user_id} {two.user_id} {three.user_id}, visa: {four.user_id}"))
+    assert "Visa enregistré" in await answer(one, room, synapse, f"!circuit vise {number}")
+    assert "déjà agi" in await answer(one, room, synapse, f"!circuit vise {number}")
+    since = len(four.received)
+    await asyncio.gather(two.send_text(room, f"!circuit vise {number}"),
+                         three.send_text(room, f"!circuit vise {number}"))
+    await notice_for(four, room, synapse, number, 2, since)
     await asyncio.sleep(3)
-    notices = [m for m in three.received[since:] if m.room_id == room and m.body.startswith(f"📝 Circuit n°{number} ")]
+    notices = [m for m in four.received[since:] if m.room_id == room and m.body.startswith(f"📝 Circuit n°{number} ")]
     assert len(notices) == 1
     state = await answer(owner, room, synapse, f"!circuit état {number}")
-    assert state.count("— visa —") == 2 and "▶ 2." in state
+    assert state.count("— visa —") == 3 and "▶ 2." in state
+
+
+async def test_a_circuit_is_seen_and_acted_on_by_its_room_s_members_only(
+    synapse: ServerStack, webdav: str, bots: str, agents: AgentFactory
+) -> None:
+    owner, room, people = await circuit_room(agents, synapse, "dg/confidentiel", "chef")
+    path, _, _ = await filed_pdf(owner, room, synapse, "Note confidentielle")
+    number = number_of(await answer(owner, room, synapse,
+                                    f"!circuit lance {path.rpartition('/')[2]} visa: {people['chef'].user_id}"))
+    assert "étape 1/1" in await answer(owner, room, synapse, f"!circuit état {number}")
+    # Someone outside the room, asking from a room of theirs with the bot: as if it did not exist.
+    _, elsewhere, strangers = await circuit_room(agents, synapse, "st/autre", "curieux")
+    curious = strangers["curieux"]
+    for command in (f"!circuit état {number}", f"!circuit vise {number}", f"!circuit annule {number}"):
+        assert f"Aucun circuit n°{number} dans vos salons" in await answer(curious, elsewhere, synapse, command)
+    assert "Rien n’attend" in await answer(curious, elsewhere, synapse, "!circuit àfaire")
+    assert "Aucun circuit en cours" in await answer(curious, elsewhere, synapse, "!circuit liste")
+    assert f"n°{number}" in await answer(people["chef"], room, synapse, "!circuit àfaire")
 
 
 async def test_actors_get_a_direct_message_with_the_document_and_reminders_once_and_act_from_it(
