@@ -44,9 +44,11 @@ def only_event(calendars: list[Calendar]) -> Any:
 
 
 async def answer(agent: Agent, room: str, stack: ServerStack, command: str) -> str:
+    """@agenda's reply to ``command`` (not a reminder or an announcement that comes meanwhile)."""
     since = len(agent.received)
-    await agent.send_text(room, command)
-    return (await agent.wait_for_text(room, lambda m: m.sender == agenda_id(stack), since=since, timeout=60)).body
+    sent = await agent.send_text(room, command)
+    return (await agent.wait_for_text(room, lambda m: m.sender == agenda_id(stack) and m.reply_to == sent,
+                                      since=since, timeout=60)).body
 
 
 async def room_with_agenda(agents: AgentFactory, stack: ServerStack, name: str, *,
