@@ -109,6 +109,7 @@ class DocumentsBot(Bot):
     async def close(self) -> None:
         for task in [*self._pending_reads, self._circuit_rounds]:
             task.cancel()
+        await self.circuits.close()
         await self.dav.close()
 
     def explain(self, error: Exception) -> str | None:

@@ -7,6 +7,8 @@ made twice. A message waits until the agent has joined: keys are only shared wit
 
 from __future__ import annotations
 
+import asyncio
+from collections import defaultdict
 from typing import TYPE_CHECKING
 
 from mautrix.errors import MatrixRequestError
@@ -40,9 +42,14 @@ class DirectRooms:
     def __init__(self, bot: Bot, room_name: str) -> None:
         self.bot = bot
         self.room_name = room_name
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)  # per agent: one room made
 
     async def joined(self, user_id: str) -> str | None:
         """The bot's direct room with the agent, made when there is none; None until they joined."""
+        async with self._locks[user_id]:
+            return await self._joined(user_id)
+
+    async def _joined(self, user_id: str) -> str | None:
         db = self.bot.context.db
         room_id = await db.fetchval("SELECT room_id FROM maillage_direct_room WHERE bot=$1 AND user_id=$2",
                                     self.bot.localpart, user_id)

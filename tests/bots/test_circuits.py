@@ -146,7 +146,7 @@ async def test_a_circuit_of_visa_opinion_and_signature_ends_archived_with_its_re
     assert "n’êtes pas appelé" in await answer(juriste, room, synapse, f"!circuit vise {number}")
 
     since = len(owner.received)
-    assert "validé et archivé" in await answer(maire, room, synapse, f"!circuit signe {number} Lu et approuvé")
+    assert "est validé" in await answer(maire, room, synapse, f"!circuit signe {number} Lu et approuvé")
     told = await owner.wait_for_text(room, lambda m: m.body.startswith(f"✅ Circuit n°{number} "), since=since)
     archive = told.body.split("Archivé : ", 1)[1].splitlines()[0]
     receipt = told.body.split("Bordereau : ", 1)[1].splitlines()[0]
@@ -284,7 +284,7 @@ async def test_a_deputy_acts_for_the_mayor_and_the_receipt_says_so(
     assert f"n°{number}" in todo
     assert "Rien n’attend" in await answer(owner, room, synapse, "!circuit àfaire")
     since = len(owner.received)
-    assert "validé et archivé" in await answer(adjoint, room, synapse, f"!circuit signe {number}")
+    assert "est validé" in await answer(adjoint, room, synapse, f"!circuit signe {number}")
     told = await owner.wait_for_text(room, lambda m: m.body.startswith(f"✅ Circuit n°{number} "), since=since)
     receipt = told.body.split("Bordereau : ", 1)[1].splitlines()[0]
     text = "".join(p.extract_text() for p in PdfReader(io.BytesIO(download(synapse, webdav, receipt))).pages)
@@ -397,7 +397,7 @@ def _set_deadline(database: Any, number: int, day: str) -> None:
 async def test_circuit_steps_and_archives_happen_once_when_the_bots_are_killed(
     synapse: ServerStack, webdav: str, bot_process: BotProcess, bots: str, agents: AgentFactory
 ) -> None:
-    owner, room, people = await circuit_room(agents, synapse, "dg/deliberations", "chef", "maire")
+    owner, room, people = await circuit_room(agents, synapse, "conseil/deliberations", "chef", "maire")
     chef, maire = people.values()
     count, chance = 6, random.Random()
     numbers = []
@@ -424,8 +424,8 @@ async def test_circuit_steps_and_archives_happen_once_when_the_bots_are_killed(
         assert sum(1 for b in bodies if b.startswith(f"📝 Circuit n°{number} ")) == 2  # one notice per step
         state = await answer(owner, room, synapse, f"!circuit état {number}")
         assert state.count("— visa —") == 1 and state.count("— signature —") == 1, state
-    archived = [name for name in dav_client(synapse, webdav).list(f"Archives/{date.today().year}/dg/")
+    archived = [name for name in dav_client(synapse, webdav).list(f"Archives/{date.today().year}/conseil/")
                 if name.endswith(".pdf")]
-    assert sorted(archived) == sorted([f"{date.today():%Y-%m-%d}_dg_deliberation-{i}.pdf" for i in range(count)]
-                                      + [f"{date.today():%Y-%m-%d}_dg_deliberation-{i}_bordereau.pdf"
-                                         for i in range(count)])
+    day = f"{date.today():%Y-%m-%d}"
+    assert sorted(archived) == sorted([f"{day}_conseil_deliberation-{i}.pdf" for i in range(count)]
+                                      + [f"{day}_conseil_deliberation-{i}_bordereau.pdf" for i in range(count)])

@@ -53,7 +53,7 @@ async def test_an_actor_on_the_agglo_visas_over_federation_and_the_circuit_ends_
     visa = await answered(paul, room, bot, f"!circuit vise {number} favorable, vu par l’agglo")
     assert visa.startswith(f"Visa enregistré sur le circuit n°{number}")
     since = len(claire.received)
-    assert "validé et archivé" in await answered(claire, room, bot, f"!circuit signe {number}")
+    assert "est validé" in await answered(claire, room, bot, f"!circuit signe {number}")
     done = await claire.wait_for_text(room, lambda m: m.body.startswith(f"✅ Circuit n°{number}"), since=since)
     receipt = done.body.split("Bordereau : ", 1)[1].splitlines()[0]
     sent = await paul.wait_for_file(room, bot)  # the partner receives the receipt too

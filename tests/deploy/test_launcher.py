@@ -143,11 +143,12 @@ async def test_quick_start_two_demo_agents_exchange_an_encrypted_message(stack_d
             name = filed_pdf.body.split("« ", 1)[1].split(" »", 1)[0].rpartition("/")[2]
             for agent, command, expected in ((karim, f"!circuit lance {name} modèle: arrêté", "lancé"),
                                              (karim, "!circuit vise 1", "Visa enregistré"),
-                                             (claire, "!circuit signe 1", "validé et archivé")):
+                                             (claire, "!circuit signe 1", "est validé")):
                 since = len(agent.received)
                 sent = await agent.send_text(permits, command)
                 told = await agent.wait_for_text(permits, _reply_to(sent), since=since, timeout=90)
                 assert expected in told.body, told.body
+            await claire.wait_for_text(permits, lambda m: m.body.startswith("✅ Circuit n°1 "), timeout=90)
             sealed = io.BytesIO()
             dav.download_from(sealed, f"Archives/{datetime.now().year}/urbanisme/{name}")
             assert b"/ByteRange" in sealed.getvalue() and b"/ETSI.CAdES.detached" in sealed.getvalue()

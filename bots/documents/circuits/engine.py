@@ -14,7 +14,8 @@ import hashlib
 import html
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections import defaultdict
+from collections.abc import AsyncIterator, Coroutine
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -67,6 +68,8 @@ class CircuitEngine:
         self.store = CircuitStore(bot.context.db)
         self.zone = ZoneInfo(bot.context.config.collectivite.fuseau_horaire)
         self._identity: SealIdentity | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self._locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)  # per circuit
 
     def identity(self) -> SealIdentity:
         if self._identity is None:
@@ -191,8 +194,35 @@ class CircuitEngine:
                 t("circuit.refused", number=circuit.id, name=circuit.name, who=last.who, comment=last.comment,
                   initiator=circuit.initiator), mentions=[circuit.initiator]), key="refus")
         elif circuit.state == VALIDATED:
-            circuit = await self.archive(circuit)
+            self.later(self.archive_once(circuit.id), "archive")
         return circuit
+
+    # --- what follows, out of the ordered line -------------------------------------------------
+
+    def later(self, work: Coroutine[Any, Any, None], what: str) -> None:
+        """Slow follow-ups (direct messages with the document, the archive) run beside the bot's
+        ordered handling, so that the next actor's command does not wait for them. Each is
+        idempotent and, if interrupted, done again by ``tick`` from what the database says."""
+        task = asyncio.create_task(self._quietly(work, what))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    @staticmethod
+    async def _quietly(work: Coroutine[Any, Any, None], what: str) -> None:
+        try:
+            await work
+        except Exception as error:  # a server away: the next round does it
+            log.info("circuit %s not done for now: %s", what, type(error).__name__)
+
+    async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+
+    async def archive_once(self, circuit_id: int) -> None:
+        async with self._locks[circuit_id]:
+            circuit = await self.store.get(circuit_id)
+            if circuit is not None and circuit.state == VALIDATED:
+                await self.archive(circuit)
 
     async def resume(self, circuit: Circuit, user_id: str, event_id: str, document: str) -> Circuit:
         done = await self.store.transition_of(event_id)
@@ -258,12 +288,19 @@ class CircuitEngine:
         event_id = await self.bot.send_about(circuit.room_id, f"circuit|{circuit.id}|{circuit.round}|{circuit.step}",
                                              self.text(body, mentions=waiting), key="avis")
         await self.store.note_notice(str(event_id), circuit)
-        await self.tell_directly(circuit)
+        self.later(self.tell_directly(circuit), "direct messages")
 
     async def tell_directly(self, circuit: Circuit) -> None:
         """A direct message to each actor the step waits for, with the document, once per round
         and step; an actor who has not joined the bot's direct room yet gets it at a later round
         (``tick``). A ✅ on it acts as on the room's notice."""
+        async with self._locks[circuit.id]:
+            latest = await self.store.get(circuit.id)
+            if latest is not None and (latest.round, latest.step, latest.state) == (circuit.round, circuit.step,
+                                                                                     RUNNING):
+                await self._tell_directly(latest)
+
+    async def _tell_directly(self, circuit: Circuit) -> None:
         for actor in circuit.waiting_for():
             if await self.store.was_sent(circuit, actor.acting, "direct"):
                 continue
@@ -285,6 +322,8 @@ class CircuitEngine:
         """Each round: direct messages not sent yet (an actor who joined since), and reminders
         before the deadline and on the day, once each."""
         before = self.bot.context.config.circuits.rappel_jours_avant
+        for circuit in await self.store.with_state(VALIDATED):
+            await self.archive_once(circuit.id)
         for circuit in await self.store.with_state(RUNNING):
             await self.tell_directly(circuit)
             if not circuit.deadline or now.strftime("%H:%M") < self.bot.context.config.circuits.rappels_heure:
