@@ -133,9 +133,8 @@ class DocumentsBot(Bot):
 
     async def on_reaction(self, event: ReactionEvent) -> None:
         relation = event.content.relates_to
-        said = await self.circuits.react(event.sender, str(relation.event_id), relation.key or "", event.event_id)
-        if said is not None:
-            await self.answer(event, said)
+        await self.circuits.react(event.sender, str(relation.event_id), relation.key or "", event.event_id,
+                                  lambda said: self.answer(event, said))
 
     async def on_message(self, event: MessageEvent) -> None:
         if event.content.msgtype not in FILE_TYPES:

@@ -15,7 +15,7 @@ import html
 import logging
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -142,15 +142,21 @@ class CircuitEngine:
         await self.announce(known)
         return known
 
-    async def act(self, circuit_id: int, user_id: str, action: str, comment: str, event_id: str) -> Circuit:
-        """``user_id`` visas, signs or refuses the current step; CommandError saying why not."""
+    async def act(self, circuit_id: int, user_id: str, action: str, comment: str, event_id: str,
+                  answer: Callable[[str], Awaitable[Any]]) -> None:
+        """``user_id`` visas, signs or refuses the current step (CommandError saying why not);
+        the next actors are told while ``answer`` tells the actor."""
+        circuit = await self._decided(circuit_id, user_id, action, comment, event_id)
+        await asyncio.gather(self.follow_up(circuit), answer(self.outcome(circuit, action)))
+
+    async def _decided(self, circuit_id: int, user_id: str, action: str, comment: str, event_id: str) -> Circuit:
         for _ in range(3):
             done = await self.store.transition_of(event_id)
             circuit = await self.store.get(circuit_id if done is None else done[0])
             if circuit is None:
                 raise CommandError(t("circuit.unknown", number=circuit_id))
             if done is not None:
-                return await self.follow_up(circuit)
+                return circuit  # a replay: what follows is done again, once
             actor = self._check_turn(circuit, user_id, action, comment)
             circuit = await self.stop_if_changed(circuit, event_id)
             if circuit.state == STOPPED:
@@ -159,11 +165,9 @@ class CircuitEngine:
             completes = self.store.completes(circuit, actor) and action != "refuse"
             following = await self.acting(circuit.steps[circuit.step + 1]) if completes and not last else None
             try:
-                circuit = await self.store.decide(circuit, actor, action, comment.strip(), event_id, now_ms(),
-                                                  following)
+                return await self.store.decide(circuit, actor, action, comment.strip(), event_id, now_ms(), following)
             except Stale:
                 continue  # another actor acted meanwhile: decide again on what the circuit is now
-            return await self.follow_up(circuit)
         raise CommandError(t("circuit.busy", number=circuit_id))
 
     def _check_turn(self, circuit: Circuit, user_id: str, action: str, comment: str) -> Actor:
@@ -242,21 +246,21 @@ class CircuitEngine:
         await self.announce(circuit)
         return circuit
 
-    async def react(self, user_id: str, notice_id: str, key: str, event_id: str) -> str | None:
+    async def react(self, user_id: str, notice_id: str, key: str, event_id: str,
+                    answer: Callable[[str], Awaitable[Any]]) -> None:
         """✅ on a notice acts on its step as « vise » or « signe » would; ❌ asks for the motive.
         Other reactions, and reactions to other messages, say nothing."""
         key = key.replace("\ufe0f", "")
         notice = await self.store.notice(notice_id) if key in (APPROVE, REFUSE) else None
         circuit = await self.store.get(notice[0]) if notice is not None else None
         if notice is None or circuit is None:
-            return None
+            return
         if key == REFUSE:
             raise CommandError(t("circuit.refuse_needs_comment", number=circuit.id))
         if (circuit.round, circuit.step) != notice[1:] and await self.store.transition_of(event_id) is None:
             raise CommandError(t("circuit.notice_outdated", number=circuit.id))
         action = ACTION_OF_KIND[circuit.steps[notice[2]].kind]
-        circuit = await self.act(circuit.id, user_id, action, "", event_id)
-        return self.outcome(circuit, action)
+        await self.act(circuit.id, user_id, action, "", event_id, answer)
 
     def outcome(self, circuit: Circuit, action: str) -> str:
         if circuit.state == RUNNING:
