@@ -117,6 +117,16 @@ async def launched(owner: Agent, room: str, synapse: ServerStack, webdav: str, a
     return numbers
 
 
+def handling(bots: str) -> tuple[float, float]:
+    """@documents' time handling events, in its ordered line (s), and how many: its /metrics."""
+    found = {}
+    for line in httpx.get(bots.rstrip("/") + "/metrics").text.splitlines():
+        for name in ("sum", "count"):
+            if line.startswith(f'maillage_bot_handling_seconds_{name}{{bot="documents"}}'):
+                found[name] = float(line.rsplit(" ", 1)[1])
+    return found["sum"], found["count"]
+
+
 async def warm_up(owner: Agent, room: str, synapse: ServerStack, webdav: str, actors: list[Agent]) -> None:
     """One circuit first, each actor accepting the bot's direct room when it comes (as agents do):
     the 200 then find every direct room open."""
@@ -149,9 +159,12 @@ async def test_circuits_200_of_3_steps_action_to_next_notice_over_the_floor(
     bots_process = psutil.Process(bot_process.process.pid)
     floors = await floor_run(pingers, ponger, floor_room, CIRCUITS)
     cpu_before, started = sum(bots_process.cpu_times()[:2]), time.perf_counter()
+    handled_before = handling(bots)
     with RssSeries(bot_process.process.pid) as rss:
         delays = await circuits_run(room, bot, actors, numbers)
     wall, cpu = time.perf_counter() - started, sum(bots_process.cpu_times()[:2]) - cpu_before
+    handled_after = handling(bots)
+    handled = handled_after[1] - handled_before[1]
     floors += await floor_run(pingers, ponger, floor_room, CIRCUITS)
     validated = [m for m in owner.received if m.room_id == room and m.sender == bot and m.body.startswith("✅ Circuit")]
 
@@ -165,7 +178,8 @@ async def test_circuits_200_of_3_steps_action_to_next_notice_over_the_floor(
         "circuits": CIRCUITS, "validated": len(validated), "circuits_ms": bot_figures, "floor_ms": floor_figures,
         "median_ratio": median_ratio, "p95_ratio": p95_ratio, "circuits_wall_s": wall,
         "bots_cpu_s": cpu, "bots_cpu_share_of_one_core": cpu / wall, "bots_rss": rss.figures(),
-        "acts_per_second": 3 * CIRCUITS / wall,
+        "acts_per_second": 3 * CIRCUITS / wall, "events_handled": handled,
+        "mean_handling_ms": 1000 * (handled_after[0] - handled_before[0]) / max(handled, 1),
     }, judge("action → next notice, median ÷ floor", median_ratio, GOAL),
         judge("action → next notice, p95 ÷ floor", p95_ratio, GOAL))
     assert len(delays) == 2 * CIRCUITS and statistics.median(delays) > 0
