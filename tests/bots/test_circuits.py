@@ -132,8 +132,9 @@ async def test_a_circuit_of_visa_opinion_and_signature_ends_archived_with_its_re
     since, answered = len(juriste.received), len(chef.received)
     reaction = await react(chef, room, first.event_id, "✅")
     second = await notice_for(juriste, room, synapse, number, 2, since)
-    await chef.wait_for_text(room, lambda m: m.body.startswith(f"Visa enregistré sur le circuit n°{number}"),
-                             since=answered)
+    # The chief's answer is the next step's notice itself, in reply to his reaction's message.
+    told = await chef.wait_for_text(room, lambda m: m.reply_to == first.event_id, since=answered)
+    assert told.body.startswith(f"📝 Circuit n°{number} ") and f"✔ Visa enregistré ({chef.user_id})" in told.body
     assert juriste.user_id in second.body and finances.user_id in second.body and "un seul" in second.body
     # Acting twice: the chief's step is behind him.
     assert "n’êtes pas appelé" in await answer(chef, room, synapse, f"!circuit vise {number}")

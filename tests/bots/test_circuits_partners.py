@@ -51,7 +51,8 @@ async def test_an_actor_on_the_agglo_visas_over_federation_and_the_circuit_ends_
     assert "pas encore votre tour" in await answered(claire, room, bot, f"!circuit signe {number}")
 
     visa = await answered(paul, room, bot, f"!circuit vise {number} favorable, vu par l’agglo")
-    assert visa.startswith(f"Visa enregistré sur le circuit n°{number}")
+    assert visa.startswith(f"📝 Circuit n°{number} ") and f"✔ Visa enregistré ({paul.user_id})" in visa
+    assert claire.user_id in visa  # the same message asks the mairie for the signature
     since = len(claire.received)
     assert "est validé" in await answered(claire, room, bot, f"!circuit signe {number}")
     done = await claire.wait_for_text(room, lambda m: m.body.startswith(f"✅ Circuit n°{number}"), since=since)

@@ -91,7 +91,7 @@ async def start(bot: DocumentsBot, event: MessageEvent, demande: str) -> None:
 async def _act(bot: DocumentsBot, event: MessageEvent, number: int, action: str, comment: str) -> None:
     circuit = await _visible(bot, event.room_id, event.sender, number)
     await bot.circuits.act(circuit.id, event.sender, action, comment, event.event_id,
-                           lambda said: bot.reply(event, said))
+                           lambda said: bot.reply(event, said), event.event_id)
 
 
 async def _visible(bot: DocumentsBot, room_id: str, user_id: str, number: int) -> Circuit:

@@ -143,11 +143,17 @@ class CircuitEngine:
         return known
 
     async def act(self, circuit_id: int, user_id: str, action: str, comment: str, event_id: str,
-                  answer: Callable[[str], Awaitable[Any]]) -> None:
+                  answer: Callable[[str], Awaitable[Any]], reply_to: str) -> None:
         """``user_id`` visas, signs or refuses the current step (CommandError saying why not);
-        the next actors are told while ``answer`` tells the actor."""
+        the next actors are told while ``answer`` tells the actor (``reply_to``: the message
+        the answer replies to, the command or the notice reacted to)."""
         circuit = await self._decided(circuit_id, user_id, action, comment, event_id)
-        await asyncio.gather(self.follow_up(circuit), answer(self.outcome(circuit, action)))
+        said = self.outcome(circuit, action)
+        if circuit.state == RUNNING and all(a.decision is None for a in circuit.actors):
+            # The step was completed: one message answers the actor and asks the next ones.
+            await self.announce(circuit, said=t(f"circuit.recorded_{action}", who=user_id), reply_to=reply_to)
+        else:
+            await asyncio.gather(self.follow_up(circuit), answer(said))
 
     async def _decided(self, circuit_id: int, user_id: str, action: str, comment: str, event_id: str) -> Circuit:
         for _ in range(3):
@@ -260,7 +266,7 @@ class CircuitEngine:
         if (circuit.round, circuit.step) != notice[1:] and await self.store.transition_of(event_id) is None:
             raise CommandError(t("circuit.notice_outdated", number=circuit.id))
         action = ACTION_OF_KIND[circuit.steps[notice[2]].kind]
-        await self.act(circuit.id, user_id, action, "", event_id, answer)
+        await self.act(circuit.id, user_id, action, "", event_id, answer, notice_id)
 
     def outcome(self, circuit: Circuit, action: str) -> str:
         if circuit.state == RUNNING:
@@ -280,17 +286,21 @@ class CircuitEngine:
         return actor.actor if actor.acting == actor.actor else t("circuit.deputy_for", deputy=actor.acting,
                                                                       actor=actor.actor)
 
-    async def announce(self, circuit: Circuit) -> None:
+    async def announce(self, circuit: Circuit, *, said: str = "", reply_to: str | None = None) -> None:
         """Ask the current step's actors to act: one message in the room naming them (a ✅ on
-        it acts), sent once per round and step."""
+        it acts), sent once per round and step; ``said`` (what the previous actor is told, in
+        reply to ``reply_to``) goes in the same message."""
         if circuit.state != RUNNING:
             return
         waiting = [a.acting for a in circuit.waiting_for()]
         action = ACTION_OF_KIND[circuit.current.kind]
         body = t("circuit.notice", number=circuit.id, name=circuit.name, step=self.step_line(circuit),
                  action=action, deadline=self.deadline_note(circuit))
+        content = self.text(body + (f"\n{said}" if said else ""), mentions=waiting)
+        if reply_to:
+            content["m.relates_to"] = {"m.in_reply_to": {"event_id": reply_to}}
         event_id = await self.bot.send_about(circuit.room_id, f"circuit|{circuit.id}|{circuit.round}|{circuit.step}",
-                                             self.text(body, mentions=waiting), key="avis")
+                                             content, key="avis")
         await self.store.note_notice(str(event_id), circuit)
         self.later(self.tell_directly(circuit), "direct messages")
 
