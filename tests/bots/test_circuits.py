@@ -319,9 +319,17 @@ async def test_a_circuit_is_seen_and_acted_on_by_its_room_s_members_only(
 ) -> None:
     owner, room, people = await circuit_room(agents, synapse, "dg/confidentiel", "chef")
     path, _, _ = await filed_pdf(owner, room, synapse, "Note confidentielle")
+    since = len(owner.received)
     number = number_of(await answer(owner, room, synapse,
                                     f"!circuit lance {path.rpartition('/')[2]} visa: {people['chef'].user_id}"))
     assert "étape 1/1" in await answer(owner, room, synapse, f"!circuit état {number}")
+    # A member who is not the step's actor reacts ✅: told so, nothing recorded.
+    notice = await notice_for(owner, room, synapse, number, 1, since)
+    since = len(owner.received)
+    await react(owner, room, notice.event_id, "✅")
+    refused = await owner.wait_for_text(room, lambda m: m.reply_to == notice.event_id, since=since)
+    assert "n’êtes pas appelé" in refused.body
+    assert f"— visa — {owner.user_id}" not in await answer(owner, room, synapse, f"!circuit état {number}")
     # Someone outside the room, asking from a room of theirs with the bot: as if it did not exist.
     _, elsewhere, strangers = await circuit_room(agents, synapse, "st/autre", "curieux")
     curious = strangers["curieux"]
