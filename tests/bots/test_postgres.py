@@ -118,3 +118,35 @@ async def test_postgresql_restarted_under_the_bots_loses_no_command(
 def answer_about(bot: str, word: str) -> Callable[[Received], bool]:
     """The bot's answer quoting ``word``."""
     return lambda message: message.sender == bot and f"« {word} »" in message.body
+
+
+async def test_a_validation_circuit_runs_on_postgresql(
+    synapse: ServerStack, webdav: str, bot_process: BotProcess, postgres_url: str, agents: AgentFactory
+) -> None:
+    from tests.bots.test_circuits import answer, circuit_room, filed_pdf, number_of
+
+    source = synapse.config.source
+    variant = source.with_name("maillage-postgresql-circuits.toml")
+    variant.write_text(source.read_text().replace("[bots]", f'[bots]\nbase_de_donnees = "{postgres_url}"'))
+    bot_process.stop()
+    try:
+        bot_process.start(load_config(variant))
+        owner, room, people = await circuit_room(agents, synapse, "pg/arretes", "chef", "maire")
+        chef, maire = people.values()
+        path, _, _ = await filed_pdf(owner, room, synapse, "Arrêté sur PostgreSQL")
+        number = number_of(await answer(owner, room, synapse, f"!circuit lance {path.rpartition('/')[2]} "
+                                                              f"visa: {chef.user_id}, signature: {maire.user_id}"))
+        assert "Visa enregistré" in await answer(chef, room, synapse, f"!circuit vise {number}")
+        assert "est validé" in await answer(maire, room, synapse, f"!circuit signe {number}")
+        await owner.wait_for_text(room, lambda m: m.body.startswith(f"✅ Circuit n°{number} "), timeout=60)
+        connection = await asyncpg.connect(postgres_url)
+        try:
+            actions = [row["action"] for row in await connection.fetch(
+                "SELECT action FROM circuit_transition WHERE circuit_id=$1 ORDER BY seq", number)]
+            state = await connection.fetchval("SELECT state FROM circuit WHERE id=$1", number)
+        finally:
+            await connection.close()
+        assert actions == ["lance", "vise", "signe"] and state == "termine"
+    finally:
+        bot_process.stop()
+        variant.unlink(missing_ok=True)
