@@ -150,11 +150,8 @@ class CircuitEngine:
         circuit = await self._decided(circuit_id, user_id, action, comment, event_id)
         said = self.outcome(circuit, action)
         if circuit.state == RUNNING and all(a.decision is None for a in circuit.actors):
-            # The step was completed: one message answers the actor and asks the next ones. It
-            # goes beside the ordered line (the decision is already stored; after a crash the
-            # round sends a notice that is missing), so the next command does not wait for it.
-            self.later(self._announce_in_order(circuit, t(f"circuit.recorded_{action}", who=user_id), reply_to),
-                       "notice")
+            # The step was completed: one message answers the actor and asks the next ones.
+            await self.announce(circuit, said=t(f"circuit.recorded_{action}", who=user_id), reply_to=reply_to)
         else:
             await asyncio.gather(self.follow_up(circuit), answer(said))
 
@@ -289,10 +286,6 @@ class CircuitEngine:
         return actor.actor if actor.acting == actor.actor else t("circuit.deputy_for", deputy=actor.acting,
                                                                       actor=actor.actor)
 
-    async def _announce_in_order(self, circuit: Circuit, said: str, reply_to: str) -> None:
-        async with self._locks[circuit.id]:  # a circuit's notices go out in the order of its steps
-            await self.announce(circuit, said=said, reply_to=reply_to)
-
     async def announce(self, circuit: Circuit, *, said: str = "", reply_to: str | None = None) -> None:
         """Ask the current step's actors to act: one message in the room naming them (a ✅ on
         it acts), sent once per round and step; ``said`` (what the previous actor is told, in
@@ -309,7 +302,6 @@ class CircuitEngine:
         event_id = await self.bot.send_about(circuit.room_id, f"circuit|{circuit.id}|{circuit.round}|{circuit.step}",
                                              content, key="avis")
         await self.store.note_notice(str(event_id), circuit)
-        await self.store.note_sent(circuit, "", "avis")
         self.later(self.tell_directly(circuit), "direct messages")
 
     async def tell_directly(self, circuit: Circuit) -> None:
@@ -347,8 +339,6 @@ class CircuitEngine:
         for circuit in await self.store.with_state(VALIDATED):
             await self.archive_once(circuit.id)
         for circuit in await self.store.with_state(RUNNING):
-            if not await self.store.was_sent(circuit, "", "avis"):  # cut short by a crash
-                await self._announce_in_order(circuit, "", "")
             await self.tell_directly(circuit)
             if not circuit.deadline or now.strftime("%H:%M") < self.bot.context.config.circuits.rappels_heure:
                 continue
