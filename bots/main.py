@@ -51,6 +51,7 @@ def _without_per_message_trust_warnings(record: logging.LogRecord) -> bool:
 def main(config: Config) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("mau").setLevel(logging.WARNING)
+    logging.getLogger("fontTools").setLevel(logging.WARNING)  # one line per receipt's font subset otherwise
     logging.getLogger("mau.crypto").addFilter(_without_per_message_trust_warnings)
     asyncio.run(run_bots(config))
     return 0
