@@ -268,9 +268,15 @@ class DocumentsBot(Bot):
             with contextlib.suppress(WebDavError):  # nothing left behind under the temporary name
                 await self.dav.delete(temporary)
             raise
+        return await self.move_to_free_name(temporary, folder, base_name, first_version)
+
+    async def move_to_free_name(self, temporary: str, folder: str, name: str, first_version: int = 1
+                                ) -> tuple[str, int]:
+        """MOVE a finished upload to ``name`` in ``folder``, or its first free ``_vN``: MOVE never
+        overwrites (``Overwrite: F`` answers 412 for a taken name)."""
         version = first_version
         while True:
-            candidate = f"{folder}/{with_version(base_name, version)}"
+            candidate = f"{folder}/{with_version(name, version)}"
             try:
                 await self.dav.move(temporary, candidate)
                 return candidate, version

@@ -10,10 +10,10 @@ from mautrix.types import MessageEvent
 
 from maillage.bots.agenda.dates import read_when
 from maillage.bots.documents.bot import DocumentsBot, circuit_commands
-from maillage.bots.documents.circuits.engine import now_ms
 from maillage.bots.documents.circuits.spec import Request, Step, fold, read_request, read_steps
 from maillage.bots.documents.circuits.store import CANCELLED, OPEN, RUNNING, Circuit
 from maillage.bots.documents.library import bound_folder, existing, resolve, versions_of
+from maillage.bots.runtime.bot import now_ms
 from maillage.bots.runtime.commands import Argument, CommandError, user_id_of
 from maillage.i18n import t
 

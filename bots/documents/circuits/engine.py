@@ -13,7 +13,6 @@ import asyncio
 import hashlib
 import html
 import logging
-import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from datetime import UTC, date, datetime
@@ -41,8 +40,7 @@ from maillage.bots.documents.circuits.store import (
     CircuitStore,
     Stale,
 )
-from maillage.bots.documents.naming import with_version
-from maillage.bots.documents.webdav import WebDavError
+from maillage.bots.runtime.bot import now_ms
 from maillage.bots.runtime.commands import CommandError
 from maillage.i18n import t
 from maillage.secretstore import secrets_dir
@@ -56,10 +54,6 @@ ARCHIVES = "Archives"
 APPROVE, REFUSE = "✅", "❌"
 MAX_ARCHIVED = 200 * 1024 * 1024  # read whole to be sealed
 MAX_CHAIN = 10  # deputies of deputies followed at most
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class CircuitEngine:
@@ -102,6 +96,10 @@ class CircuitEngine:
     async def stop_if_changed(self, circuit: Circuit, event_id: str) -> Circuit:
         if circuit.state != RUNNING or await self.unchanged(circuit):
             return circuit
+        return await self.stop(circuit, event_id)
+
+    async def stop(self, circuit: Circuit, event_id: str) -> Circuit:
+        """The document is no longer the version acted on: the circuit stops and the room is told."""
         stopped = await self.store.end(circuit, STOPPED, who=self.bot.user_id, action="document_modifie",
                                        comment="", event_id=event_id, now=now_ms())
         await self.bot.send_about(circuit.room_id, f"circuit|{circuit.id}|{circuit.round}|arret", self.text(
@@ -395,13 +393,7 @@ class CircuitEngine:
             if len(data) > MAX_ARCHIVED:
                 raise CommandError(t("circuit.too_big_to_archive", name=circuit.name))
         if hashlib.sha256(data).hexdigest() != circuit.sha256:
-            circuit = await self.store.end(circuit, STOPPED, who=self.bot.user_id, action="document_modifie",
-                                           comment="", event_id=f"archive|{circuit.id}|{circuit.round}",
-                                           now=now_ms())
-            await self.bot.send_about(circuit.room_id, f"circuit|{circuit.id}|{circuit.round}|arret", self.text(
-                t("circuit.document_changed", number=circuit.id, name=circuit.name, initiator=circuit.initiator)),
-                key="arret")
-            return circuit
+            return await self.stop(circuit, f"archive|{circuit.id}|{circuit.round}")
         transitions = await self.store.transitions(circuit.id)
         finished = datetime.fromtimestamp(transitions[-1].at / 1000, UTC)
         folder = f"{ARCHIVES}/{finished.astimezone(self.zone).year}/{circuit.folder.split('/')[0]}"
@@ -455,16 +447,7 @@ class CircuitEngine:
 
         await dav.put_stream(temporary, chunks(), mimetype, len(content))
         await dav.set_properties(temporary, {"circuit": mark, "sha256": hashlib.sha256(content).hexdigest()})
-        version = 1
-        while True:
-            candidate = f"{folder}/{with_version(name, version)}"
-            try:
-                await dav.move(temporary, candidate)
-                return candidate
-            except WebDavError as error:
-                if error.status != 412:
-                    raise
-            version += 1
+        return (await self.bot.move_to_free_name(temporary, folder, name))[0]
 
     async def post(self, room_id: str, about: str, content: bytes, path: str, key: str) -> None:
         async def chunks() -> AsyncIterator[bytes]:
