@@ -87,6 +87,15 @@ def _check_http_url(value: str) -> str:
     return value if value.endswith("/") else value + "/"
 
 
+_EMAIL = re.compile(r"[^@\s\x00-\x1f]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}")
+
+
+def _check_email(value: str) -> str:
+    if not _EMAIL.fullmatch(value):
+        raise ValueError(t("config.expected.email"))
+    return value.lower()
+
+
 def _check_timezone(value: str) -> str:
     try:
         zoneinfo.ZoneInfo(value)
@@ -301,6 +310,24 @@ class Bots(_Section):
     attente_cles_secondes: int = Field(default=600, ge=5, le=86_400)
 
 
+class Portail(_Section):
+    """The provisioning portal and who logs in to it."""
+
+    port: Port = 8100
+    # The portal's address for browsers, when behind a reverse proxy (else http://localhost:<port>/).
+    url_publique: Annotated[str, AfterValidator(lambda v: _check_http_url(v) if v else v)] = ""
+    # Empty: SQLite in the data directory; else a PostgreSQL URL.
+    base_de_donnees: str = ""
+    # The OpenID Connect provider: empty for the bundled development one (started by
+    # « maillage up » on port_oidc_dev); else ProConnect's or Keycloak's issuer URL.
+    oidc_emetteur: Annotated[str, AfterValidator(lambda v: _check_http_url(v) if v else v)] = ""
+    oidc_client: str = Field(default="maillage-portail", min_length=1, max_length=200)
+    port_oidc_dev: Port = 8101
+    # Administrators: e-mail addresses, and/or a claim of the provider naming them.
+    administrateurs: list[Annotated[str, AfterValidator(_check_email)]] = []
+    claim_admin: str = ""
+
+
 class Demo(_Section):
     activee: bool = False
     # Which fictitious collectivité: a town hall, or an intercommunalité (the neighbour).
@@ -321,6 +348,7 @@ class Config(_Section):
     agenda: Agenda = Agenda()
     projets: Projets = Projets()
     circuits: Circuits = Circuits()
+    portail: Portail = Portail()
     demo: Demo = Demo()
     externes: list[Externe] = []
 
@@ -340,6 +368,9 @@ class Config(_Section):
             "reseau.port_webdav": self.reseau.port_webdav,
         }
         ports["bots.port_sante"] = self.bots.port_sante
+        ports["portail.port"] = self.portail.port
+        if not self.portail.oidc_emetteur:
+            ports["portail.port_oidc_dev"] = self.portail.port_oidc_dev
         if self.federation.active:
             ports["federation.port"] = self.federation.port
         seen: dict[int, str] = {}
@@ -395,6 +426,16 @@ class Config(_Section):
     def synapse_url(self) -> str:
         """Where the stack itself reaches Synapse (loopback, not the public URL)."""
         return f"http://{url_host(self.reseau.adresse_ecoute)}:{self.reseau.port_synapse}"
+
+    @property
+    def portal_url(self) -> str:
+        """The portal's address for browsers (its OIDC redirect addresses hang off it)."""
+        return (self.portail.url_publique or f"http://localhost:{self.portail.port}/").rstrip("/")
+
+    @property
+    def oidc_issuer(self) -> str:
+        """The OIDC provider's issuer: the configured one, else the bundled development provider."""
+        return self.portail.oidc_emetteur.rstrip("/") or f"http://localhost:{self.portail.port_oidc_dev}/api/v2"
 
     @property
     def bots_homeserver_url(self) -> str:
@@ -519,7 +560,12 @@ def render_config_template(name: str, server_name: str, demo: bool) -> str:
     template = resources.files("maillage").joinpath("maillage.toml.template").read_text("utf-8")
     return template.format(nom=json.dumps(name, ensure_ascii=False),
                            nom_serveur=json.dumps(server_name), demo="true" if demo else "false",
-                           modeles_circuits=DEMO_CIRCUIT_MODELS if demo else EXAMPLE_CIRCUIT_MODELS)
+                           modeles_circuits=DEMO_CIRCUIT_MODELS if demo else EXAMPLE_CIRCUIT_MODELS,
+                           administrateur=json.dumps(DEMO_PORTAL_ADMIN) if demo else "")
+
+
+# Who administers the demo's portal (an account at the development provider, made at first start).
+DEMO_PORTAL_ADMIN = "dsi@bourg-vallon.example"
 
 
 # The demo commune's usual circuits: its head of urbanism and its DGS exist in the demo.

@@ -40,9 +40,16 @@ class Secrets:
     bots_pickle_key: str = ""
     # Given by the admin, never generated: the SMTP relay's password.
     smtp_password: str = ""
+    # The portal's client secret at the bundled development OIDC provider, or at
+    # ProConnect/Keycloak when the admin writes it here (``maillage`` never prints it).
+    portal_oidc_secret: str = ""
 
     def __repr__(self) -> str:  # never let a secret reach a log through repr()
         return "Secrets(…)"
+
+
+# Generated secrets that older stacks lack: made at their next start.
+ADDED_LATER = ("portal_oidc_secret",)
 
 
 def _token(length: int = 48) -> str:
@@ -122,6 +129,10 @@ def ensure_secrets(data_dir: Path, warn: Callable[[str], None] | None = None) ->
     path = folder / "secrets.toml"
     if path.exists():
         loaded = load_secrets(data_dir, warn)
+        missing = {name: _token() for name in ADDED_LATER if not getattr(loaded, name)}
+        if missing:  # a stack made before these existed gets them now
+            loaded = replace(loaded, **missing)
+            save_secrets(data_dir, loaded)
     else:
         loaded = Secrets(
             registration_shared_secret=_token(),
@@ -130,6 +141,7 @@ def ensure_secrets(data_dir: Path, warn: Callable[[str], None] | None = None) ->
             dav_password=_token(24),
             admin_password=_token(24),
             bots_pickle_key=_token(),
+            **{name: _token() for name in ADDED_LATER},
         )
         save_secrets(data_dir, loaded)
     ensure_signing_key(folder / "signing.key", warn)

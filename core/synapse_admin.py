@@ -93,10 +93,17 @@ class SynapseAdmin:
 
     async def put_user(
         self, user_id: str, *, password: str | None = None, displayname: str | None = None,
-        admin: bool = False, user_type: str | None = None,
+        admin: bool = False, user_type: str | None = None, external_ids: list[dict[str, str]] | None = None,
+        threepids: list[dict[str, str]] | None = None, deactivated: bool | None = None,
     ) -> dict[str, Any]:
         """Create the account, or update it (the Admin API's PUT is an upsert)."""
         body: dict[str, Any] = {"admin": admin}
+        if external_ids is not None:  # its identity at the OIDC provider (SSO login)
+            body["external_ids"] = external_ids
+        if threepids is not None:
+            body["threepids"] = threepids
+        if deactivated is not None:
+            body["deactivated"] = deactivated
         if password is not None:
             body["password"] = password
             body["logout_devices"] = False
@@ -128,4 +135,16 @@ class SynapseAdmin:
         return await self._call("GET", path)
 
     async def invite(self, room_id: str, user_id: str) -> None:
-        await self._call("POST", f"/_matrix/client/v3/rooms/{_q(room_id)}/invite", {"user_id": user_id})
+        """Invite; someone already invited or in the room is left as they are."""
+        try:
+            await self._call("POST", f"/_matrix/client/v3/rooms/{_q(room_id)}/invite", {"user_id": user_id})
+        except AdminApiError as exc:
+            if exc.status != 403 or not await self._member(room_id, user_id):
+                raise
+
+    async def _member(self, room_id: str, user_id: str) -> bool:
+        try:
+            event = await self.state(room_id, "m.room.member", user_id)
+        except AdminApiError:
+            return False
+        return event.get("membership") in ("invite", "join")

@@ -55,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("down", help=t("cli.down"))
     commands.add_parser("bots", help=t("cli.bots"))
+    commands.add_parser("portail", aliases=["portal"], help=t("cli.portal"))
+    commands.add_parser("idp-dev", help=t("cli.idp_dev"))
     status = commands.add_parser("status", help=t("cli.status"))
     status.add_argument("--json", action="store_true", help=t("cli.status.json"))
     return parser
@@ -136,6 +138,11 @@ def main(argv: list[str] | None = None) -> int:
             from maillage.bots.main import main as run_bots
 
             return run_bots(config)
+        if args.command in ("portail", "portal", "idp-dev"):
+            from maillage.portal.serve import serve_dev_provider, serve_portal
+
+            serve = serve_dev_provider if args.command == "idp-dev" else serve_portal
+            return serve(config, ensure_secrets(config.data_dir))
         report = launcher.status(config)
         if args.json:
             print(json.dumps(report, indent=2, ensure_ascii=False))

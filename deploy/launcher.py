@@ -47,6 +47,7 @@ from maillage.deploy.provisioning import (
 from maillage.deploy.services import HealthCheck, Service, log_path, stack_services
 from maillage.deploy.supervisor import STARTING, WAITING, Supervisor, redactor, seconds_until
 from maillage.i18n import t
+from maillage.portal.idp_dev import ensure_admin_accounts
 from maillage.secretstore import (
     Secrets,
     ensure_secrets,
@@ -221,6 +222,8 @@ def _start_one(config: Config, service: Service, state: dict[str, Any], out: Tex
 def _after_start(config: Config, stack_secrets: Secrets, out: TextIO) -> None:
     """Provisioning that needs the homeserver up: the admin account, the demo."""
     token = asyncio.run(ensure_admin_token(config, stack_secrets))
+    if not config.portail.oidc_emetteur:
+        ensure_admin_accounts(config.data_dir, config.portail.administrateurs)
     if not config.demo.activee:
         return
     try:
@@ -371,8 +374,12 @@ def print_summary(config: Config, *, out: TextIO, detached: bool) -> None:
              t("summary.homeserver", url=config.public_baseurl)]
     caldav = config.caldav.url or services.get("caldav", {}).get("url", "")
     webdav = config.webdav.url or services.get("webdav", {}).get("url", "")
-    lines += [t("summary.caldav", url=caldav), t("summary.webdav", url=webdav), "",
-              t("summary.how_to", url=config.public_baseurl)]
+    lines += [t("summary.caldav", url=caldav), t("summary.webdav", url=webdav),
+              t("summary.portal", url=config.portal_url + "/"), "", t("summary.how_to", url=config.public_baseurl)]
+    if not config.portail.oidc_emetteur:
+        admins = ensure_admin_accounts(config.data_dir, config.portail.administrateurs)
+        lines += ["", t("summary.portal_admins" if admins else "summary.portal_no_admin", config=config.source)]
+        lines += [t("summary.portal_admin", email=email, password=password) for email, password in admins.items()]
     accounts = demo_accounts(config)
     if accounts:
         lines += ["", t("summary.demo_accounts", path=demo_dir(config) / "comptes.json")]

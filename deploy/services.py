@@ -183,14 +183,46 @@ def bots_service(config: Config) -> Service:
     )
 
 
+def dev_idp_service(config: Config) -> Service:
+    """The bundled OIDC provider (ProConnect's protocol), when no real one is configured."""
+    url = f"http://{_host(config)}:{config.portail.port_oidc_dev}"
+    return Service(
+        name="idp-dev",
+        label="Identité (fournisseur de développement)",
+        argv=[sys.executable, "-m", "maillage", "--config", str(config.source), "idp-dev"],
+        url=config.oidc_issuer,
+        health=HealthCheck(url=f"{url}/api/v2/.well-known/openid-configuration"),
+        port=config.portail.port_oidc_dev,
+        port_key="portail.port_oidc_dev",
+        startup_timeout=60.0,
+    )
+
+
+def portal_service(config: Config) -> Service:
+    """The provisioning portal, once the homeserver and DAV servers it provisions answer."""
+    url = f"http://{_host(config)}:{config.portail.port}"
+    return Service(
+        name="portail",
+        label="Portail d’administration",
+        argv=[sys.executable, "-m", "maillage", "--config", str(config.source), "portail"],
+        url=config.portal_url,
+        health=HealthCheck(url=f"{url}/sante"),
+        port=config.portail.port,
+        port_key="portail.port",
+        startup_timeout=60.0,
+    )
+
+
 def stack_services(config: Config, secrets: Secrets) -> list[Service]:
     """Every service the launcher starts, in order; an external DAV server is not started."""
-    services = [synapse_service(config, secrets)]
+    services = [] if config.portail.oidc_emetteur else [dev_idp_service(config)]
+    services.append(synapse_service(config, secrets))
     if not config.caldav.url:
         services.append(caldav_service(config, secrets))
     if not config.webdav.url:
         services.append(webdav_service(config, secrets))
     services.append(bots_service(config))
+    services.append(portal_service(config))
     return services
 
 

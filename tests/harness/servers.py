@@ -62,6 +62,9 @@ def toml_dump(document: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+PORTAL_ADMIN = "dsi@test-sur-loire.example"
+
+
 def config_document(**sections: Any) -> dict[str, Any]:
     """A collectivité config on free loopback ports, as the TOML document an admin would write;
     ``sections`` override or add keys, e.g. ``federation={"ouverte": True}``."""
@@ -74,6 +77,7 @@ def config_document(**sections: Any) -> dict[str, Any]:
             "port_webdav": free_port(),
         },
         "bots": {"port_sante": free_port()},
+        "portail": {"port": free_port(), "port_oidc_dev": free_port(), "administrateurs": [PORTAL_ADMIN]},
         "agenda": {"intervalle_secondes": 5},  # changes made elsewhere announced within seconds
         "projets": {"rappels_heure": "00:00"},  # the day's task reminders go out whenever a test runs
         "circuits": {"rappels_heure": "00:00", "intervalle_secondes": 5, "modeles": [

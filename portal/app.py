@@ -1,0 +1,364 @@
+"""The provisioning portal: FastAPI, server-rendered pages, OIDC login.
+
+``create_app`` is the whole portal for one stack; ``maillage portail`` serves it with
+uvicorn (and ``maillage up`` starts it with the rest). Pages are French first; every form
+carries its session's CSRF token; admin pages answer 403 to agents.
+"""
+
+
+import asyncio
+import contextlib
+import csv
+import hmac
+import io
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Form, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy import func, or_, select
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from maillage.config import Config
+from maillage.i18n import t
+from maillage.portal.auth import (
+    SESSION_COOKIE,
+    SESSION_HOURS,
+    CurrentUser,
+    LoginError,
+    OidcLogin,
+    close_session,
+    is_admin,
+    open_session,
+    session_user,
+)
+from maillage.portal.db import ROLES, Agent, AuditEntry, Database, Service, ServiceRoom, database_urls, migrate
+from maillage.portal.idp_dev import Directory
+from maillage.portal.organisation import NewAgent, Organisation, OrganisationError
+from maillage.portal.pages import STATIC_DIR, templates
+from maillage.secretstore import Secrets
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self' http: https:",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+
+class NeedLogin(Exception):
+    def __init__(self, next_page: str) -> None:
+        self.next_page = next_page
+
+
+class Forbidden(Exception):
+    pass
+
+
+class BadCsrf(Exception):
+    pass
+
+
+@dataclass
+class Portal:
+    config: Config
+    secrets: Secrets
+    database: Database
+    login: OidcLogin
+    organisation: Organisation
+
+
+def dev_directory(config: Config) -> Directory | None:
+    """The bundled provider's accounts, when it is the provider."""
+    return None if config.portail.oidc_emetteur else Directory(config.data_dir / "oidc-dev" / "annuaire.json")
+
+
+def create_app(config: Config, stack_secrets: Secrets) -> FastAPI:
+    async_url, sync_url = database_urls(config)
+
+    async def admin_token() -> str:
+        from maillage.deploy.provisioning import ensure_admin_token  # the launcher's, shared
+
+        return await ensure_admin_token(config, stack_secrets)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(migrate, sync_url)
+        database = Database(async_url)
+        app.state.portal = Portal(config, stack_secrets, database,
+                                  OidcLogin(config, stack_secrets.portal_oidc_secret, database),
+                                  Organisation(config, stack_secrets, database, admin_token, dev_directory(config)))
+        yield
+        await database.close()
+
+    app = FastAPI(title=t("portal.api_title"), lifespan=lifespan, docs_url="/api/docs", redoc_url=None,
+                  openapi_url="/api/openapi.json")
+    app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
+    secure_cookie = config.portal_url.startswith("https://") or "//localhost" in config.portal_url
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next: Any) -> Response:
+        response: Response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    @app.exception_handler(NeedLogin)
+    async def need_login(request: Request, exc: NeedLogin) -> Response:
+        return RedirectResponse(f"/connexion?suite={exc.next_page}", status_code=303)
+
+    @app.exception_handler(Forbidden)
+    async def forbidden(request: Request, exc: Forbidden) -> Response:
+        return page(request, "erreur.html", {"title": t("portal.forbidden_title"), "message": t("portal.forbidden")},
+                    status=403)
+
+    @app.exception_handler(BadCsrf)
+    async def bad_csrf(request: Request, exc: BadCsrf) -> Response:
+        return page(request, "erreur.html", {"title": t("portal.csrf_title"), "message": t("portal.csrf")}, status=403)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"detail": t("portal.not_found") if exc.status_code == 404 else str(exc.detail)},
+                                status_code=exc.status_code)
+        message = t("portal.not_found") if exc.status_code == 404 else str(exc.detail)
+        return page(request, "erreur.html", {"title": message, "message": message}, status=exc.status_code)
+
+    def portal_of(request: Request) -> Portal:
+        return request.app.state.portal  # type: ignore[no-any-return]
+
+    def page(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
+        user = getattr(request.state, "user", None)
+        return templates.TemplateResponse(request, name, {"user": user, "organisation": config.collectivite.nom,
+                                                          **context}, status_code=status)
+
+    async def optional_user(request: Request) -> CurrentUser | None:
+        user = await session_user(portal_of(request).database, request.cookies.get(SESSION_COOKIE))
+        request.state.user = user
+        return user
+
+    async def signed_in(request: Request, user: Annotated[CurrentUser | None, Depends(optional_user)]) -> CurrentUser:
+        if user is None:
+            raise NeedLogin(request.url.path)
+        return user
+
+    async def admin(user: Annotated[CurrentUser, Depends(signed_in)]) -> CurrentUser:
+        if not user.is_admin:
+            raise Forbidden()
+        return user
+
+    def check_csrf(user: CurrentUser, token: str) -> None:
+        if not token or not hmac.compare_digest(token, user.csrf):
+            raise BadCsrf()
+
+    User = Annotated[CurrentUser, Depends(signed_in)]
+    Admin = Annotated[CurrentUser, Depends(admin)]
+    Csrf = Annotated[str, Form(alias="csrf")]
+
+    # --- login -----------------------------------------------------------------------------
+
+    @app.get("/", response_class=HTMLResponse)
+    async def home(request: Request, user: Annotated[CurrentUser | None, Depends(optional_user)]) -> Response:
+        if user is None:
+            return page(request, "accueil.html", {})
+        if not user.is_admin:
+            return RedirectResponse("/moi", status_code=303)
+        async with portal_of(request).database.session() as session:
+            services = (await session.execute(select(Service).order_by(Service.name))).scalars().all()
+            counts = dict((await session.execute(select(Agent.service_id, func.count()).where(Agent.active.is_(True))
+                                                 .group_by(Agent.service_id))).all())
+        return page(request, "tableau.html", {"services": services, "counts": counts, "section": "accueil"})
+
+    @app.get("/connexion")
+    async def login(request: Request, suite: str = "/") -> Response:
+        try:
+            return RedirectResponse(await portal_of(request).login.start(suite), status_code=303)
+        except LoginError as exc:
+            return page(request, "erreur.html", {"title": t("portal.login_failed"), "message": str(exc)}, status=502)
+
+    @app.get("/connexion/retour")
+    async def login_back(request: Request, code: str = "", state: str = "", error: str = "") -> Response:
+        portal = portal_of(request)
+        try:
+            if error or not code:
+                raise LoginError(t("portal.login_refused_by_provider"))
+            identity, id_token, next_page = await portal.login.finish(code, state)
+        except LoginError as exc:
+            return page(request, "erreur.html", {"title": t("portal.login_failed"), "message": str(exc)}, status=400)
+        admin_rights = is_admin(config, identity)
+        async with portal.database.session() as session:
+            known = (await session.execute(select(Agent).where(Agent.email == identity.email,
+                                                               Agent.active.is_(True)))).scalar_one_or_none()
+        if not admin_rights and known is None:
+            return page(request, "erreur.html", {"title": t("portal.login_failed"),
+                                                 "message": t("portal.login_unknown_agent", email=identity.email)},
+                        status=403)
+        token = await open_session(portal.database, identity, id_token, admin_rights)
+        response = RedirectResponse(next_page, status_code=303)
+        response.set_cookie(SESSION_COOKIE, token, max_age=SESSION_HOURS * 3600, httponly=True, secure=secure_cookie,
+                            samesite="lax", path="/")
+        return response
+
+    @app.post("/deconnexion")
+    async def logout(request: Request, user: User, csrf: Csrf) -> Response:
+        check_csrf(user, csrf)
+        portal = portal_of(request)
+        id_token = await close_session(portal.database, user)
+        target = "/deconnecte"
+        if id_token:
+            with contextlib.suppress(LoginError):  # provider down: the portal's session is closed anyway
+                target = await portal.login.logout_url(id_token)
+        response = RedirectResponse(target, status_code=303)
+        response.delete_cookie(SESSION_COOKIE, path="/")
+        return response
+
+    @app.get("/deconnecte", response_class=HTMLResponse)
+    async def logged_out(request: Request) -> Response:
+        return page(request, "deconnecte.html", {})
+
+    # --- services --------------------------------------------------------------------------
+
+    async def services_page(request: Request, *, errors: dict[str, str] | None = None,
+                            values: dict[str, str] | None = None, done: str = "", status: int = 200) -> Response:
+        async with portal_of(request).database.session() as session:
+            services = (await session.execute(select(Service).order_by(Service.name))).scalars().all()
+        return page(request, "services.html", {"services": services, "errors": errors or {}, "values": values or {},
+                                               "done": done, "section": "services"}, status=status)
+
+    @app.get("/services", response_class=HTMLResponse)
+    async def services(request: Request, user: Admin) -> Response:
+        return await services_page(request)
+
+    @app.post("/services", response_class=HTMLResponse)
+    async def create_service(request: Request, user: Admin, csrf: Csrf, cle: Annotated[str, Form()] = "",
+                             nom: Annotated[str, Form()] = "") -> Response:
+        check_csrf(user, csrf)
+        try:
+            service = await portal_of(request).organisation.create_service(user.email, cle, nom)
+        except OrganisationError as exc:
+            return await services_page(request, errors={exc.field or "general": exc.message},
+                                       values={"cle": cle, "nom": nom}, status=422)
+        return await services_page(request, done=t("portal.service_created", name=service.name))
+
+    @app.get("/services/{key}", response_class=HTMLResponse)
+    async def service_page(request: Request, key: str, user: Admin) -> Response:
+        async with portal_of(request).database.session() as session:
+            service = (await session.execute(select(Service).where(Service.key == key))).scalar_one_or_none()
+            if service is None:
+                raise StarletteHTTPException(404)
+            rooms = (await session.execute(select(ServiceRoom).where(ServiceRoom.service_id == service.id))
+                     ).scalars().all()
+            agents = (await session.execute(select(Agent).where(Agent.service_id == service.id)
+                                            .order_by(Agent.display_name))).scalars().all()
+        return page(request, "service.html", {"service": service, "rooms": rooms, "agents": agents,
+                                              "section": "services", "dav": dav_urls(config, key)})
+
+    @app.post("/services/{key}/reprendre", response_class=HTMLResponse)
+    async def resume_service(request: Request, key: str, user: Admin, csrf: Csrf) -> Response:
+        check_csrf(user, csrf)
+        portal = portal_of(request)
+        async with portal.database.session() as session:
+            service = (await session.execute(select(Service).where(Service.key == key))).scalar_one_or_none()
+        if service is None:
+            raise StarletteHTTPException(404)
+        try:
+            await portal.organisation.provision(service.id)
+        except OrganisationError as exc:
+            return await services_page(request, errors={"general": exc.message}, status=502)
+        return RedirectResponse(f"/services/{key}", status_code=303)
+
+    # --- agents ----------------------------------------------------------------------------
+
+    async def agents_page(request: Request, *, errors: dict[str, str] | None = None,
+                          values: dict[str, str] | None = None, created: Any = None, status: int = 200) -> Response:
+        async with portal_of(request).database.session() as session:
+            agents = (await session.execute(select(Agent).order_by(Agent.display_name))).scalars().all()
+            services = (await session.execute(select(Service).where(Service.archived.is_(False))
+                                              .order_by(Service.name))).scalars().all()
+        names = {service.id: service.name for service in services}
+        return page(request, "agents.html", {"agents": agents, "services": services, "service_names": names,
+                                             "roles": ROLES, "errors": errors or {}, "values": values or {},
+                                             "created": created, "section": "agents"}, status=status)
+
+    @app.get("/agents", response_class=HTMLResponse)
+    async def agents(request: Request, user: Admin) -> Response:
+        return await agents_page(request)
+
+    @app.post("/agents", response_class=HTMLResponse)
+    async def create_agent(request: Request, user: Admin, csrf: Csrf, email: Annotated[str, Form()] = "",
+                           prenom: Annotated[str, Form()] = "", nom: Annotated[str, Form()] = "",
+                           service: Annotated[str, Form()] = "", role: Annotated[str, Form()] = "agent") -> Response:
+        check_csrf(user, csrf)
+        values = {"email": email, "prenom": prenom, "nom": nom, "service": service, "role": role}
+        try:
+            created = await portal_of(request).organisation.create_agent(
+                user.email, NewAgent(email, prenom, nom, service, role))
+        except OrganisationError as exc:
+            return await agents_page(request, errors={exc.field or "general": exc.message}, values=values, status=422)
+        return await agents_page(request, created=created)
+
+    # --- the agent's own page, the audit ---------------------------------------------------
+
+    @app.get("/moi", response_class=HTMLResponse)
+    async def me(request: Request, user: User) -> Response:
+        async with portal_of(request).database.session() as session:
+            agent = (await session.execute(select(Agent).where(Agent.email == user.email))).scalar_one_or_none()
+            service = await session.get(Service, agent.service_id) if agent and agent.service_id else None
+            rooms = (await session.execute(select(ServiceRoom).where(ServiceRoom.service_id == service.id))
+                     ).scalars().all() if service else []
+        return page(request, "moi.html", {"agent": agent, "service": service, "rooms": rooms, "section": "moi",
+                                          "dav": dav_urls(config, service.key) if service else None})
+
+    @app.get("/journal", response_class=HTMLResponse)
+    async def audit_log(request: Request, user: Admin, q: str = "") -> Response:
+        entries = await audit_entries(portal_of(request).database, q)
+        return page(request, "journal.html", {"entries": entries, "q": q, "section": "journal"})
+
+    @app.get("/journal.csv")
+    async def audit_csv(request: Request, user: Admin, q: str = "") -> Response:
+        entries = await audit_entries(portal_of(request).database, q, limit=100_000)
+        out = io.StringIO()
+        writer = csv.writer(out, delimiter=";")
+        writer.writerow([t("portal.audit_when"), t("portal.audit_who"), t("portal.audit_what"),
+                         t("portal.audit_target"), t("portal.audit_before"), t("portal.audit_after")])
+        from maillage.portal.pages import when
+
+        for entry in entries:
+            writer.writerow([csv_cell(value) for value in (when(entry.at), entry.actor, entry.action, entry.target,
+                                                            entry.before, entry.after)])
+        return Response("\ufeff" + out.getvalue(), media_type="text/csv; charset=utf-8",
+                        headers={"Content-Disposition": 'attachment; filename="journal-maillage.csv"'})
+
+    @app.get("/sante")
+    async def health() -> dict[str, str]:
+        return {"etat": "ok"}
+
+    return app
+
+
+async def audit_entries(database: Database, query: str, limit: int = 500) -> list[AuditEntry]:
+    statement = select(AuditEntry).order_by(AuditEntry.at.desc(), AuditEntry.id.desc()).limit(limit)
+    if query.strip():
+        pattern = f"%{query.strip()}%"
+        statement = statement.where(or_(AuditEntry.actor.like(pattern), AuditEntry.action.like(pattern),
+                                        AuditEntry.target.like(pattern), AuditEntry.after.like(pattern)))
+    async with database.session() as session:
+        return list((await session.execute(statement)).scalars())
+
+
+def csv_cell(value: str) -> str:
+    """A cell a spreadsheet shows as text: never a formula (=, +, -, @, tab, CR first)."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+def dav_urls(config: Config, key: str) -> dict[str, str]:
+    """Where an agent's apps find the service's files and calendars."""
+    host = "localhost"
+    webdav = config.webdav.url or f"http://{host}:{config.reseau.port_webdav}/"
+    caldav = config.caldav.url or f"http://{host}:{config.reseau.port_caldav}/{config.caldav.utilisateur}/"
+    return {"dossier": f"{webdav.rstrip('/')}/{key}/", "agenda": f"{caldav.rstrip('/')}/{key}/",
+            "taches": f"{caldav.rstrip('/')}/{key}-taches/"}

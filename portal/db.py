@@ -1,0 +1,148 @@
+"""The portal's database: the organisation's truth (services, agents, roles), sessions, audit.
+
+SQLite in the data directory by default, PostgreSQL when ``[portail] base_de_donnees`` names
+one; the schema is Alembic's (``portal/migrations``), upgraded before the portal serves.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from maillage.config import Config
+
+ROLES = ("agent", "chef", "direction", "elu", "admin")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Service(Base):
+    """A department of the collectivité: its space, rooms, folder, calendar and task list."""
+
+    __tablename__ = "service"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(40), unique=True)  # « urbanisme »: folder, calendar, task list
+    name: Mapped[str] = mapped_column(String(120))
+    space_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    archived: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[int] = mapped_column(default=now_ms)
+
+
+class ServiceRoom(Base):
+    __tablename__ = "service_room"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    service_id: Mapped[int] = mapped_column(ForeignKey("service.id"))
+    kind: Mapped[str] = mapped_column(String(40))  # « equipe », « annonces »
+    name: Mapped[str] = mapped_column(String(120))
+    room_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    __table_args__ = (UniqueConstraint("service_id", "kind"),)
+
+
+class ProvisioningStep(Base):
+    """A step of making a service that is done: provisioning resumes, never repeats."""
+
+    __tablename__ = "provisioning_step"
+    service_id: Mapped[int] = mapped_column(ForeignKey("service.id"), primary_key=True)
+    step: Mapped[str] = mapped_column(String(80), primary_key=True)
+    value: Mapped[str] = mapped_column(Text, default="")
+
+
+class Agent(Base):
+    __tablename__ = "agent"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(255), unique=True)  # @prenom.nom:server
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    display_name: Mapped[str] = mapped_column(String(200))
+    service_id: Mapped[int | None] = mapped_column(ForeignKey("service.id"), nullable=True)
+    role: Mapped[str] = mapped_column(String(20), default="agent")
+    oidc_sub: Mapped[str | None] = mapped_column(String(255), unique=True, nullable=True)
+    active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[int] = mapped_column(default=now_ms)
+
+
+class AuditEntry(Base):
+    """Who did what, when, with the values before and after (JSON)."""
+
+    __tablename__ = "audit"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[int] = mapped_column(default=now_ms)
+    actor: Mapped[str] = mapped_column(String(320))
+    action: Mapped[str] = mapped_column(String(80))
+    target: Mapped[str] = mapped_column(String(320))
+    before: Mapped[str] = mapped_column(Text, default="")
+    after: Mapped[str] = mapped_column(Text, default="")
+    __table_args__ = (Index("audit_at", "at"),)
+
+
+class WebSession(Base):
+    """A browser's session: the cookie holds a random token, the table its hash."""
+
+    __tablename__ = "web_session"
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    email: Mapped[str] = mapped_column(String(320))
+    name: Mapped[str] = mapped_column(String(200))
+    is_admin: Mapped[bool] = mapped_column(default=False)
+    csrf: Mapped[str] = mapped_column(String(64))
+    id_token: Mapped[str] = mapped_column(Text)  # the logout's id_token_hint
+    expires_at: Mapped[int] = mapped_column()
+
+
+class LoginAttempt(Base):
+    """A login under way: its state (hashed) and nonce, used once."""
+
+    __tablename__ = "login_attempt"
+    state_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    nonce: Mapped[str] = mapped_column(String(128))
+    next_page: Mapped[str] = mapped_column(String(500), default="/")
+    created_at: Mapped[int] = mapped_column(default=now_ms)
+
+
+def database_urls(config: Config) -> tuple[str, str]:
+    """The async URL the portal uses and the sync one Alembic migrates with."""
+    configured = config.portail.base_de_donnees
+    if not configured:
+        path = config.data_dir / "portail" / "portail.db"
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return f"sqlite+aiosqlite:///{path}", f"sqlite:///{path}"
+    rest = configured.split("://", 1)[1]
+    return f"postgresql+asyncpg://{rest}", f"postgresql+psycopg2://{rest}"
+
+
+def migrate(sync_url: str) -> None:
+    """The schema brought to the latest revision (nothing to do when it is there)."""
+    settings = AlembicConfig()
+    settings.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    settings.set_main_option("sqlalchemy.url", sync_url.replace("%", "%%"))
+    command.upgrade(settings, "head")
+
+
+class Database:
+    def __init__(self, url: str) -> None:
+        options: dict[str, Any] = {}
+        if url.startswith("sqlite"):
+            options["connect_args"] = {"timeout": 30}
+        self.engine: AsyncEngine = create_async_engine(url, **options)
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        async with self.sessions() as session:
+            yield session
+
+    async def close(self) -> None:
+        await self.engine.dispose()

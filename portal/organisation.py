@@ -1,0 +1,277 @@
+"""The one write path for the organisation: services and agents, pushed everywhere they live.
+
+Creating a service makes its Matrix space and team room (joined through the space:
+restricted join rule), its WebDAV folder, its calendar and task list on the CalDAV
+server, and binds the bots to them through the room's state. Each step is recorded when
+done, so a creation cut short (a server down, a crash) is resumed by running it again,
+never repeated. Creating an agent makes their Matrix account linked to their identity at
+the OIDC provider, and puts them in their service's space and rooms with the power of
+their role.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from maillage.bots.caldav.client import CalDav, CalDavError
+from maillage.bots.documents.webdav import WebDav, WebDavError
+from maillage.config import Config, url_host
+from maillage.i18n import t
+from maillage.portal.db import Agent, AuditEntry, Database, ProvisioningStep, Service, ServiceRoom
+from maillage.portal.idp_dev import Directory
+from maillage.portal.idp_dev import first_password as first_password_for_dev
+from maillage.secretstore import Secrets
+from maillage.synapse_admin import AdminApiError, SynapseAdmin
+
+IDP_ID = "oidc-maillage"  # Synapse's name for the provider (idp_id « maillage »)
+POWER_OF_ROLE = {"agent": 0, "elu": 0, "chef": 50, "direction": 75, "admin": 100}
+BOT_POWER = 50
+SERVICE_KEY = re.compile(r"[a-z][a-z0-9-]{1,38}[a-z0-9]")
+LOCALPART = re.compile(r"[a-z0-9._=-]{1,60}")
+TEAM_ROOM = "equipe"
+
+
+class OrganisationError(Exception):
+    """What was asked cannot be done; ``field`` names the form field at fault, if one is."""
+
+    def __init__(self, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.message, self.field = message, field
+
+
+@dataclass(frozen=True)
+class NewAgent:
+    email: str
+    given_name: str
+    usual_name: str
+    service_key: str
+    role: str
+
+
+@dataclass(frozen=True)
+class CreatedAgent:
+    user_id: str
+    # The first password at the development provider, shown once to the admin; empty with
+    # ProConnect or Keycloak, where the agent already has their identity.
+    first_password: str
+
+
+def audit(session: AsyncSession, actor: str, action: str, target: str, before: Any = None, after: Any = None) -> None:
+    session.add(AuditEntry(actor=actor, action=action, target=target,
+                           before="" if before is None else json.dumps(before, ensure_ascii=False, sort_keys=True),
+                           after="" if after is None else json.dumps(after, ensure_ascii=False, sort_keys=True)))
+
+
+class Organisation:
+    def __init__(self, config: Config, stack_secrets: Secrets, database: Database,
+                 admin_token: Callable[[], Awaitable[str]], directory: Directory | None) -> None:
+        self.config = config
+        self.secrets = stack_secrets
+        self.database = database
+        self.admin_token = admin_token
+        self.directory = directory  # the development provider's accounts, when it is the provider
+
+    def user_id(self, localpart: str) -> str:
+        return f"@{localpart}:{self.config.collectivite.nom_serveur}"
+
+    # --- services ---------------------------------------------------------------------------
+
+    async def create_service(self, actor: str, key: str, name: str) -> Service:
+        key, name = key.strip().lower(), " ".join(name.split())
+        if not SERVICE_KEY.fullmatch(key):
+            raise OrganisationError(t("portal.service_key_invalid"), "cle")
+        if not 2 <= len(name) <= 120:
+            raise OrganisationError(t("portal.service_name_invalid"), "nom")
+        async with self.database.session() as session:
+            if (await session.execute(select(Service).where(Service.key == key))).scalar_one_or_none():
+                raise OrganisationError(t("portal.service_key_taken", key=key), "cle")
+            service = Service(key=key, name=name)
+            session.add(service)
+            await session.flush()
+            session.add(ServiceRoom(service_id=service.id, kind=TEAM_ROOM, name=t("portal.team_room", service=name)))
+            audit(session, actor, "service.creation", key, after={"cle": key, "nom": name})
+            await session.commit()
+        return await self.provision(service.id)
+
+    async def provision(self, service_id: int) -> Service:
+        """Every step of the service not done yet; raises OrganisationError naming the one that failed."""
+        async with self.database.session() as session:
+            service = await session.get(Service, service_id)
+            assert service is not None
+            done = {row.step: row.value for row in (await session.execute(
+                select(ProvisioningStep).where(ProvisioningStep.service_id == service_id))).scalars()}
+            rooms = list((await session.execute(
+                select(ServiceRoom).where(ServiceRoom.service_id == service_id))).scalars())
+        steps: list[tuple[str, Callable[[], Awaitable[str]]]] = [("espace", lambda: self._make_space(service))]
+        for room in rooms:
+            steps.append((f"salle:{room.kind}", _bound(self._make_room, service, room, done)))
+        steps += [("dossier", lambda: self._make_folder(service)),
+                  ("agenda", lambda: self._make_list(service.key, service.name, "VEVENT")),
+                  ("taches", lambda: self._make_list(f"{service.key}-taches",
+                                                     t("portal.task_list", service=service.name), "VTODO"))]
+        team = next(room for room in rooms if room.kind == TEAM_ROOM)
+        steps += [(f"liaison:{bot}", _bound(self._bind, bot, event, content, team, done))
+                  for bot, event, content in self._bindings(service)]
+        for step, work in steps:
+            if step in done:
+                continue
+            try:
+                value = await work()
+            except (AdminApiError, WebDavError, CalDavError, OSError) as exc:
+                raise OrganisationError(t("portal.provisioning_failed", step=t(f"portal.step_{step.split(':')[0]}"),
+                                          service=service.name, detail=_short(exc))) from None
+            done[step] = value
+            async with self.database.session() as session:
+                session.add(ProvisioningStep(service_id=service_id, step=step, value=value))
+                if step == "espace":
+                    (await session.get(Service, service_id)).space_id = value  # type: ignore[union-attr]
+                if step.startswith("salle:"):
+                    room_row = await session.get(ServiceRoom, next(r.id for r in rooms if f"salle:{r.kind}" == step))
+                    room_row.room_id = value  # type: ignore[union-attr]
+                await session.commit()
+        async with self.database.session() as session:
+            refreshed = await session.get(Service, service_id)
+            assert refreshed is not None
+            return refreshed
+
+    def _bindings(self, service: Service) -> list[tuple[str, str, dict[str, str]]]:
+        return [("documents", "fr.maillage.documents", {"dossier": service.key}),
+                ("agenda", "fr.maillage.agenda", {"calendrier": service.key}),
+                ("projets", "fr.maillage.projet", {"liste": f"{service.key}-taches"})]
+
+    async def _make_space(self, service: Service) -> str:
+        async with SynapseAdmin(self.config.synapse_url, await self.admin_token()) as admin:
+            return await admin.create_room({"name": service.name, "preset": "private_chat", "visibility": "private",
+                                            "creation_content": {"type": "m.space"},
+                                            "topic": t("portal.space_topic", service=service.name)})
+
+    async def _make_room(self, service: Service, room: ServiceRoom, done: dict[str, str]) -> str:
+        """A room members of the space join by themselves (restricted join rule), encrypted."""
+        space = done["espace"]
+        server = self.config.collectivite.nom_serveur
+        async with SynapseAdmin(self.config.synapse_url, await self.admin_token()) as admin:
+            room_id = await admin.create_room({
+                "name": room.name, "preset": "private_chat", "visibility": "private",
+                "initial_state": [
+                    {"type": "m.room.join_rules", "state_key": "",
+                     "content": {"join_rule": "restricted",
+                                 "allow": [{"type": "m.room_membership", "room_id": space}]}},
+                    {"type": "m.space.parent", "state_key": space, "content": {"via": [server], "canonical": True}},
+                ]})
+            await admin.send_state(space, "m.space.child", room_id, {"via": [server]})
+        return room_id
+
+    async def _make_folder(self, service: Service) -> str:
+        config = self.config
+        base = config.webdav.url or f"http://{url_host(config.reseau.adresse_ecoute)}:{config.reseau.port_webdav}/"
+        dav = WebDav(base, config.webdav.utilisateur, self.secrets.dav_password)
+        try:
+            await dav.make_folders(service.key)
+        finally:
+            await dav.close()
+        return service.key
+
+    async def _make_list(self, list_id: str, name: str, component: str) -> str:
+        caldav = CalDav.for_stack(self.config, self.secrets.dav_password)
+        try:
+            if await caldav.calendar(list_id) is None:
+                await caldav.make_calendar(list_id, name, component)
+        finally:
+            await caldav.close()
+        return list_id
+
+    async def _bind(self, bot: str, event_type: str, content: dict[str, str], team: ServiceRoom,
+                    done: dict[str, str]) -> str:
+        room_id = done[f"salle:{team.kind}"]
+        async with SynapseAdmin(self.config.synapse_url, await self.admin_token()) as admin:
+            await bind_room(admin, room_id, self.user_id(bot), event_type, content)
+        return room_id
+
+    # --- agents -----------------------------------------------------------------------------
+
+    async def create_agent(self, actor: str, new: NewAgent) -> CreatedAgent:
+        email = new.email.strip().lower()
+        if not re.fullmatch(r"[^@\s]{1,64}@[a-z0-9.-]{1,253}\.[a-z]{2,63}", email):
+            raise OrganisationError(t("portal.agent_email_invalid"), "email")
+        given, usual = " ".join(new.given_name.split()), " ".join(new.usual_name.split())
+        if not given or not usual or len(given) > 80 or len(usual) > 80:
+            raise OrganisationError(t("portal.agent_name_invalid"), "prenom" if not given else "nom")
+        if new.role not in POWER_OF_ROLE:
+            raise OrganisationError(t("portal.agent_role_invalid"), "role")
+        localpart = email.split("@")[0]
+        if not LOCALPART.fullmatch(localpart):
+            raise OrganisationError(t("portal.agent_localpart_invalid", localpart=localpart), "email")
+        user_id = self.user_id(localpart)
+        async with self.database.session() as session:
+            service = (await session.execute(select(Service).where(Service.key == new.service_key,
+                                                                    Service.archived.is_(False)))).scalar_one_or_none()
+            if service is None:
+                raise OrganisationError(t("portal.agent_service_unknown"), "service")
+            taken = (await session.execute(select(Agent).where(
+                (Agent.email == email) | (Agent.user_id == user_id)))).scalar_one_or_none()
+            if taken is not None:
+                raise OrganisationError(t("portal.agent_taken", user_id=taken.user_id), "email")
+            rooms = [r.room_id for r in (await session.execute(
+                select(ServiceRoom).where(ServiceRoom.service_id == service.id))).scalars() if r.room_id]
+            space = service.space_id
+        first_password, sub = "", None
+        if self.directory is not None:
+            first_password = first_password_for_dev()
+            sub = self.directory.put(email, given, usual, first_password).sub
+        display = f"{given} {usual}"
+        async with SynapseAdmin(self.config.synapse_url, await self.admin_token()) as admin:
+            if await admin.user(user_id) is not None:
+                raise OrganisationError(t("portal.agent_taken", user_id=user_id), "email")
+            await admin.put_user(user_id, displayname=display, external_ids=(
+                [{"auth_provider": IDP_ID, "external_id": sub}] if sub else None),
+                threepids=[{"medium": "email", "address": email}])
+            for room_id in [space, *rooms]:
+                if room_id:
+                    await admin.force_join(room_id, user_id)
+                    await set_power(admin, room_id, user_id, POWER_OF_ROLE[new.role])
+        async with self.database.session() as session:
+            session.add(Agent(user_id=user_id, email=email, display_name=display, service_id=service.id, role=new.role,
+                              oidc_sub=sub))
+            audit(session, actor, "agent.creation", user_id,
+                  after={"email": email, "nom": display, "service": new.service_key, "role": new.role})
+            await session.commit()
+        return CreatedAgent(user_id, first_password)
+
+
+def _bound(function: Callable[..., Awaitable[str]], *arguments: Any) -> Callable[[], Awaitable[str]]:
+    """``function(*arguments)`` for later (a lambda in a loop would take the last values)."""
+    return lambda: function(*arguments)
+
+
+def _short(exc: Exception) -> str:
+    if isinstance(exc, AdminApiError):
+        return f"Synapse {exc.status} {exc.errcode}".strip()
+    if isinstance(exc, (WebDavError, CalDavError)):
+        return f"WebDAV/CalDAV {exc.status or t('portal.unreachable')}"
+    return type(exc).__name__
+
+
+async def set_power(admin: SynapseAdmin, room_id: str, user_id: str, level: int) -> None:
+    levels = await admin.state(room_id, "m.room.power_levels")
+    users = dict(levels.get("users", {}))
+    if users.get(user_id, 0) == level:
+        return
+    if level:
+        users[user_id] = level
+    else:
+        users.pop(user_id, None)
+    await admin.send_state(room_id, "m.room.power_levels", "", {**levels, "users": users})
+
+
+async def bind_room(admin: SynapseAdmin, room_id: str, bot: str, event_type: str, content: dict[str, str]) -> None:
+    """The bot in the room, with the power to keep its binding, and the room bound by its state."""
+    await set_power(admin, room_id, bot, BOT_POWER)
+    await admin.invite(room_id, bot)
+    await admin.send_state(room_id, event_type, "", content)
