@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Form, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import func, or_, select
@@ -120,6 +121,13 @@ def create_app(config: Config, stack_secrets: Secrets) -> FastAPI:
     async def bad_csrf(request: Request, exc: BadCsrf) -> Response:
         return page(request, "erreur.html", {"title": t("portal.csrf_title"), "message": t("portal.csrf")}, status=403)
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"detail": t("portal.request_invalid")}, status_code=422)
+        return page(request, "erreur.html", {"title": t("portal.request_invalid_title"),
+                                             "message": t("portal.request_invalid")}, status=422)
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if request.url.path.startswith("/api/"):
@@ -204,7 +212,7 @@ def create_app(config: Config, stack_secrets: Secrets) -> FastAPI:
         return response
 
     @app.post("/deconnexion")
-    async def logout(request: Request, user: User, csrf: Csrf) -> Response:
+    async def logout(request: Request, user: User, csrf: Csrf = "") -> Response:
         check_csrf(user, csrf)
         portal = portal_of(request)
         id_token = await close_session(portal.database, user)
@@ -234,7 +242,7 @@ def create_app(config: Config, stack_secrets: Secrets) -> FastAPI:
         return await services_page(request)
 
     @app.post("/services", response_class=HTMLResponse)
-    async def create_service(request: Request, user: Admin, csrf: Csrf, cle: Annotated[str, Form()] = "",
+    async def create_service(request: Request, user: Admin, csrf: Csrf = "", cle: Annotated[str, Form()] = "",
                              nom: Annotated[str, Form()] = "") -> Response:
         check_csrf(user, csrf)
         try:
@@ -258,7 +266,7 @@ def create_app(config: Config, stack_secrets: Secrets) -> FastAPI:
                                               "section": "services", "dav": dav_urls(config, key)})
 
     @app.post("/services/{key}/reprendre", response_class=HTMLResponse)
-    async def resume_service(request: Request, key: str, user: Admin, csrf: Csrf) -> Response:
+    async def resume_service(request: Request, key: str, user: Admin, csrf: Csrf = "") -> Response:
         check_csrf(user, csrf)
         portal = portal_of(request)
         async with portal.database.session() as session:
@@ -289,7 +297,7 @@ def create_app(config: Config, stack_secrets: Secrets) -> FastAPI:
         return await agents_page(request)
 
     @app.post("/agents", response_class=HTMLResponse)
-    async def create_agent(request: Request, user: Admin, csrf: Csrf, email: Annotated[str, Form()] = "",
+    async def create_agent(request: Request, user: Admin, csrf: Csrf = "", email: Annotated[str, Form()] = "",
                            prenom: Annotated[str, Form()] = "", nom: Annotated[str, Form()] = "",
                            service: Annotated[str, Form()] = "", role: Annotated[str, Form()] = "agent") -> Response:
         check_csrf(user, csrf)

@@ -40,6 +40,7 @@ class Service(Base):
     name: Mapped[str] = mapped_column(String(120))
     space_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
     archived: Mapped[bool] = mapped_column(default=False)
+    provisioned: Mapped[bool] = mapped_column(default=False)  # every step done (else: « Reprendre »)
     created_at: Mapped[int] = mapped_column(default=now_ms)
 
 

@@ -139,6 +139,8 @@ class Organisation:
         async with self.database.session() as session:
             refreshed = await session.get(Service, service_id)
             assert refreshed is not None
+            refreshed.provisioned = True
+            await session.commit()
             return refreshed
 
     def _bindings(self, service: Service) -> list[tuple[str, str, dict[str, str]]]:

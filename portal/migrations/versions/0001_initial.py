@@ -40,6 +40,7 @@ def upgrade() -> None:
     sa.Column('name', sa.String(length=120), nullable=False),
     sa.Column('space_id', sa.String(length=255), nullable=True),
     sa.Column('archived', sa.Boolean(), nullable=False),
+    sa.Column('provisioned', sa.Boolean(), nullable=False),
     sa.Column('created_at', sa.Integer(), nullable=False),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('key')
