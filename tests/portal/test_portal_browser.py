@@ -5,6 +5,7 @@ the keyboard where a person would use it; axe-core finds no serious violation on
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 from playwright.async_api import Page, expect
@@ -15,13 +16,13 @@ from tests.portal.conftest import PortalStack
 pytestmark = pytest.mark.usefixtures("in_french")
 
 
-async def accessible(page: Page, seen: dict[str, list[object]]) -> None:
+async def accessible(page: Page, seen: dict[str, list[dict[str, Any]]]) -> None:
     seen[page.url] = await serious_violations(page)
 
 
 @pytest.mark.parametrize("width", [1280, 390], ids=["ordinateur", "telephone"])
 async def test_admin_runs_the_collectivite_from_a_browser(portal: PortalStack, width: int) -> None:
-    seen: dict[str, list[object]] = {}
+    seen: dict[str, list[dict[str, Any]]] = {}
     key = f"voirie-{width}"
     async with chromium_page(width=width, height=900) as page:
         await page.goto(portal.url + "/")
@@ -58,7 +59,8 @@ async def test_admin_runs_the_collectivite_from_a_browser(portal: PortalStack, w
         await page.get_by_role("link", name="Agents", exact=True).click()
         await page.get_by_label("Prénom").fill("Hugo")
         await page.get_by_label("Nom d’usage").fill("Lambert")
-        await page.get_by_label("Adresse électronique professionnelle").fill(f"hugo.lambert{width}@test-sur-loire.example")
+        email = f"hugo.lambert{width}@test-sur-loire.example"
+        await page.get_by_label("Adresse électronique professionnelle").fill(email)
         await page.get_by_label("Service").select_option(key)
         await page.get_by_label("Rôle").select_option("agent")
         await page.get_by_role("button", name="Créer l’agent").click()
