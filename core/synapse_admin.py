@@ -122,8 +122,12 @@ class SynapseAdmin:
         return str((await self._call("POST", "/_matrix/client/v3/createRoom", body))["room_id"])
 
     async def force_join(self, room_id: str, user_id: str) -> None:
-        """Join a local user to a room the admin account is in (Admin API)."""
-        await self._call("POST", f"/_synapse/admin/v1/join/{_q(room_id)}", {"user_id": user_id})
+        """Join a local user to a room the admin account is in (Admin API); already in, nothing to do."""
+        try:
+            await self._call("POST", f"/_synapse/admin/v1/join/{_q(room_id)}", {"user_id": user_id})
+        except AdminApiError as exc:
+            if exc.status != 403 or not await self._member(room_id, user_id, ("join",)):
+                raise
 
     async def send_state(self, room_id: str, event_type: str, state_key: str,
                          content: dict[str, Any]) -> str:
@@ -139,12 +143,12 @@ class SynapseAdmin:
         try:
             await self._call("POST", f"/_matrix/client/v3/rooms/{_q(room_id)}/invite", {"user_id": user_id})
         except AdminApiError as exc:
-            if exc.status != 403 or not await self._member(room_id, user_id):
+            if exc.status != 403 or not await self._member(room_id, user_id, ("invite", "join")):
                 raise
 
-    async def _member(self, room_id: str, user_id: str) -> bool:
+    async def _member(self, room_id: str, user_id: str, memberships: tuple[str, ...]) -> bool:
         try:
             event = await self.state(room_id, "m.room.member", user_id)
         except AdminApiError:
             return False
-        return event.get("membership") in ("invite", "join")
+        return event.get("membership") in memberships

@@ -11,12 +11,12 @@ import contextlib
 import csv
 import hmac
 import io
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Form, Request
+from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from maillage.config import Config
 from maillage.i18n import t
+from maillage.portal import imports
 from maillage.portal.auth import (
     SESSION_COOKIE,
     SESSION_HOURS,
@@ -38,7 +39,7 @@ from maillage.portal.auth import (
 )
 from maillage.portal.db import ROLES, Agent, AuditEntry, Database, Service, ServiceRoom, database_urls, migrate
 from maillage.portal.idp_dev import Directory
-from maillage.portal.organisation import NewAgent, Organisation, OrganisationError
+from maillage.portal.organisation import FORMULA_STARTS, NewAgent, Organisation, OrganisationError, audit
 from maillage.portal.pages import STATIC_DIR, templates
 from maillage.secretstore import Secrets
 
@@ -70,6 +71,12 @@ class Portal:
     database: Database
     login: OidcLogin
     organisation: Organisation
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
 
 def dev_directory(config: Config) -> Directory | None:
@@ -89,10 +96,14 @@ def create_app(config: Config, stack_secrets: Secrets) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(migrate, sync_url)
         database = Database(async_url)
-        app.state.portal = Portal(config, stack_secrets, database,
-                                  OidcLogin(config, stack_secrets.portal_oidc_secret, database),
-                                  Organisation(config, stack_secrets, database, admin_token, dev_directory(config)))
+        portal = Portal(config, stack_secrets, database, OidcLogin(config, stack_secrets.portal_oidc_secret, database),
+                        Organisation(config, stack_secrets, database, admin_token, dev_directory(config)))
+        app.state.portal = portal
+        for job_id in await imports.unfinished(database):  # cut by a stop or a crash: taken up again
+            portal.in_background(imports.run(portal.organisation, database, job_id))
         yield
+        for task in list(portal.tasks):
+            task.cancel()
         await database.close()
 
     app = FastAPI(title=t("portal.api_title"), lifespan=lifespan, docs_url="/api/docs", redoc_url=None,
@@ -309,6 +320,71 @@ def create_app(config: Config, stack_secrets: Secrets) -> FastAPI:
             return await agents_page(request, errors={exc.field or "general": exc.message}, values=values, status=422)
         return await agents_page(request, created=created)
 
+    # --- CSV import ------------------------------------------------------------------------
+
+    @app.get("/agents/import", response_class=HTMLResponse)
+    async def import_form(request: Request, user: Admin) -> Response:
+        return page(request, "import.html", {"section": "agents", "errors": {}})
+
+    @app.post("/agents/import", response_class=HTMLResponse)
+    async def import_preview(request: Request, user: Admin, csrf: Csrf = "",
+                             fichier: Annotated[UploadFile | None, File()] = None) -> Response:
+        check_csrf(user, csrf)
+        portal = portal_of(request)
+        if fichier is None or not fichier.filename:
+            return page(request, "import.html", {"section": "agents", "errors": {"fichier": t("import.no_file")}},
+                        status=422)
+        data = await fichier.read(imports.MAX_BYTES + 1)
+        try:
+            checked = await imports.preview(portal.organisation, portal.database, fichier.filename, data)
+        except imports.ImportFileError as exc:
+            return page(request, "import.html", {"section": "agents", "errors": {"fichier": str(exc)}}, status=422)
+        job_id = None
+        if not checked.errors and checked.new:
+            job_id = await imports.write_down(portal.database, user.email, checked)
+        return page(request, "import_apercu.html", {"section": "agents", "preview": checked, "job_id": job_id},
+                    status=422 if checked.errors else 200)
+
+    @app.post("/agents/import/{job_id}/lancer")
+    async def import_start(request: Request, job_id: int, user: Admin, csrf: Csrf = "") -> Response:
+        check_csrf(user, csrf)
+        portal = portal_of(request)
+        if await imports.confirm(portal.database, job_id, user.email) or \
+                await imports.restart_interrupted(portal.database, job_id):
+            portal.in_background(imports.run(portal.organisation, portal.database, job_id))
+        return RedirectResponse(f"/agents/import/{job_id}", status_code=303)
+
+    @app.get("/agents/import/{job_id}", response_class=HTMLResponse)
+    async def import_progress(request: Request, job_id: int, user: Admin) -> Response:
+        found = await imports.progress(portal_of(request).database, job_id)
+        if found is None:
+            raise StarletteHTTPException(404)
+        return page(request, "import_suivi.html", {"section": "agents", "progress": found,
+                                                    "dev_provider": not config.portail.oidc_emetteur})
+
+    @app.get("/agents/import/{job_id}/etat")
+    async def import_state(request: Request, job_id: int, user: Admin) -> dict[str, Any]:
+        found = await imports.progress(portal_of(request).database, job_id)
+        if found is None:
+            raise StarletteHTTPException(404)
+        return {"etat": found.job.state, "total": found.job.total, "faits": found.done,
+                "erreurs": [{"ligne": row.line, "message": row.message} for row in found.failed]}
+
+    @app.post("/agents/import/{job_id}/mots-de-passe")
+    async def import_passwords(request: Request, job_id: int, user: Admin, csrf: Csrf = "") -> Response:
+        check_csrf(user, csrf)
+        portal = portal_of(request)
+        found = await imports.take_first_passwords(portal.database, job_id)
+        async with portal.database.session() as session:
+            audit(session, user.email, "import.mots_de_passe", str(job_id), after={"comptes": len(found)})
+            await session.commit()
+        out = io.StringIO()
+        writer = csv.writer(out, delimiter=";")
+        writer.writerow([t("portal.email"), t("import.first_password")])
+        writer.writerows([csv_cell(email), password] for email, password in found)
+        return Response("\ufeff" + out.getvalue(), media_type="text/csv; charset=utf-8",
+                        headers={"Content-Disposition": f'attachment; filename="premiers-mots-de-passe-{job_id}.csv"'})
+
     # --- the agent's own page, the audit ---------------------------------------------------
 
     @app.get("/moi", response_class=HTMLResponse)
@@ -360,7 +436,7 @@ async def audit_entries(database: Database, query: str, limit: int = 500) -> lis
 
 def csv_cell(value: str) -> str:
     """A cell a spreadsheet shows as text: never a formula (=, +, -, @, tab, CR first)."""
-    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+    return "'" + value if value[:1] in FORMULA_STARTS else value
 
 
 def dav_urls(config: Config, key: str) -> dict[str, str]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -41,7 +41,7 @@ class Service(Base):
     space_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
     archived: Mapped[bool] = mapped_column(default=False)
     provisioned: Mapped[bool] = mapped_column(default=False)  # every step done (else: « Reprendre »)
-    created_at: Mapped[int] = mapped_column(default=now_ms)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now_ms)
 
 
 class ServiceRoom(Base):
@@ -73,7 +73,7 @@ class Agent(Base):
     role: Mapped[str] = mapped_column(String(20), default="agent")
     oidc_sub: Mapped[str | None] = mapped_column(String(255), unique=True, nullable=True)
     active: Mapped[bool] = mapped_column(default=True)
-    created_at: Mapped[int] = mapped_column(default=now_ms)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now_ms)
 
 
 class AuditEntry(Base):
@@ -81,7 +81,7 @@ class AuditEntry(Base):
 
     __tablename__ = "audit"
     id: Mapped[int] = mapped_column(primary_key=True)
-    at: Mapped[int] = mapped_column(default=now_ms)
+    at: Mapped[int] = mapped_column(BigInteger, default=now_ms)
     actor: Mapped[str] = mapped_column(String(320))
     action: Mapped[str] = mapped_column(String(80))
     target: Mapped[str] = mapped_column(String(320))
@@ -100,7 +100,7 @@ class WebSession(Base):
     is_admin: Mapped[bool] = mapped_column(default=False)
     csrf: Mapped[str] = mapped_column(String(64))
     id_token: Mapped[str] = mapped_column(Text)  # the logout's id_token_hint
-    expires_at: Mapped[int] = mapped_column()
+    expires_at: Mapped[int] = mapped_column(BigInteger)
 
 
 class LoginAttempt(Base):
@@ -110,7 +110,7 @@ class LoginAttempt(Base):
     state_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     nonce: Mapped[str] = mapped_column(String(128))
     next_page: Mapped[str] = mapped_column(String(500), default="/")
-    created_at: Mapped[int] = mapped_column(default=now_ms)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now_ms)
 
 
 def database_urls(config: Config) -> tuple[str, str]:
@@ -147,3 +147,31 @@ class Database:
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+
+class ImportJob(Base):
+    """A CSV import of agents: checked whole first, then run row by row (resumed after a crash)."""
+
+    __tablename__ = "import_job"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_by: Mapped[str] = mapped_column(String(320))
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now_ms)
+    file_name: Mapped[str] = mapped_column(String(255))
+    total: Mapped[int] = mapped_column()
+    state: Mapped[str] = mapped_column(String(20), default="apercu")  # apercu, en_cours, termine, interrompu
+    message: Mapped[str] = mapped_column(Text, default="")  # why it was interrupted
+
+
+class ImportRow(Base):
+    __tablename__ = "import_row"
+    job_id: Mapped[int] = mapped_column(ForeignKey("import_job.id"), primary_key=True)
+    line: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320))
+    given_name: Mapped[str] = mapped_column(String(200))
+    usual_name: Mapped[str] = mapped_column(String(200))
+    service_key: Mapped[str] = mapped_column(String(40))
+    role: Mapped[str] = mapped_column(String(20))
+    # a_faire → en_cours (its account may exist: taken over on resume) → fait | erreur
+    state: Mapped[str] = mapped_column(String(20), default="a_faire")
+    message: Mapped[str] = mapped_column(Text, default="")
+    first_password: Mapped[str] = mapped_column(String(64), default="")  # dev provider only; erased once read

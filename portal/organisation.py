@@ -11,8 +11,10 @@ their role.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +37,8 @@ POWER_OF_ROLE = {"agent": 0, "elu": 0, "chef": 50, "direction": 75, "admin": 100
 BOT_POWER = 50
 SERVICE_KEY = re.compile(r"[a-z][a-z0-9-]{1,38}[a-z0-9]")
 LOCALPART = re.compile(r"[a-z0-9._=-]{1,60}")
+EMAIL = re.compile(r"[^@\s]{1,64}@[a-z0-9.-]{1,253}\.[a-z]{2,63}")
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 TEAM_ROOM = "equipe"
 
 
@@ -77,6 +81,7 @@ class Organisation:
         self.database = database
         self.admin_token = admin_token
         self.directory = directory  # the development provider's accounts, when it is the provider
+        self._power_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     def user_id(self, localpart: str) -> str:
         return f"@{localpart}:{self.config.collectivite.nom_serveur}"
@@ -198,51 +203,62 @@ class Organisation:
 
     # --- agents -----------------------------------------------------------------------------
 
-    async def create_agent(self, actor: str, new: NewAgent) -> CreatedAgent:
+    def checked(self, new: NewAgent) -> NewAgent:
+        """The agent as they will be written (spaces folded, e-mail in lower case), or the first
+        field at fault; nothing is looked up."""
         email = new.email.strip().lower()
-        if not re.fullmatch(r"[^@\s]{1,64}@[a-z0-9.-]{1,253}\.[a-z]{2,63}", email):
+        if not EMAIL.fullmatch(email):
             raise OrganisationError(t("portal.agent_email_invalid"), "email")
         given, usual = " ".join(new.given_name.split()), " ".join(new.usual_name.split())
-        if not given or not usual or len(given) > 80 or len(usual) > 80:
-            raise OrganisationError(t("portal.agent_name_invalid"), "prenom" if not given else "nom")
+        for field, value in (("prenom", given), ("nom", usual)):
+            if not value or len(value) > 80:
+                raise OrganisationError(t("portal.agent_name_invalid"), field)
+            if value[0] in FORMULA_STARTS:  # a name never starts like a spreadsheet formula
+                raise OrganisationError(t("portal.agent_name_formula"), field)
         if new.role not in POWER_OF_ROLE:
             raise OrganisationError(t("portal.agent_role_invalid"), "role")
         localpart = email.split("@")[0]
         if not LOCALPART.fullmatch(localpart):
             raise OrganisationError(t("portal.agent_localpart_invalid", localpart=localpart), "email")
-        user_id = self.user_id(localpart)
+        return NewAgent(email, given, usual, new.service_key.strip(), new.role)
+
+    async def create_agent(self, actor: str, new: NewAgent, *, adopt: bool = False) -> CreatedAgent:
+        """The agent's account, in their service's space and rooms, and their row; ``adopt`` takes
+        over a Synapse account an interrupted import of this agent made already."""
+        new = self.checked(new)
+        user_id = self.user_id(new.email.split("@")[0])
         async with self.database.session() as session:
             service = (await session.execute(select(Service).where(Service.key == new.service_key,
                                                                     Service.archived.is_(False)))).scalar_one_or_none()
             if service is None:
                 raise OrganisationError(t("portal.agent_service_unknown"), "service")
             taken = (await session.execute(select(Agent).where(
-                (Agent.email == email) | (Agent.user_id == user_id)))).scalar_one_or_none()
+                (Agent.email == new.email) | (Agent.user_id == user_id)))).scalar_one_or_none()
             if taken is not None:
                 raise OrganisationError(t("portal.agent_taken", user_id=taken.user_id), "email")
             rooms = [r.room_id for r in (await session.execute(
                 select(ServiceRoom).where(ServiceRoom.service_id == service.id))).scalars() if r.room_id]
-            space = service.space_id
         first_password, sub = "", None
         if self.directory is not None:
             first_password = first_password_for_dev()
-            sub = self.directory.put(email, given, usual, first_password).sub
-        display = f"{given} {usual}"
+            sub = self.directory.put(new.email, new.given_name, new.usual_name, first_password).sub
+        display = f"{new.given_name} {new.usual_name}"
         async with SynapseAdmin(self.config.synapse_url, await self.admin_token()) as admin:
-            if await admin.user(user_id) is not None:
+            if not adopt and await admin.user(user_id) is not None:
                 raise OrganisationError(t("portal.agent_taken", user_id=user_id), "email")
             await admin.put_user(user_id, displayname=display, external_ids=(
                 [{"auth_provider": IDP_ID, "external_id": sub}] if sub else None),
-                threepids=[{"medium": "email", "address": email}])
-            for room_id in [space, *rooms]:
+                threepids=[{"medium": "email", "address": new.email}])
+            for room_id in [service.space_id, *rooms]:
                 if room_id:
                     await admin.force_join(room_id, user_id)
-                    await set_power(admin, room_id, user_id, POWER_OF_ROLE[new.role])
+                    async with self._power_locks[room_id]:  # read-modify-write of one state event
+                        await set_power(admin, room_id, user_id, POWER_OF_ROLE[new.role])
         async with self.database.session() as session:
-            session.add(Agent(user_id=user_id, email=email, display_name=display, service_id=service.id, role=new.role,
-                              oidc_sub=sub))
+            session.add(Agent(user_id=user_id, email=new.email, display_name=display, service_id=service.id,
+                              role=new.role, oidc_sub=sub))
             audit(session, actor, "agent.creation", user_id,
-                  after={"email": email, "nom": display, "service": new.service_key, "role": new.role})
+                  after={"email": new.email, "nom": display, "service": new.service_key, "role": new.role})
             await session.commit()
         return CreatedAgent(user_id, first_password)
 

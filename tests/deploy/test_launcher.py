@@ -38,13 +38,14 @@ def init_stack(data_dir: Path, *, demo: bool = True) -> dict[str, int]:
     result = maillage(data_dir, "init", *(["--demo"] if demo else []))
     assert result.returncode == 0, result.stderr
     ports = {"port_synapse": free_port(), "port_caldav": free_port(), "port_webdav": free_port(),
-             "port_sante": free_port()}
+             "port_sante": free_port(), "port": free_port(), "port_oidc_dev": free_port()}
     path = data_dir / "maillage.toml"
     text = path.read_text()
-    for key, port in ports.items():
-        text = re.sub(rf"^{key} = \d+$", f"{key} = {port}", text, flags=re.M)
+    for key, port in ports.items():  # « port » alone is the portal's (8100); smtp's and federation's stay
+        value = "8100" if key == "port" else r"\d+"
+        text = re.sub(rf"^{key} = {value}$", f"{key} = {port}", text, flags=re.M)
     path.write_text(text)
-    for name in ("synapse", "caldav", "webdav", "bots", "maillage"):
+    for name in ("synapse", "caldav", "webdav", "bots", "portail", "idp-dev", "maillage"):
         SERVER_LOGS.append(data_dir / "logs" / f"{name}.log")
     return ports
 
@@ -64,6 +65,12 @@ async def test_quick_start_two_demo_agents_exchange_an_encrypted_message(stack_d
         assert account["password"] in started.stdout
     assert not any(a["password"] in (stack_dir / "logs" / "maillage.log").read_text()
                    for a in accounts.values()), "a demo password leaked into the log"
+    # The portal, and its administrator's first password at the development provider.
+    assert f"Portail d’administration : http://localhost:{ports['port']}/" in started.stdout
+    admins = json.loads((stack_dir / "oidc-dev" / "administrateurs.json").read_text())
+    assert admins["dsi@bourg-vallon.example"] in started.stdout
+    assert oct((stack_dir / "oidc-dev" / "administrateurs.json").stat().st_mode & 0o777) == "0o600"
+    assert admins["dsi@bourg-vallon.example"] not in (stack_dir / "logs" / "maillage.log").read_text()
 
     again = maillage(stack_dir, "up", "--detach")
     assert again.returncode == 3
@@ -73,7 +80,7 @@ async def test_quick_start_two_demo_agents_exchange_an_encrypted_message(stack_d
     report = json.loads(status.stdout)
     assert status.returncode == 0 and report["sain"]
     assert {s["nom"]: s["etat"] for s in report["services"]} == {
-        "synapse": "ok", "caldav": "ok", "webdav": "ok", "bots": "ok"}
+        "idp-dev": "ok", "synapse": "ok", "caldav": "ok", "webdav": "ok", "bots": "ok", "portail": "ok"}
 
     homeserver = f"http://127.0.0.1:{ports['port_synapse']}"
     claire_id, thomas_id = "@claire.martin:localhost", "@thomas.bernard:localhost"
@@ -270,7 +277,7 @@ def test_ctrl_c_stops_a_foreground_stack_cleanly(stack_dir: Path) -> None:
             break
     assert "Maillage est prêt" in "".join(lines), "".join(lines)
     children = psutil.Process(supervisor.pid).children(recursive=True)
-    assert len({child.pid for child in children if child.ppid() == supervisor.pid}) == 4
+    assert len({child.pid for child in children if child.ppid() == supervisor.pid}) == 6  # with portal and provider
     supervisor.send_signal(signal.SIGINT)  # what Ctrl-C sends to the foreground process
     rest, _ = supervisor.communicate(timeout=90)
     assert supervisor.returncode == 0

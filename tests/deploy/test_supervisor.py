@@ -25,7 +25,8 @@ from maillage.deploy.supervisor import BACKOFF_MAX, STABLE_AFTER, describe_exit,
 from tests.deploy.conftest import Stack
 from tests.deploy.test_launcher import init_stack, maillage
 
-KILL_ORDER = ("caldav", "webdav", "bots", "synapse")  # Synapse last: the bots wait for it to come back
+# Synapse last: the bots wait for it to come back.
+KILL_ORDER = ("caldav", "webdav", "bots", "portail", "idp-dev", "synapse")
 
 
 def wait_until(condition: Callable[[], Any], timeout: float, what: str, poll: float = 0.5) -> Any:

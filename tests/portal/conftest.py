@@ -22,6 +22,7 @@ class PortalStack:
     issuer: str
     admin_email: str
     admin_password: str
+    process: ServiceProcess  # the portal's: a test may kill it and start it again
 
 
 @pytest.fixture(scope="session")
@@ -29,8 +30,13 @@ def portal(synapse: ServerStack, admin_token: str, webdav_process: ServiceProces
            bot_process: ServiceProcess) -> Iterator[PortalStack]:
     config = synapse.config
     password = ensure_admin_accounts(config.data_dir, [PORTAL_ADMIN])[PORTAL_ADMIN]
-    with running(config.data_dir, dev_idp_service(config)), running(config.data_dir, portal_service(config)):
-        yield PortalStack(synapse, config.portal_url, config.oidc_issuer, PORTAL_ADMIN, password)
+    process = ServiceProcess(config, portal_service)
+    with running(config.data_dir, dev_idp_service(config)):
+        process.start()
+        try:
+            yield PortalStack(synapse, config.portal_url, config.oidc_issuer, PORTAL_ADMIN, password, process)
+        finally:
+            process.stop()
 
 
 @pytest.fixture

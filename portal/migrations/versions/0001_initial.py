@@ -16,7 +16,7 @@ depends_on = None
 def upgrade() -> None:
     op.create_table('audit',
     sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('at', sa.Integer(), nullable=False),
+    sa.Column('at', sa.BigInteger(), nullable=False),
     sa.Column('actor', sa.String(length=320), nullable=False),
     sa.Column('action', sa.String(length=80), nullable=False),
     sa.Column('target', sa.String(length=320), nullable=False),
@@ -31,7 +31,7 @@ def upgrade() -> None:
     sa.Column('state_hash', sa.String(length=64), nullable=False),
     sa.Column('nonce', sa.String(length=128), nullable=False),
     sa.Column('next_page', sa.String(length=500), nullable=False),
-    sa.Column('created_at', sa.Integer(), nullable=False),
+    sa.Column('created_at', sa.BigInteger(), nullable=False),
     sa.PrimaryKeyConstraint('state_hash')
     )
     op.create_table('service',
@@ -41,7 +41,7 @@ def upgrade() -> None:
     sa.Column('space_id', sa.String(length=255), nullable=True),
     sa.Column('archived', sa.Boolean(), nullable=False),
     sa.Column('provisioned', sa.Boolean(), nullable=False),
-    sa.Column('created_at', sa.Integer(), nullable=False),
+    sa.Column('created_at', sa.BigInteger(), nullable=False),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('key')
     )
@@ -52,7 +52,7 @@ def upgrade() -> None:
     sa.Column('is_admin', sa.Boolean(), nullable=False),
     sa.Column('csrf', sa.String(length=64), nullable=False),
     sa.Column('id_token', sa.Text(), nullable=False),
-    sa.Column('expires_at', sa.Integer(), nullable=False),
+    sa.Column('expires_at', sa.BigInteger(), nullable=False),
     sa.PrimaryKeyConstraint('token_hash')
     )
     op.create_table('agent',
@@ -64,7 +64,7 @@ def upgrade() -> None:
     sa.Column('role', sa.String(length=20), nullable=False),
     sa.Column('oidc_sub', sa.String(length=255), nullable=True),
     sa.Column('active', sa.Boolean(), nullable=False),
-    sa.Column('created_at', sa.Integer(), nullable=False),
+    sa.Column('created_at', sa.BigInteger(), nullable=False),
     sa.ForeignKeyConstraint(['service_id'], ['service.id'], ),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('email'),
