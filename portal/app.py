@@ -11,6 +11,7 @@ import contextlib
 import csv
 import hmac
 import io
+import secrets
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import func, or_, select
@@ -26,6 +28,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from maillage.config import Config
 from maillage.i18n import t
 from maillage.portal import imports
+from maillage.portal.api import ApiRefused, api_router, refused_answer
+from maillage.portal.api import digest as api_digest
 from maillage.portal.auth import (
     SESSION_COOKIE,
     SESSION_HOURS,
@@ -37,11 +41,21 @@ from maillage.portal.auth import (
     open_session,
     session_user,
 )
-from maillage.portal.db import ROLES, Agent, AuditEntry, Database, Service, ServiceRoom, database_urls, migrate
+from maillage.portal.db import (
+    ROLES,
+    Agent,
+    ApiToken,
+    AuditEntry,
+    Database,
+    Service,
+    ServiceRoom,
+    database_urls,
+    migrate,
+)
 from maillage.portal.idp_dev import Directory
 from maillage.portal.organisation import FORMULA_STARTS, NewAgent, Organisation, OrganisationError, audit
 from maillage.portal.pages import STATIC_DIR, templates
-from maillage.secretstore import Secrets
+from maillage.secretstore import Secrets, load_secrets
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self' http: https:",
@@ -90,7 +104,8 @@ def create_app(config: Config, stack_secrets: Secrets) -> FastAPI:
     async def admin_token() -> str:
         from maillage.deploy.provisioning import ensure_admin_token  # the launcher's, shared
 
-        return await ensure_admin_token(config, stack_secrets)
+        # Read again: the launcher may have made the admin account since this process started.
+        return await ensure_admin_token(config, load_secrets(config.data_dir))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -104,6 +119,7 @@ def create_app(config: Config, stack_secrets: Secrets) -> FastAPI:
         yield
         for task in list(portal.tasks):
             task.cancel()
+        await portal.organisation.close()
         await database.close()
 
     app = FastAPI(title=t("portal.api_title"), lifespan=lifespan, docs_url="/api/docs", redoc_url=None,
@@ -132,10 +148,17 @@ def create_app(config: Config, stack_secrets: Secrets) -> FastAPI:
     async def bad_csrf(request: Request, exc: BadCsrf) -> Response:
         return page(request, "erreur.html", {"title": t("portal.csrf_title"), "message": t("portal.csrf")}, status=403)
 
+    @app.exception_handler(ApiRefused)
+    async def api_refused(request: Request, exc: ApiRefused) -> Response:
+        return refused_answer(exc)
+
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
         if request.url.path.startswith("/api/"):
-            return JSONResponse({"detail": t("portal.request_invalid")}, status_code=422)
+            where = next((e.get("loc", ()) for e in exc.errors()), ())
+            field = str(where[-1]) if where and where[0] == "body" and len(where) > 1 else ""
+            body = {"detail": t("api.invalid_field", field=field) if field else t("portal.request_invalid")}
+            return JSONResponse({**body, **({"champ": field} if field else {})}, status_code=422)
         return page(request, "erreur.html", {"title": t("portal.request_invalid_title"),
                                              "message": t("portal.request_invalid")}, status=422)
 
@@ -320,6 +343,54 @@ def create_app(config: Config, stack_secrets: Secrets) -> FastAPI:
             return await agents_page(request, errors={exc.field or "general": exc.message}, values=values, status=422)
         return await agents_page(request, created=created)
 
+    # --- API tokens and the API ------------------------------------------------------------
+
+    async def token_owner_is_admin(email: str) -> bool:
+        return email in config.portail.administrateurs
+
+    app.include_router(api_router(lambda request: portal_of(request).database,
+                                  lambda request: portal_of(request).organisation, token_owner_is_admin))
+
+    async def tokens_page(request: Request, user: CurrentUser, *, made: str = "", errors: dict[str, str] | None = None,
+                          status: int = 200) -> Response:
+        async with portal_of(request).database.session() as session:
+            tokens = (await session.execute(select(ApiToken).where(ApiToken.revoked.is_(False))
+                                            .order_by(ApiToken.id))).scalars().all()
+        return page(request, "jetons.html", {"tokens": tokens, "made": made, "errors": errors or {},
+                                             "section": "jetons",
+                                             "can_make": await token_owner_is_admin(user.email)}, status=status)
+
+    @app.get("/jetons", response_class=HTMLResponse)
+    async def tokens(request: Request, user: Admin) -> Response:
+        return await tokens_page(request, user)
+
+    @app.post("/jetons", response_class=HTMLResponse)
+    async def make_token(request: Request, user: Admin, csrf: Csrf = "", nom: Annotated[str, Form()] = "") -> Response:
+        check_csrf(user, csrf)
+        name = " ".join(nom.split())
+        if not 2 <= len(name) <= 80:
+            return await tokens_page(request, user, errors={"nom": t("api.token_name_invalid")}, status=422)
+        if not await token_owner_is_admin(user.email):
+            return await tokens_page(request, user, errors={"general": t("api.token_config_admins_only")},
+                                     status=403)
+        secret = secrets.token_urlsafe(32)
+        async with portal_of(request).database.session() as session:
+            session.add(ApiToken(name=name, token_hash=api_digest(secret), created_by=user.email))
+            audit(session, user.email, "jeton.creation", name)
+            await session.commit()
+        return await tokens_page(request, user, made=secret)
+
+    @app.post("/jetons/{token_id}/revoquer")
+    async def revoke_token(request: Request, token_id: int, user: Admin, csrf: Csrf = "") -> Response:
+        check_csrf(user, csrf)
+        async with portal_of(request).database.session() as session:
+            token = await session.get(ApiToken, token_id)
+            if token is not None and not token.revoked:
+                token.revoked = True
+                audit(session, user.email, "jeton.revocation", token.name)
+                await session.commit()
+        return RedirectResponse("/jetons", status_code=303)
+
     # --- CSV import ------------------------------------------------------------------------
 
     @app.get("/agents/import", response_class=HTMLResponse)
@@ -421,6 +492,9 @@ def create_app(config: Config, stack_secrets: Secrets) -> FastAPI:
     async def health() -> dict[str, str]:
         return {"etat": "ok"}
 
+    for route in app.routes:  # the OpenAPI description is the API's, not the pages'
+        if isinstance(route, APIRoute) and not route.path.startswith("/api/"):
+            route.include_in_schema = False
     return app
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint, event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -132,12 +132,22 @@ def migrate(sync_url: str) -> None:
     command.upgrade(settings, "head")
 
 
+def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    """WAL: readers (the pages) never wait for a writer (an import); every commit still fsynced."""
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
 class Database:
     def __init__(self, url: str) -> None:
         options: dict[str, Any] = {}
         if url.startswith("sqlite"):
             options["connect_args"] = {"timeout": 30}
         self.engine: AsyncEngine = create_async_engine(url, **options)
+        if url.startswith("sqlite"):
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
     @asynccontextmanager
@@ -175,3 +185,15 @@ class ImportRow(Base):
     state: Mapped[str] = mapped_column(String(20), default="a_faire")
     message: Mapped[str] = mapped_column(Text, default="")
     first_password: Mapped[str] = mapped_column(String(64), default="")  # dev provider only; erased once read
+
+
+class ApiToken(Base):
+    """A token for the HTTP API (HR or directory tools), acting for the admin who made it."""
+
+    __tablename__ = "api_token"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(80))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_by: Mapped[str] = mapped_column(String(320))
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now_ms)
+    revoked: Mapped[bool] = mapped_column(default=False)

@@ -15,7 +15,8 @@ import asyncio
 import json
 import re
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,6 +83,18 @@ class Organisation:
         self.admin_token = admin_token
         self.directory = directory  # the development provider's accounts, when it is the provider
         self._power_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._synapse: SynapseAdmin | None = None
+
+    @asynccontextmanager
+    async def synapse(self) -> AsyncIterator[SynapseAdmin]:
+        """The Admin API through one client kept open (its connections reused across requests)."""
+        if self._synapse is None:
+            self._synapse = SynapseAdmin(self.config.synapse_url, await self.admin_token())
+        yield self._synapse
+
+    async def close(self) -> None:
+        if self._synapse is not None:
+            await self._synapse.__aexit__()
 
     def user_id(self, localpart: str) -> str:
         return f"@{localpart}:{self.config.collectivite.nom_serveur}"
@@ -154,7 +167,7 @@ class Organisation:
                 ("projets", "fr.maillage.projet", {"liste": f"{service.key}-taches"})]
 
     async def _make_space(self, service: Service) -> str:
-        async with SynapseAdmin(self.config.synapse_url, await self.admin_token()) as admin:
+        async with self.synapse() as admin:
             return await admin.create_room({"name": service.name, "preset": "private_chat", "visibility": "private",
                                             "creation_content": {"type": "m.space"},
                                             "topic": t("portal.space_topic", service=service.name)})
@@ -163,7 +176,7 @@ class Organisation:
         """A room members of the space join by themselves (restricted join rule), encrypted."""
         space = done["espace"]
         server = self.config.collectivite.nom_serveur
-        async with SynapseAdmin(self.config.synapse_url, await self.admin_token()) as admin:
+        async with self.synapse() as admin:
             room_id = await admin.create_room({
                 "name": room.name, "preset": "private_chat", "visibility": "private",
                 "initial_state": [
@@ -197,7 +210,7 @@ class Organisation:
     async def _bind(self, bot: str, event_type: str, content: dict[str, str], team: ServiceRoom,
                     done: dict[str, str]) -> str:
         room_id = done[f"salle:{team.kind}"]
-        async with SynapseAdmin(self.config.synapse_url, await self.admin_token()) as admin:
+        async with self.synapse() as admin:
             await bind_room(admin, room_id, self.user_id(bot), event_type, content)
         return room_id
 
@@ -243,17 +256,20 @@ class Organisation:
             first_password = first_password_for_dev()
             sub = self.directory.put(new.email, new.given_name, new.usual_name, first_password).sub
         display = f"{new.given_name} {new.usual_name}"
-        async with SynapseAdmin(self.config.synapse_url, await self.admin_token()) as admin:
+        async with self.synapse() as admin:
             if not adopt and await admin.user(user_id) is not None:
                 raise OrganisationError(t("portal.agent_taken", user_id=user_id), "email")
-            await admin.put_user(user_id, displayname=display, external_ids=(
+            # With the development provider, the same first password opens Element too (ProConnect
+            # agents will sign in to Matrix through the portal as their provider: README).
+            await admin.put_user(user_id, password=first_password or None, displayname=display, external_ids=(
                 [{"auth_provider": IDP_ID, "external_id": sub}] if sub else None),
                 threepids=[{"medium": "email", "address": new.email}])
             for room_id in [service.space_id, *rooms]:
                 if room_id:
                     await admin.force_join(room_id, user_id)
-                    async with self._power_locks[room_id]:  # read-modify-write of one state event
-                        await set_power(admin, room_id, user_id, POWER_OF_ROLE[new.role])
+                    if POWER_OF_ROLE[new.role] or adopt:  # a new account has no power to take back
+                        async with self._power_locks[room_id]:  # read-modify-write of one state event
+                            await set_power(admin, room_id, user_id, POWER_OF_ROLE[new.role])
         async with self.database.session() as session:
             session.add(Agent(user_id=user_id, email=new.email, display_name=display, service_id=service.id,
                               role=new.role, oidc_sub=sub))

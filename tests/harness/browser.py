@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from axe_playwright_python.async_playwright import Axe
-from playwright.async_api import Page, async_playwright
+from playwright.async_api import Page, async_playwright, expect
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -24,6 +24,10 @@ async def chromium_page(*, width: int = 1280, height: int = 900) -> AsyncIterato
         try:
             context = await browser.new_context(viewport={"width": width, "height": height}, locale="fr-FR",
                                                 timezone_id="Europe/Paris")
+            # Creating a service makes a space, a room, a folder, two calendars and three bindings:
+            # seconds on a loaded machine, where Playwright's default is 5 s for an expectation.
+            context.set_default_timeout(60_000)
+            expect.set_options(timeout=60_000)
             yield await context.new_page()
         finally:
             await browser.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from pathlib import Path
 from typing import Any
 
 import caldav.davclient
@@ -16,6 +17,7 @@ import pytest
 from maillage.synapse_admin import SynapseAdmin
 from tests.conftest import ServiceProcess
 from tests.harness.browserless import Browser, csrf_of
+from tests.harness.matrix import login_agent
 from tests.portal.conftest import PortalStack
 from tests.portal.test_portal_login import sign_in
 
@@ -95,7 +97,7 @@ async def test_a_service_is_made_everywhere_and_bad_input_changes_nothing(
 
 
 async def test_an_agent_is_made_in_their_service_and_cannot_use_admin_pages(
-        portal: PortalStack, browser: Browser, admin_token: str) -> None:
+        portal: PortalStack, browser: Browser, admin_token: str, tmp_path: Path) -> None:
     page = await admin_page(browser, portal, "/services")
     made = await browser.post(f"{portal.url}/services", data={"csrf": csrf_of(page), "cle": "etat-civil",
                                                                "nom": "État civil"})
@@ -129,6 +131,15 @@ async def test_an_agent_is_made_in_their_service_and_cannot_use_admin_pages(
             assert (await admin.state(joined, "m.room.member", "@lea.fournier:localhost"))["membership"] == "join"
         assert (await admin.state(room, "m.room.power_levels"))["users"]["@lea.fournier:localhost"] == 50
 
+    # Her first password opens a Matrix client too: she is in her service's space and team room.
+    lea = await login_agent(portal.stack.config.synapse_url, "@lea.fournier:localhost", password.group(1),
+                            tmp_path / "nio-lea")
+    try:
+        assert space in lea.client.rooms and room in lea.client.rooms
+        assert lea.client.rooms[room].display_name == "État civil — équipe"
+    finally:
+        await lea.close()
+
     agent = Browser()
     try:
         mine = await sign_in(agent, portal, "lea.fournier@test-sur-loire.example", password.group(1))
@@ -153,7 +164,7 @@ async def test_a_service_cut_by_an_outage_resumes_without_repeating(
     webdav_process.stop()
     try:
         cut = await browser.post(f"{portal.url}/services", data={"csrf": csrf_of(page), "cle": "finances",
-                                                                  "nom": "Finances"})
+                                                                  "nom": "Trésorerie municipale"})
         assert cut.status_code == 422 and "s’est arrêtée à l’étape « dossier WebDAV »" in cut.text
     finally:
         webdav_process.start()
@@ -164,6 +175,8 @@ async def test_a_service_cut_by_an_outage_resumes_without_repeating(
     space, room = await service_ids(browser, portal, "finances")
     assert "Reprendre" not in (await browser.get(f"{portal.url}/services/finances")).text
     async with SynapseAdmin(portal.stack.config.synapse_url, admin_token) as admin:
-        rooms = await admin._call("GET", "/_synapse/admin/v1/rooms?search_term=Finances&limit=50")
-        assert sorted(r["room_id"] for r in rooms["rooms"]) == sorted([space, room])  # made once each
+        rooms = await admin._call("GET", "/_synapse/admin/v1/rooms?search_term=Trésorerie&limit=50")
+        ours = [r["room_id"] for r in rooms["rooms"]
+                if r["name"] in ("Trésorerie municipale", "Trésorerie municipale — équipe")]
+        assert sorted(ours) == sorted([space, room])  # made once each
         assert await admin.state(room, "fr.maillage.documents") == {"dossier": "finances"}

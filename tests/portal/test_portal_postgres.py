@@ -37,7 +37,7 @@ async def test_the_portal_keeps_the_organisation_in_postgresql(portal: PortalSta
         await database.close()
     connection = await asyncpg.connect(postgres_url)
     try:
-        assert await connection.fetchval("SELECT version_num FROM alembic_version") == "0002"
+        assert await connection.fetchval("SELECT version_num FROM alembic_version") == "0003"
         assert await connection.fetchval("SELECT count(*) FROM provisioning_step") == 8
         role = await connection.fetchval("SELECT role FROM agent WHERE user_id = '@marc.vidal:localhost'")
         assert role == "direction"
