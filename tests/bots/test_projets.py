@@ -50,9 +50,12 @@ def todos_of(stack: ServerStack, caldav_url: str, list_id: str) -> dict[str, Any
 
 
 async def said(agent: Agent, room: str, stack: ServerStack, command: str) -> str:
+    """The bot's answer to this very command (a reply to it): not the answer to another member's
+    command that this agent's client happens to see later (CI failed on that once)."""
     since = len(agent.received)
-    await agent.send_text(room, command)
-    return (await agent.wait_for_text(room, lambda m: m.sender == projets_id(stack), since=since, timeout=60)).body
+    sent = await agent.send_text(room, command)
+    return (await agent.wait_for_text(room, lambda m: m.sender == projets_id(stack) and m.reply_to == sent,
+                                      since=since, timeout=60)).body
 
 
 async def project_room(agents: AgentFactory, stack: ServerStack, name: str, *members: Agent) -> tuple[Agent, str]:
