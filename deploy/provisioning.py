@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import secrets
-import string
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,6 +17,8 @@ from maillage.bots.caldav.client import CalDav, CalDavError
 from maillage.bots.documents.naming import slugify
 from maillage.bots.projets.tasks import as_calendar, set_assignee, touch
 from maillage.config import Config
+from maillage.portal.idp_dev import first_password
+from maillage.portal.organisation import bind_room
 from maillage.secretstore import Secrets, load_secrets, update_secrets, write_private
 from maillage.synapse_admin import (
     AdminApiError,
@@ -135,13 +135,7 @@ def demo_dir(config: Config) -> Path:
 
 def demo_password() -> str:
     """Readable, and accepted by the homeserver's password policy."""
-    alphabet = string.ascii_letters + string.digits
-    while True:
-        groups = ["".join(secrets.choice(alphabet) for _ in range(4)) for _ in range(4)]
-        password = "-".join(groups)
-        if any(c.isdigit() for c in password) and any(c.islower() for c in password) \
-                and any(c.isupper() for c in password):
-            return password
+    return first_password()
 
 
 def user_id(config: Config, localpart: str) -> str:
@@ -280,12 +274,7 @@ async def _bind_room(config: Config, admin: SynapseAdmin, progress: DemoProgress
     key = f"{bot_name}:{room_id}"
     if progress.get(key):
         return
-    bot = user_id(config, bot_name)
-    levels = await admin.state(room_id, "m.room.power_levels")
-    levels["users"] = {**levels.get("users", {}), bot: 50}
-    await admin.send_state(room_id, "m.room.power_levels", "", levels)
-    await admin.invite(room_id, bot)
-    await admin.send_state(room_id, event_type, "", content)
+    await bind_room(admin, room_id, user_id(config, bot_name), event_type, content)
     progress.set(key, next(iter(content.values())))
 
 

@@ -168,49 +168,34 @@ def webdav_service(config: Config, secrets: Secrets) -> Service:
     )
 
 
+def _own_process(config: Config, verb: str, label: str, port: int, port_key: str, health_path: str,
+                 url: str = "", startup_timeout: float = 60.0) -> Service:
+    """One of Maillage's own processes: ``maillage --config … <verb>``, healthy at ``health_path``."""
+    local = f"http://{_host(config)}:{port}"
+    return Service(
+        name=verb, label=label,
+        argv=[sys.executable, "-m", "maillage", "--config", str(config.source), verb],
+        url=url or local, health=HealthCheck(url=local + health_path), port=port, port_key=port_key,
+        startup_timeout=startup_timeout,
+    )
+
+
 def bots_service(config: Config) -> Service:
     """The service bots (@documents…), one process, after the servers they use."""
-    url = f"http://{_host(config)}:{config.bots.port_sante}"
-    return Service(
-        name="bots",
-        label="Robots",
-        argv=[sys.executable, "-m", "maillage", "--config", str(config.source), "bots"],
-        url=url,
-        health=HealthCheck(url=f"{url}/sante"),
-        port=config.bots.port_sante,
-        port_key="bots.port_sante",
-        startup_timeout=120.0,
-    )
+    return _own_process(config, "bots", "Robots", config.bots.port_sante, "bots.port_sante", "/sante",
+                        startup_timeout=120.0)
 
 
 def dev_idp_service(config: Config) -> Service:
     """The bundled OIDC provider (ProConnect's protocol), when no real one is configured."""
-    url = f"http://{_host(config)}:{config.portail.port_oidc_dev}"
-    return Service(
-        name="idp-dev",
-        label="Identité (fournisseur de développement)",
-        argv=[sys.executable, "-m", "maillage", "--config", str(config.source), "idp-dev"],
-        url=config.oidc_issuer,
-        health=HealthCheck(url=f"{url}/api/v2/.well-known/openid-configuration"),
-        port=config.portail.port_oidc_dev,
-        port_key="portail.port_oidc_dev",
-        startup_timeout=60.0,
-    )
+    return _own_process(config, "idp-dev", "Identité (fournisseur de développement)", config.portail.port_oidc_dev,
+                        "portail.port_oidc_dev", "/api/v2/.well-known/openid-configuration", config.oidc_issuer)
 
 
 def portal_service(config: Config) -> Service:
     """The provisioning portal, once the homeserver and DAV servers it provisions answer."""
-    url = f"http://{_host(config)}:{config.portail.port}"
-    return Service(
-        name="portail",
-        label="Portail d’administration",
-        argv=[sys.executable, "-m", "maillage", "--config", str(config.source), "portail"],
-        url=config.portal_url,
-        health=HealthCheck(url=f"{url}/sante"),
-        port=config.portail.port,
-        port_key="portail.port",
-        startup_timeout=60.0,
-    )
+    return _own_process(config, "portail", "Portail d’administration", config.portail.port, "portail.port",
+                        "/sante", config.portal_url)
 
 
 def stack_services(config: Config, secrets: Secrets) -> list[Service]:

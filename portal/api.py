@@ -7,7 +7,6 @@ token). Errors are JSON with a French ``detail`` and, for a wrong value, the ``c
 """
 
 
-import hashlib
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -17,8 +16,9 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from maillage.i18n import t
-from maillage.portal.db import ROLES, Agent, ApiToken, AuditEntry, Database, Service
-from maillage.portal.organisation import NewAgent, Organisation, OrganisationError
+from maillage.portal.auth import digest
+from maillage.portal.db import ROLES, Agent, ApiToken, Database, Service
+from maillage.portal.organisation import NewAgent, Organisation, OrganisationError, audit_entries
 
 
 class ServiceIn(BaseModel):
@@ -69,10 +69,6 @@ class Problem(BaseModel):
 class ApiRefused(Exception):
     def __init__(self, status: int, detail: str, field: str = "") -> None:
         self.status, self.detail, self.field = status, detail, field
-
-
-def digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def api_router(database_of: Callable[[Request], Database], organisation_of: Callable[[Request], Organisation],
@@ -139,13 +135,7 @@ def api_router(database_of: Callable[[Request], Database], organisation_of: Call
     async def journal(request: Request, who: Caller,
                       q: Annotated[str, Query(max_length=200, description="Texte cherché")] = "",
                       limite: Annotated[int, Query(ge=1, le=10_000)] = 500) -> list[AuditOut]:
-        statement = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limite)
-        if q.strip():
-            pattern = f"%{q.strip()}%"
-            statement = statement.where(AuditEntry.action.like(pattern) | AuditEntry.target.like(pattern)
-                                        | AuditEntry.actor.like(pattern) | AuditEntry.after.like(pattern))
-        async with database_of(request).session() as session:
-            rows = (await session.execute(statement)).scalars().all()
+        rows = await audit_entries(database_of(request), q, limite)
         return [AuditOut(quand_ms=e.at, qui=e.actor, action=e.action, objet=e.target, avant=e.before, apres=e.after)
                 for e in rows]
 

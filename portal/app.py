@@ -22,14 +22,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from maillage.config import Config
 from maillage.i18n import t
 from maillage.portal import imports
 from maillage.portal.api import ApiRefused, api_router, refused_answer
-from maillage.portal.api import digest as api_digest
 from maillage.portal.auth import (
     SESSION_COOKIE,
     SESSION_HOURS,
@@ -37,6 +36,7 @@ from maillage.portal.auth import (
     LoginError,
     OidcLogin,
     close_session,
+    digest,
     is_admin,
     open_session,
     session_user,
@@ -45,7 +45,6 @@ from maillage.portal.db import (
     ROLES,
     Agent,
     ApiToken,
-    AuditEntry,
     Database,
     Service,
     ServiceRoom,
@@ -53,7 +52,14 @@ from maillage.portal.db import (
     migrate,
 )
 from maillage.portal.idp_dev import Directory
-from maillage.portal.organisation import FORMULA_STARTS, NewAgent, Organisation, OrganisationError, audit
+from maillage.portal.organisation import (
+    FORMULA_STARTS,
+    NewAgent,
+    Organisation,
+    OrganisationError,
+    audit,
+    audit_entries,
+)
 from maillage.portal.pages import STATIC_DIR, templates
 from maillage.secretstore import Secrets, load_secrets
 
@@ -375,7 +381,7 @@ def create_app(config: Config, stack_secrets: Secrets) -> FastAPI:
                                      status=403)
         secret = secrets.token_urlsafe(32)
         async with portal_of(request).database.session() as session:
-            session.add(ApiToken(name=name, token_hash=api_digest(secret), created_by=user.email))
+            session.add(ApiToken(name=name, token_hash=digest(secret), created_by=user.email))
             audit(session, user.email, "jeton.creation", name)
             await session.commit()
         return await tokens_page(request, user, made=secret)
@@ -496,16 +502,6 @@ def create_app(config: Config, stack_secrets: Secrets) -> FastAPI:
         if isinstance(route, APIRoute) and not route.path.startswith("/api/"):
             route.include_in_schema = False
     return app
-
-
-async def audit_entries(database: Database, query: str, limit: int = 500) -> list[AuditEntry]:
-    statement = select(AuditEntry).order_by(AuditEntry.at.desc(), AuditEntry.id.desc()).limit(limit)
-    if query.strip():
-        pattern = f"%{query.strip()}%"
-        statement = statement.where(or_(AuditEntry.actor.like(pattern), AuditEntry.action.like(pattern),
-                                        AuditEntry.target.like(pattern), AuditEntry.after.like(pattern)))
-    async with database.session() as session:
-        return list((await session.execute(statement)).scalars())
 
 
 def csv_cell(value: str) -> str:

@@ -20,7 +20,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from maillage.bots.caldav.client import CalDav, CalDavError
@@ -277,6 +277,17 @@ class Organisation:
                   after={"email": new.email, "nom": display, "service": new.service_key, "role": new.role})
             await session.commit()
         return CreatedAgent(user_id, first_password)
+
+
+async def audit_entries(database: Database, query: str, limit: int = 500) -> list[AuditEntry]:
+    """The audit, most recent first, optionally those mentioning ``query`` (pages, CSV, API)."""
+    statement = select(AuditEntry).order_by(AuditEntry.at.desc(), AuditEntry.id.desc()).limit(limit)
+    if query.strip():
+        pattern = f"%{query.strip()}%"
+        statement = statement.where(or_(AuditEntry.actor.like(pattern), AuditEntry.action.like(pattern),
+                                        AuditEntry.target.like(pattern), AuditEntry.after.like(pattern)))
+    async with database.session() as session:
+        return list((await session.execute(statement)).scalars())
 
 
 def _bound(function: Callable[..., Awaitable[str]], *arguments: Any) -> Callable[[], Awaitable[str]]:

@@ -44,6 +44,10 @@ async def test_the_api_makes_services_and_agents_and_refuses_the_rest(portal: Po
     token, browser = await make_token(portal, "Logiciel RH")
     bearer = {"Authorization": f"Bearer {token}"}
     try:
+        page = await browser.get(f"{portal.url}/jetons")
+        unnamed = await browser.post(f"{portal.url}/jetons", data={"csrf": csrf_of(page), "nom": " x "})
+        assert unnamed.status_code == 422 and "de 2 à 80 caractères" in unnamed.text
+        assert 'class="secret"' not in unnamed.text
         async with httpx.AsyncClient(base_url=f"{portal.url}/api/v1", timeout=120) as http:
             assert (await http.get("/services")).status_code == 401
             wrong = await http.get("/services", headers={"Authorization": "Bearer pas-un-jeton"})

@@ -170,6 +170,8 @@ async def test_a_service_cut_by_an_outage_resumes_without_repeating(
         webdav_process.start()
     detail = await browser.get(f"{portal.url}/services/finances")
     assert "Reprendre" in detail.text
+    unknown = await browser.post(f"{portal.url}/services/inconnu/reprendre", data={"csrf": csrf_of(detail)})
+    assert unknown.status_code == 404 and "Page introuvable" in unknown.text
     resumed = await browser.post(f"{portal.url}/services/finances/reprendre", data={"csrf": csrf_of(detail)})
     assert resumed.status_code == 303
     space, room = await service_ids(browser, portal, "finances")
