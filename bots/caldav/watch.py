@@ -18,7 +18,6 @@ change before recording the change as seen, and with the bot's own writes.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from icalendar import Calendar as ICalendar
 from mautrix.util.async_db import Connection, Database, UpgradeTable
 
 from maillage.bots.caldav.client import CalDav, CalDavError, Item
+from maillage.bots.runtime.store import transaction
 
 log = logging.getLogger("maillage.bots.caldav")
 
@@ -57,6 +57,26 @@ async def _seen(conn: Connection) -> None:
 
 
 tables.register(_seen, description="What the bots last saw of each bound calendar")
+
+
+async def _bursts(conn: Connection) -> None:
+    await conn.execute(
+        """CREATE TABLE caldav_burst (
+            bot TEXT NOT NULL,
+            calendar_id TEXT NOT NULL,
+            started BIGINT NOT NULL,
+            last_change BIGINT NOT NULL,
+            told INTEGER NOT NULL,
+            summarised INTEGER NOT NULL,
+            added INTEGER NOT NULL,
+            changed INTEGER NOT NULL,
+            removed INTEGER NOT NULL,
+            PRIMARY KEY (bot, calendar_id)
+        )"""
+    )
+
+
+tables.register(_bursts, description="Bursts of changes: told one by one up to a limit, then counted")
 
 
 Kind = Literal["ajout", "modification", "suppression"]
@@ -101,9 +121,29 @@ class Copy(Protocol):
         """Items changed or removed."""
 
 
+@dataclass
+class Burst:
+    """Changes seen with no quiet time between (an import that lasts several looks, or is
+    made in waves): the room is told at most ``BATCH`` of them one by one, one count at once,
+    and the rest counted and told when the calendar has been quiet for three intervals."""
+
+    started: int  # ms; part of the identity of the count told
+    last_change: int  # ms
+    told: int = 0  # changes told one by one
+    summarised: bool = False  # a count already told
+    added: int = 0  # counted, not yet told
+    changed: int = 0
+    removed: int = 0
+
+    @property
+    def counting(self) -> bool:
+        return self.summarised or bool(self.added or self.changed or self.removed)
+
+
 Announce = Callable[[Change], Awaitable[None]]
 BATCH = 10
 PARALLEL = 8
+LONGEST_BURST_MS = 10 * 60 * 1000  # a count is told at least this often, even if changes never stop
 
 
 class CalendarWatcher:
@@ -112,6 +152,7 @@ class CalendarWatcher:
                  copy: Copy | None = None, component: str = "VEVENT") -> None:
         self.caldav, self.db, self.owner = caldav, db, owner
         self.calendars, self.interval = calendars, interval
+        self.quiet_ms = int(3 * interval * 1000)  # a burst ends after this long with no change
         self.announce, self.announce_batch = announce, announce_batch
         self.copy, self.component = copy, component  # what the copy reads: events or tasks
         self._looking: dict[str, asyncio.Lock] = {}
@@ -165,23 +206,83 @@ class CalendarWatcher:
         changed, removed, new_token = await self._differences(calendar_id, str(token or ""), known)
         changed = [(href, etag) for href, etag in changed if not etag or known.get(href, ("", ""))[0] != etag]
         removed = [href for href in removed if href in known]
-        if token is None or len(changed) + len(removed) > BATCH:
-            if self.copy is not None and token is not None and not refilled:  # only what changed is read
+        if token is None:  # the first look only takes note
+            await self._record(calendar_id, changed, removed, known, new_token, None)
+            return
+        count = len(changed) + len(removed)
+        burst = await self._burst(calendar_id)
+        if count == 0:
+            if burst is not None and _now_ms() - burst.last_change >= self.quiet_ms:  # the burst ends
+                await self._tell_counted(calendar_id, burst)
+                await self.db.execute("DELETE FROM caldav_burst WHERE bot=$1 AND calendar_id=$2",
+                                      self.owner, calendar_id)
+            await self._record(calendar_id, [], [], known, new_token, None)
+        elif count > BATCH or (burst is not None and (burst.counting or burst.told + count > BATCH)):
+            if self.copy is not None and not refilled:  # only what changed is read, a few hundred a request
                 await self.copy.update(calendar_id, await self.caldav.several(calendar_id, [h for h, _ in changed]),
                                        removed)
-            if token is not None:
-                added = sum(href not in known for href, _ in changed)
-                await self.announce_batch(Batch(calendar_id, added, len(changed) - added, len(removed),
-                                                new_token or _fingerprint(changed, removed)))
-            for href, etag in changed:
-                await self._remember(calendar_id, href, etag, known.get(href, ("", ""))[1])
-            for href in removed:
-                await self.forget(calendar_id, href)
+            added = sum(href not in known for href, _ in changed)
+            await self._record(calendar_id, changed, removed, known, new_token,
+                               (added, len(changed) - added, len(removed)))
+            await self._tell_first_count(calendar_id)
         else:
             await self._one_by_one(calendar_id, changed, removed, known)
+            await self._record(calendar_id, [], [], known, new_token, None)
+            await self._told_one_by_one(calendar_id, count)
+
+    async def _record(self, calendar_id: str, changed: list[tuple[str, str]], removed: list[str],
+                      known: dict[str, tuple[str, str]], token: str, counted: tuple[int, int, int] | None
+                      ) -> None:
+        """What was seen, the counts not yet told and the next token, in one transaction: after a
+        crash the look is made again whole, or not at all (a change counted twice or never)."""
+        async with transaction(self.db) as conn:
+            for href, etag in changed:
+                await self._remember(calendar_id, href, etag, known.get(href, ("", ""))[1], conn)
+            for href in removed:
+                await self.forget(calendar_id, href, conn)
+            if counted is not None:
+                await conn.execute(
+                    "INSERT INTO caldav_burst (bot, calendar_id, started, last_change, told, summarised, added,"
+                    " changed, removed) VALUES ($1, $2, $3, $3, 0, 0, $4, $5, $6) ON CONFLICT (bot, calendar_id)"
+                    " DO UPDATE SET last_change=$3, added=caldav_burst.added+$4, changed=caldav_burst.changed+$5,"
+                    " removed=caldav_burst.removed+$6",
+                    self.owner, calendar_id, _now_ms(), *counted)
+            await conn.execute(
+                "INSERT INTO caldav_sync (bot, calendar_id, token) VALUES ($1, $2, $3)"
+                " ON CONFLICT (bot, calendar_id) DO UPDATE SET token=$3", self.owner, calendar_id, token)
+
+    async def _tell_first_count(self, calendar_id: str) -> None:
+        """The first count of a burst is told at once (the usual import, seen in one look); the
+        next ones when the calendar is quiet again, or after ``LONGEST_BURST_MS``."""
+        burst = await self._burst(calendar_id)
+        if burst is None or (burst.summarised and _now_ms() - burst.started <= LONGEST_BURST_MS):
+            return
+        await self._tell_counted(calendar_id, burst)
         await self.db.execute(
-            "INSERT INTO caldav_sync (bot, calendar_id, token) VALUES ($1, $2, $3)"
-            " ON CONFLICT (bot, calendar_id) DO UPDATE SET token=$3", self.owner, calendar_id, new_token)
+            "UPDATE caldav_burst SET summarised=1, started=$3, added=0, changed=0, removed=0"
+            " WHERE bot=$1 AND calendar_id=$2", self.owner, calendar_id, _now_ms())
+
+    async def _tell_counted(self, calendar_id: str, burst: Burst) -> None:
+        """Told, then cleared by the caller: after a crash in between it is told again with the
+        same identity (the count's start), which the bot turns into the same transaction id."""
+        if burst.added or burst.changed or burst.removed:
+            await self.announce_batch(Batch(calendar_id, burst.added, burst.changed, burst.removed,
+                                            f"compte|{burst.started}"))
+
+    async def _told_one_by_one(self, calendar_id: str, count: int) -> None:
+        await self.db.execute(
+            "INSERT INTO caldav_burst (bot, calendar_id, started, last_change, told, summarised, added, changed,"
+            " removed) VALUES ($1, $2, $3, $3, $4, 0, 0, 0, 0) ON CONFLICT (bot, calendar_id) DO UPDATE SET"
+            " last_change=$3, told=caldav_burst.told+$4", self.owner, calendar_id, _now_ms(), count)
+
+    async def _burst(self, calendar_id: str) -> Burst | None:
+        row = await self.db.fetchrow(
+            "SELECT started, last_change, told, summarised, added, changed, removed FROM caldav_burst"
+            " WHERE bot=$1 AND calendar_id=$2", self.owner, calendar_id)
+        if row is None:
+            return None
+        return Burst(int(row["started"]), int(row["last_change"]), int(row["told"]), bool(row["summarised"]),
+                     int(row["added"]), int(row["changed"]), int(row["removed"]))
 
     async def _one_by_one(self, calendar_id: str, changed: list[tuple[str, str]], removed: list[str],
                           known: dict[str, tuple[str, str]]) -> None:
@@ -234,20 +335,20 @@ class CalendarWatcher:
             await self.copy.update(calendar_id, [], [href])
         await self.forget(calendar_id, href)
 
-    async def forget(self, calendar_id: str, href: str) -> None:
-        await self.db.execute("DELETE FROM caldav_item WHERE bot=$1 AND calendar_id=$2 AND href=$3",
-                              self.owner, calendar_id, href)
+    async def forget(self, calendar_id: str, href: str, conn: Connection | None = None) -> None:
+        await (conn or self.db).execute("DELETE FROM caldav_item WHERE bot=$1 AND calendar_id=$2 AND href=$3",
+                                        self.owner, calendar_id, href)
 
-    async def _remember(self, calendar_id: str, href: str, etag: str, summary: str) -> None:
-        await self.db.execute(
+    async def _remember(self, calendar_id: str, href: str, etag: str, summary: str,
+                        conn: Connection | None = None) -> None:
+        await (conn or self.db).execute(
             "INSERT INTO caldav_item (bot, calendar_id, href, etag, summary) VALUES ($1, $2, $3, $4, $5)"
             " ON CONFLICT (bot, calendar_id, href) DO UPDATE SET etag=$4, summary=$5",
             self.owner, calendar_id, href, etag, summary[:200])
 
 
-def _fingerprint(changed: list[tuple[str, str]], removed: list[str]) -> str:
-    """The identity of a batch seen without a sync token (ETag comparison)."""
-    return hashlib.sha256(repr((sorted(changed), sorted(removed))).encode()).hexdigest()[:32]
+def _now_ms() -> int:
+    return int(datetime.now(UTC).timestamp() * 1000)
 
 
 def _summary(data: str) -> str:

@@ -10,8 +10,9 @@ import io
 import random
 import stat
 from collections.abc import Callable
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from asn1crypto import pem
@@ -26,6 +27,14 @@ from tests.bots.test_runtime import documents_id, let_the_bot_bind
 from tests.conftest import BotProcess, ServerStack
 from tests.harness.matrix import Agent, AgentFactory, Received, create_encrypted_room
 from tests.harness.office import pdf_with_text
+
+PARIS = ZoneInfo("Europe/Paris")
+
+
+def paris_today() -> date:
+    """The day in the collectivité's time zone, as the bot counts it (a CI run crossing midnight
+    in Paris, 23:00 UTC, would otherwise expect yesterday's archive names)."""
+    return datetime.now(PARIS).date()
 
 pytestmark = pytest.mark.usefixtures("in_french")
 
@@ -116,7 +125,7 @@ async def test_a_circuit_of_visa_opinion_and_signature_ends_archived_with_its_re
     chef, juriste, finances, maire = people.values()
     path, data, _ = await filed_pdf(owner, room, synapse, "Arrêté n°2026-12 portant réglementation de la circulation")
     name = path.rpartition("/")[2]
-    deadline = (date.today() + timedelta(days=10)).isoformat()
+    deadline = (paris_today() + timedelta(days=10)).isoformat()
     since = len(chef.received)
     started = await answer(owner, room, synapse, f"!circuit lance {name} visa: {chef.user_id}, avis: "
                            f"{juriste.user_id} {finances.user_id} (un), signature: {maire.user_id} "
@@ -151,7 +160,7 @@ async def test_a_circuit_of_visa_opinion_and_signature_ends_archived_with_its_re
     told = await owner.wait_for_text(room, lambda m: m.body.startswith(f"✅ Circuit n°{number} "), since=since)
     archive = told.body.split("Archivé : ", 1)[1].splitlines()[0]
     receipt = told.body.split("Bordereau : ", 1)[1].splitlines()[0]
-    year = date.today().year
+    year = paris_today().year
     assert archive == f"Archives/{year}/urbanisme/{name}" and receipt.endswith("_bordereau.pdf")
     assert "cachet électronique" in told.body
 
@@ -240,7 +249,7 @@ async def test_wrong_requests_are_refused_with_what_to_do_and_start_nothing(
     outsider = await agents("dehors")
     path, _, _ = await filed_pdf(owner, room, synapse, "Délibération")
     name = path.rpartition("/")[2]
-    tomorrow = (date.today() + timedelta(days=1)).isoformat()
+    tomorrow = (paris_today() + timedelta(days=1)).isoformat()
     wrong = {
         f"!circuit lance absent.pdf visa: {chef.user_id}": "Aucun document",
         f"!circuit lance {name} visa: {outsider.user_id}": "ne sont pas membres",
@@ -269,7 +278,7 @@ async def test_a_deputy_acts_for_the_mayor_and_the_receipt_says_so(
 ) -> None:
     owner, room, people = await circuit_room(agents, synapse, "dg/arretes", "maire", "adjoint")
     maire, adjoint = people.values()
-    until = (date.today() + timedelta(days=20)).isoformat()
+    until = (paris_today() + timedelta(days=20)).isoformat()
     assert "iront à" in await answer(maire, room, synapse, f"!circuit délègue {adjoint.user_id} jusqu’au {until}")
     circular = await answer(adjoint, room, synapse, f"!circuit délègue {maire.user_id} jusqu’au {until}")
     assert "reviendrait à vous" in circular
@@ -347,7 +356,7 @@ async def test_actors_get_a_direct_message_with_the_document_and_reminders_once_
     chef = people["chef"]
     path, data, _ = await filed_pdf(owner, room, synapse, "Courrier au préfet")
     name = path.rpartition("/")[2]
-    today = date.today().isoformat()
+    today = paris_today().isoformat()
     number = number_of(await answer(owner, room, synapse, f"!circuit lance {name} visa: {chef.user_id} "
                                                           f"échéance: {today}"))
     direct = await chef.join_invitation()
@@ -376,7 +385,7 @@ async def test_a_late_circuit_is_listed_and_said_late(
     owner, room, people = await circuit_room(agents, synapse, "st/travaux", "chef")
     chef = people["chef"]
     path, _, _ = await filed_pdf(owner, room, synapse, "Ordre de service")
-    tomorrow = (date.today() + timedelta(days=1)).isoformat()
+    tomorrow = (paris_today() + timedelta(days=1)).isoformat()
     number = number_of(await answer(owner, room, synapse, f"!circuit lance {path.rpartition('/')[2]} visa: "
                                                           f"{chef.user_id} échéance: {tomorrow}"))
     direct = await chef.join_invitation()
@@ -384,7 +393,7 @@ async def test_a_late_circuit_is_listed_and_said_late(
     assert f"circuit n°{number}" in before.body
     assert "Aucun circuit en retard" in await answer(owner, room, synapse, "!circuit en-retard")
     # Ten days pass (the deadline moved back in the bots' database, as time would).
-    yesterday = (date.today() - timedelta(days=1)).isoformat()
+    yesterday = (paris_today() - timedelta(days=1)).isoformat()
     database = synapse.config.data_dir / "bots" / "bots.db"
     await asyncio.to_thread(_set_deadline, database, number, yesterday)
     late = await answer(owner, room, synapse, "!circuit en-retard")
@@ -433,8 +442,8 @@ async def test_circuit_steps_and_archives_happen_once_when_the_bots_are_killed(
         assert sum(1 for b in bodies if b.startswith(f"📝 Circuit n°{number} ")) == 2  # one notice per step
         state = await answer(owner, room, synapse, f"!circuit état {number}")
         assert state.count("— visa —") == 1 and state.count("— signature —") == 1, state
-    archived = [name for name in dav_client(synapse, webdav).list(f"Archives/{date.today().year}/conseil/")
+    archived = [name for name in dav_client(synapse, webdav).list(f"Archives/{paris_today().year}/conseil/")
                 if name.endswith(".pdf")]
-    day = f"{date.today():%Y-%m-%d}"
+    day = f"{paris_today():%Y-%m-%d}"
     assert sorted(archived) == sorted([f"{day}_conseil_deliberation-{i}.pdf" for i in range(count)]
                                       + [f"{day}_conseil_deliberation-{i}_bordereau.pdf" for i in range(count)])
