@@ -12,10 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import bcrypt
 import yaml
 
 from maillage.config import Config, url_host
+from maillage.deploy.dav_access import WSGIDAV_CONFIG_KEY, access_directory, publish_service_account
 from maillage.homeserver.render import render_synapse
 from maillage.secretstore import Secrets, write_private
 
@@ -85,8 +85,8 @@ def caldav_service(config: Config, secrets: Secrets) -> Service:
 
     def prepare() -> None:
         (directory / "collections").mkdir(parents=True, exist_ok=True)
-        hashed = bcrypt.hashpw(secrets.dav_password.encode(), bcrypt.gensalt()).decode()
-        write_private(directory / "utilisateurs", f"{user}:{hashed}\n")
+        publish_service_account(config.data_dir, user, secrets.dav_password)
+        access = access_directory(config.data_dir)
         write_private(
             directory / "radicale.ini",
             "\n".join(
@@ -94,12 +94,14 @@ def caldav_service(config: Config, secrets: Secrets) -> Service:
                     "# Rendered by Maillage at every start; change maillage.toml instead.",
                     "[server]",
                     f"hosts = {config.reseau.adresse_ecoute}:{config.reseau.port_caldav}",
-                    "[auth]",
-                    "type = htpasswd",
-                    f"htpasswd_filename = {directory / 'utilisateurs'}",
-                    "htpasswd_encryption = bcrypt",
-                    "[rights]",
-                    "type = owner_only",
+                    "[auth]",  # the stack's account and the agents' app passwords (the portal's)
+                    "type = maillage.deploy.radicale_access",
+                    f"acces = {access}",
+                    "[rights]",  # the calendars the portal gives each agent, read or write
+                    "type = maillage.deploy.radicale_access",
+                    f"acces = {access}",
+                    "permit_delete_collection = False",  # a calendar is removed from the portal
+                    "permit_overwrite_collection = False",
                     "[storage]",
                     f"filesystem_folder = {directory / 'collections'}",
                     "[logging]",
@@ -131,18 +133,21 @@ def webdav_service(config: Config, secrets: Secrets) -> Service:
 
     def prepare() -> None:
         (directory / "fichiers").mkdir(parents=True, exist_ok=True)
+        publish_service_account(config.data_dir, user, secrets.dav_password)
         settings = {
             "host": config.reseau.adresse_ecoute,
             "port": config.reseau.port_webdav,
             "server": "cheroot",
             "provider_mapping": {"/": str(directory / "fichiers")},
+            # The stack's account and the agents' app passwords, each folder read or written as
+            # the portal says (maillage.deploy.wsgidav_access).
             "http_authenticator": {
-                "domain_controller": None,
+                "domain_controller": "maillage.deploy.wsgidav_access.DomainController",
                 "accept_basic": True,
                 "accept_digest": False,
                 "default_to_digest": False,
             },
-            "simple_dc": {"user_mapping": {"*": {user: {"password": secrets.dav_password}}}},
+            WSGIDAV_CONFIG_KEY: str(access_directory(config.data_dir)),
             # Who uploaded a document, and its hash, are WebDAV properties: keep them.
             "property_manager": {
                 "class": "wsgidav.prop_man.property_manager.ShelvePropertyManager",

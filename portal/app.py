@@ -41,6 +41,7 @@ from maillage.portal.auth import (
     open_session,
     session_user,
 )
+from maillage.portal.dav import DavAccess, MadePassword, account_rights, dav_login
 from maillage.portal.db import (
     ROLES,
     Agent,
@@ -91,6 +92,7 @@ class Portal:
     database: Database
     login: OidcLogin
     organisation: Organisation
+    dav: DavAccess
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def in_background(self, work: Coroutine[Any, Any, None]) -> None:
@@ -118,8 +120,10 @@ def create_app(config: Config, stack_secrets: Secrets) -> FastAPI:
         await asyncio.to_thread(migrate, sync_url)
         database = Database(async_url)
         portal = Portal(config, stack_secrets, database, OidcLogin(config, stack_secrets.portal_oidc_secret, database),
-                        Organisation(config, stack_secrets, database, admin_token, dev_directory(config)))
+                        Organisation(config, stack_secrets, database, admin_token, dev_directory(config)),
+                        DavAccess(config, database))
         app.state.portal = portal
+        await portal.dav.publish()  # what a crash may have left committed and not yet published
         for job_id in await imports.unfinished(database):  # cut by a stop or a crash: taken up again
             portal.in_background(imports.run(portal.organisation, database, job_id))
         yield
@@ -464,15 +468,54 @@ def create_app(config: Config, stack_secrets: Secrets) -> FastAPI:
 
     # --- the agent's own page, the audit ---------------------------------------------------
 
-    @app.get("/moi", response_class=HTMLResponse)
-    async def me(request: Request, user: User) -> Response:
+    async def agent_of(request: Request, user: CurrentUser) -> Agent | None:
         async with portal_of(request).database.session() as session:
-            agent = (await session.execute(select(Agent).where(Agent.email == user.email))).scalar_one_or_none()
+            return (await session.execute(select(Agent).where(Agent.email == user.email,
+                                                              Agent.active.is_(True)))).scalar_one_or_none()
+
+    async def me_page(request: Request, user: CurrentUser, *, made: MadePassword | None = None,
+                      errors: dict[str, str] | None = None, status: int = 200) -> Response:
+        portal = portal_of(request)
+        agent = await agent_of(request, user)
+        async with portal.database.session() as session:
             service = await session.get(Service, agent.service_id) if agent and agent.service_id else None
             rooms = (await session.execute(select(ServiceRoom).where(ServiceRoom.service_id == service.id))
                      ).scalars().all() if service else []
-        return page(request, "moi.html", {"agent": agent, "service": service, "rooms": rooms, "section": "moi",
-                                          "dav": dav_urls(config, service.key) if service else None})
+            services = (await session.execute(select(Service).where(Service.archived.is_(False))
+                                              .order_by(Service.name))).scalars().all()
+        folders, calendars = account_rights(agent.role, service.key if service else None) if agent else ({}, {})
+        reachable = [(other, folders.get(other.key) or folders.get("*", ""),
+                      calendars.get(other.key) or calendars.get("*", ""), dav_urls(config, other.key))
+                     for other in services if folders.get(other.key) or folders.get("*")]
+        return page(request, "moi.html", {
+            "agent": agent, "service": service, "rooms": rooms, "section": "moi", "reachable": reachable,
+            "login": dav_login(agent.user_id) if agent else "", "made": made, "errors": errors or {},
+            "passwords": await portal.dav.passwords(agent) if agent else []}, status=status)
+
+    @app.get("/moi", response_class=HTMLResponse)
+    async def me(request: Request, user: User) -> Response:
+        return await me_page(request, user)
+
+    @app.post("/moi/mots-de-passe", response_class=HTMLResponse)
+    async def make_app_password(request: Request, user: User, csrf: Csrf = "",
+                                nom: Annotated[str, Form()] = "") -> Response:
+        check_csrf(user, csrf)
+        agent = await agent_of(request, user)
+        if agent is None:
+            raise Forbidden()
+        try:
+            made = await portal_of(request).dav.make_password(agent, nom)
+        except OrganisationError as exc:
+            return await me_page(request, user, errors={exc.field or "general": exc.message}, status=422)
+        return await me_page(request, user, made=made)
+
+    @app.post("/moi/mots-de-passe/{password_id}/revoquer")
+    async def revoke_app_password(request: Request, password_id: int, user: User, csrf: Csrf = "") -> Response:
+        check_csrf(user, csrf)
+        agent = await agent_of(request, user)
+        if agent is None or not await portal_of(request).dav.revoke_password(agent, password_id):
+            raise StarletteHTTPException(404)
+        return RedirectResponse("/moi", status_code=303)
 
     @app.get("/journal", response_class=HTMLResponse)
     async def audit_log(request: Request, user: Admin, q: str = "") -> Response:

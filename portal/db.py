@@ -197,3 +197,16 @@ class ApiToken(Base):
     created_by: Mapped[str] = mapped_column(String(320))
     created_at: Mapped[int] = mapped_column(BigInteger, default=now_ms)
     revoked: Mapped[bool] = mapped_column(default=False)
+
+
+class AppPassword(Base):
+    """A password for one of the agent's DAV apps (Thunderbird, DAVx5, a file manager): made by
+    the portal, shown once, kept as a digest, revoked one by one."""
+
+    __tablename__ = "app_password"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agent.id"), index=True)
+    name: Mapped[str] = mapped_column(String(60))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now_ms)
+    revoked_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)

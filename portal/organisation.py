@@ -233,6 +233,8 @@ class Organisation:
         localpart = email.split("@")[0]
         if not LOCALPART.fullmatch(localpart):
             raise OrganisationError(t("portal.agent_localpart_invalid", localpart=localpart), "email")
+        if localpart in (self.config.webdav.utilisateur, self.config.caldav.utilisateur):  # the DAV login
+            raise OrganisationError(t("portal.agent_localpart_reserved", localpart=localpart), "email")
         return NewAgent(email, given, usual, new.service_key.strip(), new.role)
 
     async def create_agent(self, actor: str, new: NewAgent, *, adopt: bool = False) -> CreatedAgent:

@@ -67,7 +67,7 @@ def test_every_file_the_running_stack_wrote_is_private(running_stack: Stack) -> 
 
     assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
     for expected in ("synapse/homeserver.db", "bots/bots.db", "secrets/signing.key", "secrets/secrets.toml",
-                     "synapse/homeserver.yaml", "caldav/utilisateurs", "webdav/wsgidav.yaml", "logs/synapse.log",
+                     "synapse/homeserver.yaml", "acces-dav/service.json", "webdav/wsgidav.yaml", "logs/synapse.log",
                      "run/etat.json"):
         assert (data_dir / expected).exists(), expected
     assert wide_entries(data_dir) == []
