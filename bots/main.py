@@ -8,12 +8,14 @@ import signal
 
 from maillage.bots.agenda.bot import AgendaBot
 from maillage.bots.documents.bot import DocumentsBot
+from maillage.bots.portal_api import PortalApi
 from maillage.bots.projets.api import ProjectsApi
 from maillage.bots.projets.bot import ProjetsBot
 from maillage.bots.runtime.bot import Bot, BotRuntime
+from maillage.bots.runtime.callers import Callers
 from maillage.bots.runtime.metrics import Metrics, serve_health
 from maillage.config import Config
-from maillage.deploy.provisioning import ensure_admin_token
+from maillage.deploy.provisioning import ADMIN_LOCALPART, ensure_admin_token, user_id
 from maillage.i18n import set_language
 from maillage.secretstore import load_secrets
 
@@ -26,10 +28,13 @@ async def run_bots(config: Config) -> None:
     admin_token = await ensure_admin_token(config, stack_secrets)
     metrics = Metrics()
     runtime = BotRuntime(config, load_secrets(config.data_dir), admin_token, BOTS, metrics)
-    projects = ProjectsApi(config.bots_homeserver_url,
-                           lambda: next((bot for bot in runtime.bots if isinstance(bot, ProjetsBot)), None))
+    callers = Callers(config.bots_homeserver_url)
+    projects = ProjectsApi(callers, lambda: runtime.bot_of(ProjetsBot))
+    for_portal = PortalApi(callers, user_id(config, ADMIN_LOCALPART), lambda: runtime.bot_of(ProjetsBot),
+                           lambda: runtime.bot_of(DocumentsBot))
     health = await serve_health(metrics, config.reseau.adresse_ecoute, config.bots.port_sante, runtime.health,
-                                routes={"/api/projets": projects.projects})
+                                routes={"/api/projets": projects.projects, "/api/travail": for_portal.work,
+                                        "/api/tableau": for_portal.dashboard})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

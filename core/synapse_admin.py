@@ -146,6 +146,19 @@ class SynapseAdmin:
             if exc.status != 403 or not await self._member(room_id, user_id, ("invite", "join")):
                 raise
 
+    async def kick(self, room_id: str, user_id: str, reason: str) -> None:
+        """Out of the room; someone not in it (or not invited) is left as they are."""
+        try:
+            await self._call("POST", f"/_matrix/client/v3/rooms/{_q(room_id)}/kick",
+                             {"user_id": user_id, "reason": reason})
+        except AdminApiError as exc:
+            if exc.status != 403 or await self._member(room_id, user_id, ("invite", "join")):
+                raise
+
+    async def deactivate(self, user_id: str) -> None:
+        """The account closed (logged out everywhere, out of every room); its messages are kept."""
+        await self._call("POST", f"/_synapse/admin/v1/deactivate/{_q(user_id)}", {"erase": False})
+
     async def _member(self, room_id: str, user_id: str, memberships: tuple[str, ...]) -> bool:
         try:
             event = await self.state(room_id, "m.room.member", user_id)

@@ -18,7 +18,8 @@ from sqlalchemy import select
 from maillage.i18n import t
 from maillage.portal.auth import digest
 from maillage.portal.db import ROLES, Agent, ApiToken, Database, Service
-from maillage.portal.organisation import NewAgent, Organisation, OrganisationError, audit_entries
+from maillage.portal.errors import OrganisationError
+from maillage.portal.organisation import NewAgent, Organisation, audit_entries
 
 
 class ServiceIn(BaseModel):

@@ -22,7 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
-from sqlalchemy import func, select
+from sqlalchemy import select
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from maillage.config import Config
@@ -41,6 +41,7 @@ from maillage.portal.auth import (
     open_session,
     session_user,
 )
+from maillage.portal.dashboard import ACTIVITY_DAYS, MESSAGES_READ, Dashboard, bars
 from maillage.portal.dav import DavAccess, MadePassword, account_rights, dav_login
 from maillage.portal.db import (
     ROLES,
@@ -49,18 +50,13 @@ from maillage.portal.db import (
     Database,
     Service,
     ServiceRoom,
+    audit,
     database_urls,
     migrate,
 )
+from maillage.portal.errors import OrganisationError
 from maillage.portal.idp_dev import Directory
-from maillage.portal.organisation import (
-    FORMULA_STARTS,
-    NewAgent,
-    Organisation,
-    OrganisationError,
-    audit,
-    audit_entries,
-)
+from maillage.portal.organisation import FORMULA_STARTS, NewAgent, Organisation, audit_entries
 from maillage.portal.pages import STATIC_DIR, templates
 from maillage.secretstore import Secrets, load_secrets
 
@@ -92,8 +88,12 @@ class Portal:
     database: Database
     login: OidcLogin
     organisation: Organisation
-    dav: DavAccess
+    dashboard: Dashboard
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    @property
+    def dav(self) -> DavAccess:
+        return self.organisation.dav
 
     def in_background(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
@@ -121,8 +121,9 @@ def create_app(config: Config, stack_secrets: Secrets) -> FastAPI:
         database = Database(async_url)
         portal = Portal(config, stack_secrets, database, OidcLogin(config, stack_secrets.portal_oidc_secret, database),
                         Organisation(config, stack_secrets, database, admin_token, dev_directory(config)),
-                        DavAccess(config, database))
+                        Dashboard(config, database, admin_token))
         app.state.portal = portal
+        portal.in_background(portal.dashboard.run())
         await portal.dav.publish()  # what a crash may have left committed and not yet published
         for job_id in await imports.unfinished(database):  # cut by a stop or a crash: taken up again
             portal.in_background(imports.run(portal.organisation, database, job_id))
@@ -219,11 +220,27 @@ def create_app(config: Config, stack_secrets: Secrets) -> FastAPI:
             return page(request, "accueil.html", {})
         if not user.is_admin:
             return RedirectResponse("/moi", status_code=303)
-        async with portal_of(request).database.session() as session:
-            services = (await session.execute(select(Service).order_by(Service.name))).scalars().all()
-            counts = dict((await session.execute(select(Agent.service_id, func.count()).where(Agent.active.is_(True))
-                                                 .group_by(Agent.service_id))).all())
-        return page(request, "tableau.html", {"services": services, "counts": counts, "section": "accueil"})
+        dashboard = portal_of(request).dashboard
+        services = await dashboard.services()
+        snapshot = dashboard.snapshot
+        roles = await dashboard.roles()
+        return page(request, "tableau.html", {
+            "section": "accueil", "services": services, "agents_total": sum(s.agents for s in services),
+            "circuits_open": sum(s.circuits_open for s in services),
+            "circuits_late": sum(s.circuits_late for s in services),
+            "agents_chart": bars([(s.name, s.agents) for s in services]),
+            "activity_chart": bars([(s.name, s.messages or 0) for s in services], cap=MESSAGES_READ)
+            if snapshot.synapse_ok else [],
+            "activity_days": ACTIVITY_DAYS,
+            "circuits_chart": bars([(s.name, s.circuits_open) for s in services if s.circuits_open]),
+            "roles_chart": bars([(t("portal.role_" + role), roles.get(role, 0)) for role in ROLES]),
+            "projects": snapshot.projects, "bots_ok": snapshot.bots_ok, "read_at": snapshot.read_at})
+
+    @app.post("/tableau/actualiser")
+    async def refresh_dashboard(request: Request, user: Admin, csrf: Csrf = "") -> Response:
+        check_csrf(user, csrf)
+        await portal_of(request).dashboard.refresh()
+        return RedirectResponse("/", status_code=303)
 
     @app.get("/connexion")
     async def login(request: Request, suite: str = "/") -> Response:
@@ -465,6 +482,51 @@ def create_app(config: Config, stack_secrets: Secrets) -> FastAPI:
         writer.writerows([csv_cell(email), password] for email, password in found)
         return Response("\ufeff" + out.getvalue(), media_type="text/csv; charset=utf-8",
                         headers={"Content-Disposition": f'attachment; filename="premiers-mots-de-passe-{job_id}.csv"'})
+
+    # --- one agent: another service or role, their departure --------------------------------
+
+    async def agent_page(request: Request, user_id: str, *, done: str = "", errors: dict[str, str] | None = None,
+                         values: dict[str, str] | None = None, status: int = 200) -> Response:
+        portal = portal_of(request)
+        async with portal.database.session() as session:
+            agent = (await session.execute(select(Agent).where(Agent.user_id == user_id))).scalar_one_or_none()
+            if agent is None:
+                raise StarletteHTTPException(404)
+            services = (await session.execute(select(Service).where(Service.archived.is_(False))
+                                              .order_by(Service.name))).scalars().all()
+            service = await session.get(Service, agent.service_id) if agent.service_id else None
+        return page(request, "agent.html", {
+            "agent": agent, "service": service, "services": services, "roles": ROLES, "done": done,
+            "errors": errors or {}, "section": "agents", "work": await portal.organisation.open_work(user_id),
+            "values": values or {"service": service.key if service else "", "role": agent.role}}, status=status)
+
+    @app.get("/agents/{user_id}", response_class=HTMLResponse)
+    async def agent_detail(request: Request, user_id: str, user: Admin) -> Response:
+        return await agent_page(request, user_id)
+
+    @app.post("/agents/{user_id}", response_class=HTMLResponse)
+    async def change_agent(request: Request, user_id: str, user: Admin, csrf: Csrf = "",
+                           service: Annotated[str, Form()] = "", role: Annotated[str, Form()] = "") -> Response:
+        check_csrf(user, csrf)
+        try:
+            await portal_of(request).organisation.change_agent(user.email, user_id, service, role)
+        except OrganisationError as exc:
+            return await agent_page(request, user_id, errors={exc.field or "general": exc.message},
+                                    values={"service": service, "role": role}, status=422)
+        return await agent_page(request, user_id, done=t("portal.agent_changed"))
+
+    @app.post("/agents/{user_id}/depart", response_class=HTMLResponse)
+    async def offboard_agent(request: Request, user_id: str, user: Admin, csrf: Csrf = "",
+                             confirmation: Annotated[str, Form()] = "") -> Response:
+        check_csrf(user, csrf)
+        if confirmation != "oui":
+            return await agent_page(request, user_id, errors={"confirmation": t("portal.offboard_confirm_needed")},
+                                    status=422)
+        try:
+            await portal_of(request).organisation.offboard(user.email, user_id)
+        except OrganisationError as exc:
+            return await agent_page(request, user_id, errors={"general": exc.message}, status=422)
+        return await agent_page(request, user_id, done=t("portal.agent_offboarded"))
 
     # --- the agent's own page, the audit ---------------------------------------------------
 

@@ -28,8 +28,8 @@ from sqlalchemy import func, select
 from maillage.config import Config
 from maillage.deploy.dav_access import Account, Right, digest, publish_agents
 from maillage.i18n import t
-from maillage.portal.db import Agent, AppPassword, Database, Service, now_ms
-from maillage.portal.organisation import OrganisationError, audit
+from maillage.portal.db import Agent, AppPassword, Database, Service, audit, now_ms
+from maillage.portal.errors import OrganisationError
 
 ARCHIVES = "Archives"
 # role: (own service, other services, archives)

@@ -6,6 +6,7 @@ one; the schema is Alembic's (``portal/migrations``), upgraded before the portal
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,6 +15,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
+from alembic.script import ScriptDirectory
 from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint, event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -90,6 +92,12 @@ class AuditEntry(Base):
     __table_args__ = (Index("audit_at", "at"),)
 
 
+def audit(session: AsyncSession, actor: str, action: str, target: str, before: Any = None, after: Any = None) -> None:
+    session.add(AuditEntry(actor=actor, action=action, target=target,
+                           before="" if before is None else json.dumps(before, ensure_ascii=False, sort_keys=True),
+                           after="" if after is None else json.dumps(after, ensure_ascii=False, sort_keys=True)))
+
+
 class WebSession(Base):
     """A browser's session: the cookie holds a random token, the table its hash."""
 
@@ -124,12 +132,20 @@ def database_urls(config: Config) -> tuple[str, str]:
     return f"postgresql+asyncpg://{rest}", f"postgresql+psycopg2://{rest}"
 
 
-def migrate(sync_url: str) -> None:
-    """The schema brought to the latest revision (nothing to do when it is there)."""
+def _alembic(sync_url: str = "") -> AlembicConfig:
     settings = AlembicConfig()
     settings.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     settings.set_main_option("sqlalchemy.url", sync_url.replace("%", "%%"))
-    command.upgrade(settings, "head")
+    return settings
+
+
+def migrate(sync_url: str) -> None:
+    """The schema brought to the latest revision (nothing to do when it is there)."""
+    command.upgrade(_alembic(sync_url), "head")
+
+
+def latest_revision() -> str:
+    return str(ScriptDirectory.from_config(_alembic()).get_current_head())
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:

@@ -22,7 +22,8 @@ from sqlalchemy import func, select, update
 
 from maillage.i18n import t
 from maillage.portal.db import Agent, Database, ImportJob, ImportRow, Service
-from maillage.portal.organisation import NewAgent, Organisation, OrganisationError
+from maillage.portal.errors import OrganisationError
+from maillage.portal.organisation import NewAgent, Organisation
 
 logger = logging.getLogger(__name__)
 MAX_BYTES = 2_000_000

@@ -12,7 +12,6 @@ their role.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,14 +19,27 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import or_, select
+import httpx
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from maillage.bots.caldav.client import CalDav, CalDavError
 from maillage.bots.documents.webdav import WebDav, WebDavError
 from maillage.config import Config, url_host
 from maillage.i18n import t
-from maillage.portal.db import Agent, AuditEntry, Database, ProvisioningStep, Service, ServiceRoom
+from maillage.portal.dav import DavAccess
+from maillage.portal.db import (
+    Agent,
+    AppPassword,
+    AuditEntry,
+    Database,
+    ProvisioningStep,
+    Service,
+    ServiceRoom,
+    audit,
+    now_ms,
+)
+from maillage.portal.errors import OrganisationError
 from maillage.portal.idp_dev import Directory
 from maillage.portal.idp_dev import first_password as first_password_for_dev
 from maillage.secretstore import Secrets
@@ -41,14 +53,6 @@ LOCALPART = re.compile(r"[a-z0-9._=-]{1,60}")
 EMAIL = re.compile(r"[^@\s]{1,64}@[a-z0-9.-]{1,253}\.[a-z]{2,63}")
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 TEAM_ROOM = "equipe"
-
-
-class OrganisationError(Exception):
-    """What was asked cannot be done; ``field`` names the form field at fault, if one is."""
-
-    def __init__(self, message: str, field: str = "") -> None:
-        super().__init__(message)
-        self.message, self.field = message, field
 
 
 @dataclass(frozen=True)
@@ -68,12 +72,6 @@ class CreatedAgent:
     first_password: str
 
 
-def audit(session: AsyncSession, actor: str, action: str, target: str, before: Any = None, after: Any = None) -> None:
-    session.add(AuditEntry(actor=actor, action=action, target=target,
-                           before="" if before is None else json.dumps(before, ensure_ascii=False, sort_keys=True),
-                           after="" if after is None else json.dumps(after, ensure_ascii=False, sort_keys=True)))
-
-
 class Organisation:
     def __init__(self, config: Config, stack_secrets: Secrets, database: Database,
                  admin_token: Callable[[], Awaitable[str]], directory: Directory | None) -> None:
@@ -84,6 +82,7 @@ class Organisation:
         self.directory = directory  # the development provider's accounts, when it is the provider
         self._power_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._synapse: SynapseAdmin | None = None
+        self.dav = DavAccess(config, database)
 
     @asynccontextmanager
     async def synapse(self) -> AsyncIterator[SynapseAdmin]:
@@ -281,6 +280,84 @@ class Organisation:
         return CreatedAgent(user_id, first_password)
 
 
+    async def change_agent(self, actor: str, user_id: str, service_key: str, role: str) -> None:
+        """Another service or another role: memberships and powers follow, and so do folder and
+        calendar rights. Synapse first (every call safe to repeat), the database last: a change
+        cut short is told, changes nothing in the portal, and is made whole by asking again."""
+        if role not in POWER_OF_ROLE:
+            raise OrganisationError(t("portal.agent_role_invalid"), "role")
+        async with self.database.session() as session:
+            agent = await _active_agent(session, user_id)
+            new = (await session.execute(select(Service).where(Service.key == service_key.strip(),
+                                                                Service.archived.is_(False)))).scalar_one_or_none()
+            if new is None:
+                raise OrganisationError(t("portal.agent_service_unknown"), "service")
+            old = await session.get(Service, agent.service_id) if agent.service_id else None
+            new_rooms = await _rooms_of(session, new)
+            old_rooms = await _rooms_of(session, old) if old is not None and old.id != new.id else []
+        before = {"service": old.key if old else None, "role": agent.role}
+        after = {"service": new.key, "role": role}
+        if before == after:
+            return
+        try:
+            async with self.synapse() as admin:
+                for room_id in new_rooms:
+                    await admin.force_join(room_id, user_id)
+                    async with self._power_locks[room_id]:
+                        await set_power(admin, room_id, user_id, POWER_OF_ROLE[role])
+                for room_id in reversed(old_rooms):  # the rooms, then the space
+                    async with self._power_locks[room_id]:
+                        await set_power(admin, room_id, user_id, 0)
+                    await admin.kick(room_id, user_id, t("portal.moved_reason", service=new.name))
+        except AdminApiError as exc:
+            raise OrganisationError(t("portal.agent_change_failed", detail=_short(exc))) from None
+        async with self.database.session() as session:
+            row = await session.get(Agent, agent.id)
+            assert row is not None
+            row.service_id, row.role = new.id, role
+            audit(session, actor, "agent.modification", user_id, before=before, after=after)
+            await session.commit()
+        await self.dav.publish()
+
+    async def offboard(self, actor: str, user_id: str) -> None:
+        """The agent leaves: their Matrix account closed (messages kept), their app passwords
+        revoked and their DAV access gone; their row kept, inactive, for the audit."""
+        async with self.database.session() as session:
+            agent = await _active_agent(session, user_id)
+            service = await session.get(Service, agent.service_id) if agent.service_id else None
+        try:
+            async with self.synapse() as admin:
+                await admin.deactivate(user_id)
+        except AdminApiError as exc:
+            raise OrganisationError(t("portal.agent_offboard_failed", detail=_short(exc))) from None
+        async with self.database.session() as session:
+            row = await session.get(Agent, agent.id)
+            assert row is not None
+            row.active = False
+            await session.execute(update(AppPassword).where(AppPassword.agent_id == agent.id,
+                                                            AppPassword.revoked_at.is_(None))
+                                  .values(revoked_at=now_ms()))
+            audit(session, actor, "agent.depart", user_id,
+                  before={"service": service.key if service else None, "role": agent.role}, after={"actif": False})
+            await session.commit()
+        await self.dav.publish()
+
+    async def open_work(self, user_id: str) -> dict[str, Any] | None:
+        """The agent's open tasks and the circuit steps waiting for them (the bots' read API),
+        or None when the bots cannot be asked."""
+        url = f"http://{url_host(self.config.reseau.adresse_ecoute)}:{self.config.bots.port_sante}/api/travail"
+        try:
+            async with httpx.AsyncClient(timeout=20) as http:
+                response = await http.get(url, params={"agent": user_id},
+                                          headers={"Authorization": f"Bearer {await self.admin_token()}"})
+        except httpx.HTTPError:
+            return None
+        if response.status_code != 200:
+            return None
+        found: dict[str, Any] = response.json()
+        return found
+
+
 async def audit_entries(database: Database, query: str, limit: int = 500) -> list[AuditEntry]:
     """The audit, most recent first, optionally those mentioning ``query`` (pages, CSV, API)."""
     statement = select(AuditEntry).order_by(AuditEntry.at.desc(), AuditEntry.id.desc()).limit(limit)
@@ -290,6 +367,20 @@ async def audit_entries(database: Database, query: str, limit: int = 500) -> lis
                                         AuditEntry.target.like(pattern), AuditEntry.after.like(pattern)))
     async with database.session() as session:
         return list((await session.execute(statement)).scalars())
+
+
+async def _active_agent(session: AsyncSession, user_id: str) -> Agent:
+    agent = (await session.execute(select(Agent).where(Agent.user_id == user_id,
+                                                       Agent.active.is_(True)))).scalar_one_or_none()
+    if agent is None:
+        raise OrganisationError(t("portal.agent_unknown"))
+    return agent
+
+
+async def _rooms_of(session: AsyncSession, service: Service) -> list[str]:
+    """The service's space, then its rooms."""
+    rooms = (await session.execute(select(ServiceRoom.room_id).where(ServiceRoom.service_id == service.id))).scalars()
+    return [room_id for room_id in [service.space_id, *rooms] if room_id]
 
 
 def _bound(function: Callable[..., Awaitable[str]], *arguments: Any) -> Callable[[], Awaitable[str]]:

@@ -37,7 +37,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar, TypeVar, cast
 from zoneinfo import ZoneInfo
 
 import aiohttp
@@ -536,6 +536,9 @@ def _retry_delay_ms(reason: str, tries: int) -> int:
     return int(min(10 * 2 ** tries, 60) * 1000)
 
 
+BotT = TypeVar("BotT", bound=Bot)
+
+
 class BotRuntime:
     """Starts every bot and keeps them syncing until stopped."""
 
@@ -562,6 +565,10 @@ class BotRuntime:
             bot = bot_class(context)
             await self._start_bot(bot)
             self.bots.append(bot)
+
+    def bot_of(self, bot_class: type[BotT]) -> BotT | None:
+        """The running bot of that class (None while it starts)."""
+        return next((bot for bot in self.bots if isinstance(bot, bot_class)), None)
 
     async def health(self) -> dict[str, object]:
         """What /sante says: ready once every bot runs and the homeserver answers (asked now:

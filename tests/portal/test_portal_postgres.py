@@ -6,7 +6,7 @@ import asyncio
 
 import asyncpg
 
-from maillage.portal.db import Database, database_urls, migrate
+from maillage.portal.db import Database, database_urls, latest_revision, migrate
 from maillage.portal.organisation import NewAgent, Organisation
 from tests.bots.test_postgres import postgres_url  # noqa: F401  (a fixture)
 from tests.portal.conftest import PortalStack
@@ -37,7 +37,7 @@ async def test_the_portal_keeps_the_organisation_in_postgresql(portal: PortalSta
         await database.close()
     connection = await asyncpg.connect(postgres_url)
     try:
-        assert await connection.fetchval("SELECT version_num FROM alembic_version") == "0003"
+        assert await connection.fetchval("SELECT version_num FROM alembic_version") == latest_revision()
         assert await connection.fetchval("SELECT count(*) FROM provisioning_step") == 8
         role = await connection.fetchval("SELECT role FROM agent WHERE user_id = '@marc.vidal:localhost'")
         assert role == "direction"

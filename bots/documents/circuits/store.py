@@ -220,6 +220,15 @@ class CircuitStore:
             " ORDER BY c.id", RUNNING, user_id)
         return [c for r in rows if (c := await self.get(int(r["id"]))) is not None]
 
+    async def open_by_room(self, today: str) -> dict[str, tuple[int, int]]:
+        """room → (open circuits, those past their deadline), in one read (the portal's dashboard)."""
+        rows = await self.db.fetch("SELECT room_id, deadline FROM circuit WHERE state IN ($1, $2, $3)", *OPEN)
+        counts: dict[str, tuple[int, int]] = {}
+        for row in rows:
+            open_count, late = counts.get(str(row["room_id"]), (0, 0))
+            counts[str(row["room_id"])] = (open_count + 1, late + bool(row["deadline"] and row["deadline"] < today))
+        return counts
+
     async def with_state(self, state: str) -> list[Circuit]:
         rows = await self.db.fetch("SELECT id FROM circuit WHERE state=$1 ORDER BY id", state)
         return [c for r in rows if (c := await self.get(int(r["id"]))) is not None]
