@@ -66,6 +66,17 @@ async def test_admin_runs_the_collectivite_from_a_browser(portal: PortalStack, w
         await page.get_by_role("button", name="Créer l’agent").click()
         await expect(page.get_by_role("status")).to_contain_text(f"@hugo.lambert{width}:localhost")
         await expect(page.locator(".secret")).to_have_text(re.compile(r"\w{4}-\w{4}-\w{4}-\w{4}"))
+        first_password = await page.locator(".secret").inner_text()
+        await accessible(page, seen)
+
+        # The agent's page: what waits for them, another service or role, their departure.
+        await page.get_by_role("link", name="Hugo Lambert").first.click()
+        await expect(page.get_by_role("heading", name="Travail en cours")).to_be_visible()
+        await page.get_by_role("button", name="Enregistrer le départ").click()
+        await expect(page.locator("#resume-erreurs")).to_contain_text("Cochez la case de confirmation")
+        await accessible(page, seen)
+        await page.get_by_role("link", name="Tableau de bord").click()
+        await expect(page.get_by_role("img", name="Agents par service")).to_be_visible()
         await accessible(page, seen)
 
         await page.get_by_role("link", name="Journal").click()
@@ -78,5 +89,16 @@ async def test_admin_runs_the_collectivite_from_a_browser(portal: PortalStack, w
         await page.get_by_role("button", name="Se déconnecter").click()
         await expect(page.get_by_role("heading", name="Vous êtes déconnecté du portail.")).to_be_visible()
         await accessible(page, seen)
-    assert len(seen) >= 8
+
+        # The agent signs in and makes an app password for their calendar app.
+        await page.goto(portal.url + "/connexion?suite=/moi")
+        await page.get_by_label("Adresse électronique professionnelle").fill(email)
+        await page.get_by_label("Mot de passe").fill(first_password)
+        await page.keyboard.press("Enter")
+        await expect(page.get_by_role("heading", name="Mots de passe d’application")).to_be_visible()
+        await page.get_by_label("Nom de l’appareil ou de l’application").fill("Thunderbird")
+        await page.keyboard.press("Enter")
+        await expect(page.get_by_role("status")).to_contain_text("« Thunderbird » créé")
+        await accessible(page, seen)
+    assert len(seen) >= 10  # distinct addresses: the dashboard is seen twice
     assert {url: found for url, found in seen.items() if found} == {}
