@@ -41,7 +41,7 @@ from maillage.portal.auth import (
     open_session,
     session_user,
 )
-from maillage.portal.dashboard import ACTIVITY_DAYS, MESSAGES_READ, Dashboard, bars
+from maillage.portal.dashboard import Dashboard
 from maillage.portal.dav import DavAccess, MadePassword, account_rights, dav_login
 from maillage.portal.db import (
     ROLES,
@@ -220,21 +220,8 @@ def create_app(config: Config, stack_secrets: Secrets) -> FastAPI:
             return page(request, "accueil.html", {})
         if not user.is_admin:
             return RedirectResponse("/moi", status_code=303)
-        dashboard = portal_of(request).dashboard
-        services = await dashboard.services()
-        snapshot = dashboard.snapshot
-        roles = await dashboard.roles()
-        return page(request, "tableau.html", {
-            "section": "accueil", "services": services, "agents_total": sum(s.agents for s in services),
-            "circuits_open": sum(s.circuits_open for s in services),
-            "circuits_late": sum(s.circuits_late for s in services),
-            "agents_chart": bars([(s.name, s.agents) for s in services]),
-            "activity_chart": bars([(s.name, s.messages or 0) for s in services], cap=MESSAGES_READ)
-            if snapshot.synapse_ok else [],
-            "activity_days": ACTIVITY_DAYS,
-            "circuits_chart": bars([(s.name, s.circuits_open) for s in services if s.circuits_open]),
-            "roles_chart": bars([(t("portal.role_" + role), roles.get(role, 0)) for role in ROLES]),
-            "projects": snapshot.projects, "bots_ok": snapshot.bots_ok, "read_at": snapshot.read_at})
+        return page(request, "tableau.html", {"section": "accueil",
+                                              "figures": await portal_of(request).dashboard.figures_html()})
 
     @app.post("/tableau/actualiser")
     async def refresh_dashboard(request: Request, user: Admin, csrf: Csrf = "") -> Response:

@@ -24,10 +24,13 @@ import httpx
 from sqlalchemy import func, select
 
 from maillage.config import Config, url_host
-from maillage.portal.db import Agent, Database, Service, ServiceRoom
+from maillage.i18n import current_language, t
+from maillage.portal.db import ROLES, Agent, AuditEntry, Database, Service, ServiceRoom
+from maillage.portal.pages import templates
 
 log = logging.getLogger("maillage.portal.dashboard")
 REFRESH_SECONDS = 60.0
+FRESH_SECONDS = 1.0  # how long the dashboard's figures are shown without looking for a change
 ACTIVITY_DAYS = 7
 MESSAGES_READ = 500  # per room and refresh: beyond, the chart says « 500 et plus »
 MESSAGE_TYPES = ["m.room.message", "m.room.encrypted"]
@@ -80,6 +83,8 @@ class Dashboard:
         self.config, self.database, self.admin_token = config, database, admin_token
         self.snapshot = Snapshot()
         self._refreshing = asyncio.Lock()
+        self._rendered: tuple[tuple[int, int, str], str] | None = None
+        self._looked_at = 0.0  # monotonic time the audit's last id was last read
 
     async def run(self) -> None:
         """Refreshes the snapshot for as long as the portal runs."""
@@ -151,6 +156,41 @@ class Dashboard:
                 sum(snapshot.circuits.get(r, {}).get("en_cours", 0) for r in own),
                 sum(snapshot.circuits.get(r, {}).get("en_retard", 0) for r in own)))
         return figures
+
+    async def figures_html(self) -> str:
+        """The dashboard's figures and charts, rendered again only when the organisation changed
+        (every change to it is audited: the audit's last id says, looked at once a second at
+        most) or the snapshot was read again: under load, the page around them is the cost."""
+        cached = self._rendered
+        now = time.monotonic()
+        if cached is not None and now - self._looked_at < FRESH_SECONDS and \
+                cached[0][1:] == (self.snapshot.read_at, current_language()):
+            return cached[1]
+        async with self.database.session() as session:
+            last_change = await session.scalar(select(func.max(AuditEntry.id))) or 0
+        self._looked_at = now
+        key = (int(last_change), self.snapshot.read_at, current_language())
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        html = templates.get_template("_tableau.html").render(await self.context())
+        self._rendered = (key, html)
+        return html
+
+    async def context(self) -> dict[str, Any]:
+        services = await self.services()
+        snapshot = self.snapshot
+        roles = await self.roles()
+        return {
+            "services": services, "agents_total": sum(s.agents for s in services),
+            "circuits_open": sum(s.circuits_open for s in services),
+            "circuits_late": sum(s.circuits_late for s in services),
+            "agents_chart": bars([(s.name, s.agents) for s in services]),
+            "activity_chart": bars([(s.name, s.messages or 0) for s in services], cap=MESSAGES_READ)
+            if snapshot.synapse_ok else [],
+            "activity_days": ACTIVITY_DAYS,
+            "circuits_chart": bars([(s.name, s.circuits_open) for s in services if s.circuits_open]),
+            "roles_chart": bars([(t("portal.role_" + role), roles.get(role, 0)) for role in ROLES]),
+            "projects": snapshot.projects, "bots_ok": snapshot.bots_ok, "read_at": snapshot.read_at}
 
     async def roles(self) -> dict[str, int]:
         async with self.database.session() as session:

@@ -118,10 +118,11 @@ async def test_portal_dashboard_2000_agents_50_projects_under_load(
     assert home.text.count('class="projet"') >= PROJECTS and agents and int(agents.group(1)) >= AGENTS
     cookie = f"maillage_portail={browser.cookie(portal.url, 'maillage_portail')}"
 
-    rounds: dict[str, list[tuple[float, float]]] = {"sante": [], "tableau": []}
-    for _ in range(ROUNDS):  # alternated: the floor, then the measured page
+    rounds: dict[str, list[tuple[float, float]]] = {"sante": [], "tableau": [], "jetons": []}
+    for _ in range(ROUNDS):  # alternated: the floor, the measured page, and for reference the least signed-in page
         rounds["sante"].append(await asyncio.to_thread(wrk, f"{portal.url}/sante", cookie))
         rounds["tableau"].append(await asyncio.to_thread(wrk, f"{portal.url}/", cookie))
+        rounds["jetons"].append(await asyncio.to_thread(wrk, f"{portal.url}/jetons", cookie))
     health = statistics.median(latency for latency, _ in rounds["sante"])
     dashboard = statistics.median(latency for latency, _ in rounds["tableau"])
     figures = {
@@ -132,6 +133,7 @@ async def test_portal_dashboard_2000_agents_50_projects_under_load(
         "dashboard_median_ms": [round(latency, 2) for latency, _ in rounds["tableau"]],
         "health_requests_per_s": [rate for _, rate in rounds["sante"]],
         "dashboard_requests_per_s": [rate for _, rate in rounds["tableau"]],
+        "tokens_page_median_ms": [round(latency, 2) for latency, _ in rounds["jetons"]],
         "page_bytes": len(home.content), "ratio": dashboard / health,
     }
     record("portal_dashboard", figures, judge("portal_dashboard", dashboard / health, GOAL))
