@@ -43,13 +43,14 @@ class Secrets:
     # The portal's client secret at the bundled development OIDC provider, or at
     # ProConnect/Keycloak when the admin writes it here (``maillage`` never prints it).
     portal_oidc_secret: str = ""
+    portal_bots_token: str = ""  # what the bots show the portal's API for them (access requests)
 
     def __repr__(self) -> str:  # never let a secret reach a log through repr()
         return "Secrets(…)"
 
 
 # Generated secrets that older stacks lack: made at their next start.
-ADDED_LATER = ("portal_oidc_secret",)
+ADDED_LATER = ("portal_oidc_secret", "portal_bots_token")
 
 
 def _token(length: int = 48) -> str:

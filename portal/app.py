@@ -11,6 +11,7 @@ import contextlib
 import csv
 import hmac
 import io
+import logging
 import secrets
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
@@ -28,6 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from maillage.config import Config
 from maillage.i18n import t
 from maillage.portal import imports
+from maillage.portal.access import AccessRequests, Asked
 from maillage.portal.api import ApiRefused, api_router, refused_answer
 from maillage.portal.auth import (
     SESSION_COOKIE,
@@ -41,6 +43,7 @@ from maillage.portal.auth import (
     open_session,
     session_user,
 )
+from maillage.portal.bots_api import bots_router
 from maillage.portal.dashboard import Dashboard
 from maillage.portal.dav import DavAccess, MadePassword, account_rights, dav_login
 from maillage.portal.db import (
@@ -59,6 +62,8 @@ from maillage.portal.idp_dev import Directory
 from maillage.portal.organisation import FORMULA_STARTS, NewAgent, Organisation, audit_entries
 from maillage.portal.pages import STATIC_DIR, templates
 from maillage.secretstore import Secrets, load_secrets
+
+log = logging.getLogger("maillage.portal")
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self' http: https:",
@@ -89,6 +94,7 @@ class Portal:
     login: OidcLogin
     organisation: Organisation
     dashboard: Dashboard
+    access: AccessRequests
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
@@ -99,6 +105,19 @@ class Portal:
         task = asyncio.create_task(work)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+
+EXPIRY_SECONDS = 60.0
+
+
+async def expiring(access: AccessRequests) -> None:
+    """Grants past their last day taken back, looked for every minute while the portal runs."""
+    while True:
+        try:
+            await access.expire()
+        except Exception as error:
+            log.warning("access grants not expired yet: %s", type(error).__name__)
+        await asyncio.sleep(EXPIRY_SECONDS)
 
 
 def dev_directory(config: Config) -> Directory | None:
@@ -119,11 +138,13 @@ def create_app(config: Config, stack_secrets: Secrets) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(migrate, sync_url)
         database = Database(async_url)
+        organisation = Organisation(config, stack_secrets, database, admin_token, dev_directory(config))
         portal = Portal(config, stack_secrets, database, OidcLogin(config, stack_secrets.portal_oidc_secret, database),
-                        Organisation(config, stack_secrets, database, admin_token, dev_directory(config)),
-                        Dashboard(config, database, admin_token))
+                        organisation,
+                        Dashboard(config, database, admin_token), AccessRequests(organisation))
         app.state.portal = portal
         portal.in_background(portal.dashboard.run())
+        portal.in_background(expiring(portal.access))
         await portal.dav.publish()  # what a crash may have left committed and not yet published
         for job_id in await imports.unfinished(database):  # cut by a stop or a crash: taken up again
             portal.in_background(imports.run(portal.organisation, database, job_id))
@@ -362,6 +383,7 @@ def create_app(config: Config, stack_secrets: Secrets) -> FastAPI:
     async def token_owner_is_admin(email: str) -> bool:
         return email in config.portail.administrateurs
 
+    app.include_router(bots_router(lambda request: portal_of(request).access, stack_secrets.portal_bots_token))
     app.include_router(api_router(lambda request: portal_of(request).database,
                                   lambda request: portal_of(request).organisation, token_owner_is_admin))
 
@@ -523,7 +545,8 @@ def create_app(config: Config, stack_secrets: Secrets) -> FastAPI:
                                                               Agent.active.is_(True)))).scalar_one_or_none()
 
     async def me_page(request: Request, user: CurrentUser, *, made: MadePassword | None = None,
-                      errors: dict[str, str] | None = None, status: int = 200) -> Response:
+                      errors: dict[str, str] | None = None, asked: int = 0, values: dict[str, str] | None = None,
+                      status: int = 200) -> Response:
         portal = portal_of(request)
         agent = await agent_of(request, user)
         async with portal.database.session() as session:
@@ -539,7 +562,10 @@ def create_app(config: Config, stack_secrets: Secrets) -> FastAPI:
         return page(request, "moi.html", {
             "agent": agent, "service": service, "rooms": rooms, "section": "moi", "reachable": reachable,
             "login": dav_login(agent.user_id) if agent else "", "made": made, "errors": errors or {},
-            "passwords": await portal.dav.passwords(agent) if agent else []}, status=status)
+            "passwords": await portal.dav.passwords(agent) if agent else [],
+            "others": [other for other in services if not service or other.id != service.id],
+            "requests": await portal.access.of_agent(agent.user_id) if agent else [],
+            "asked": asked, "values": values or {}}, status=status)
 
     @app.get("/moi", response_class=HTMLResponse)
     async def me(request: Request, user: User) -> Response:
@@ -557,6 +583,23 @@ def create_app(config: Config, stack_secrets: Secrets) -> FastAPI:
         except OrganisationError as exc:
             return await me_page(request, user, errors={exc.field or "general": exc.message}, status=422)
         return await me_page(request, user, made=made)
+
+    @app.post("/moi/acces", response_class=HTMLResponse)
+    async def ask_access(request: Request, user: User, csrf: Csrf = "", service: Annotated[str, Form()] = "",
+                         ressource: Annotated[str, Form()] = "", droit: Annotated[str, Form()] = "",
+                         jusqu_au: Annotated[str, Form()] = "", motif: Annotated[str, Form()] = "") -> Response:
+        check_csrf(user, csrf)
+        agent = await agent_of(request, user)
+        if agent is None:
+            raise Forbidden()
+        values = {"service": service, "ressource": ressource, "droit": droit, "jusqu_au": jusqu_au, "motif": motif}
+        try:
+            made = await portal_of(request).access.ask(Asked(agent.user_id, service, ressource, droit, jusqu_au,
+                                                              motif))
+        except OrganisationError as exc:
+            return await me_page(request, user, errors={exc.field or "general": exc.message}, values=values,
+                                 status=422)
+        return await me_page(request, user, asked=made.id)
 
     @app.post("/moi/mots-de-passe/{password_id}/revoquer")
     async def revoke_app_password(request: Request, password_id: int, user: User, csrf: Csrf = "") -> Response:

@@ -11,7 +11,6 @@ its database at each request.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -89,8 +88,10 @@ class Dashboard:
     async def run(self) -> None:
         """Refreshes the snapshot for as long as the portal runs."""
         while True:
-            with contextlib.suppress(Exception):  # told in the snapshot (…_ok False); tried again
+            try:
                 await self.refresh()
+            except Exception as error:
+                log.warning("dashboard not refreshed: %s", type(error).__name__)
             await asyncio.sleep(REFRESH_SECONDS)
 
     async def refresh(self) -> None:

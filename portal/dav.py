@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 
 from maillage.config import Config
-from maillage.deploy.dav_access import Account, Right, digest, publish_agents
+from maillage.deploy.dav_access import Account, Right, digest, publish_agents, strongest
 from maillage.i18n import t
-from maillage.portal.db import Agent, AppPassword, Database, Service, audit, now_ms
+from maillage.portal.db import AccessRequest, Agent, AppPassword, Database, Service, audit, now_ms
 from maillage.portal.errors import OrganisationError
 
 ARCHIVES = "Archives"
@@ -98,6 +98,19 @@ class DavAccess:
                     accounts[login] = Account((token_hash,), folders, calendars)
                 else:
                     accounts[login] = Account((*known.digests, token_hash), known.folders, known.calendars)
+            grants = (await session.execute(
+                select(Agent.user_id, Service.key, AccessRequest.resource, AccessRequest.right)
+                .join(Agent, Agent.id == AccessRequest.agent_id).join(Service, Service.id == AccessRequest.service_id)
+                .where(AccessRequest.state == "accordee", AccessRequest.resource.in_(("dossier", "agenda")),
+                       Agent.active.is_(True), Service.archived.is_(False)))).tuples().all()
+            for user_id, key, resource, right in grants:  # access requests granted, until they end
+                account = accounts.get(dav_login(user_id))
+                if account is None:
+                    continue
+                names = [key] if resource == "dossier" else [key, f"{key}-taches"]
+                rights = account.folders if resource == "dossier" else account.calendars
+                for name in names:
+                    rights[name] = strongest(rights.get(name, ""), right)  # type: ignore[arg-type]
             await asyncio.to_thread(publish_agents, self.config.data_dir, accounts)
 
     async def passwords(self, agent: Agent) -> list[AppPassword]:

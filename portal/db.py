@@ -226,3 +226,23 @@ class AppPassword(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[int] = mapped_column(BigInteger, default=now_ms)
     revoked_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class AccessRequest(Base):
+    """An agent's request for another service's room, folder or calendar: decided by the head of
+    that service in Matrix, granted until an optional last day (Paris), then taken back."""
+
+    __tablename__ = "access_request"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agent.id"), index=True)
+    service_id: Mapped[int] = mapped_column(ForeignKey("service.id"), index=True)
+    resource: Mapped[str] = mapped_column(String(20))  # salon, dossier, agenda
+    right: Mapped[str] = mapped_column(String(2))  # r, rw
+    reason: Mapped[str] = mapped_column(Text)
+    until: Mapped[str | None] = mapped_column(String(10), nullable=True)  # last day, YYYY-MM-DD
+    state: Mapped[str] = mapped_column(String(20), default="en_attente", index=True)
+    announced: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now_ms)
+    decided_by: Mapped[str] = mapped_column(String(255), default="")
+    decided_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    decision_note: Mapped[str] = mapped_column(Text, default="")

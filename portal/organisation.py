@@ -293,8 +293,8 @@ class Organisation:
             if new is None:
                 raise OrganisationError(t("portal.agent_service_unknown"), "service")
             old = await session.get(Service, agent.service_id) if agent.service_id else None
-            new_rooms = await _rooms_of(session, new)
-            old_rooms = await _rooms_of(session, old) if old is not None and old.id != new.id else []
+            new_rooms = await rooms_of(session, new)
+            old_rooms = await rooms_of(session, old) if old is not None and old.id != new.id else []
         before = {"service": old.key if old else None, "role": agent.role}
         after = {"service": new.key, "role": role}
         if before == after:
@@ -377,7 +377,7 @@ async def _active_agent(session: AsyncSession, user_id: str) -> Agent:
     return agent
 
 
-async def _rooms_of(session: AsyncSession, service: Service) -> list[str]:
+async def rooms_of(session: AsyncSession, service: Service) -> list[str]:
     """The service's space, then its rooms."""
     rooms = (await session.execute(select(ServiceRoom.room_id).where(ServiceRoom.service_id == service.id))).scalars()
     return [room_id for room_id in [service.space_id, *rooms] if room_id]

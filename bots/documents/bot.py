@@ -30,6 +30,7 @@ from maillage.bots.documents.circuits.engine import CircuitEngine
 from maillage.bots.documents.circuits.store import circuits_tables
 from maillage.bots.documents.extract import MAX_FILE, extract_text, fold, is_indexed
 from maillage.bots.documents.naming import base_of, stored_name, with_version
+from maillage.bots.documents.requests import PortalClient, announce_requests
 from maillage.bots.documents.webdav import WebDav, WebDavError
 from maillage.bots.runtime.binding import Binding
 from maillage.bots.runtime.bot import Bot, RetryLater
@@ -47,6 +48,8 @@ _SAFE_PART = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 documents_commands = CommandSet(("doc", "documents"), "les documents du salon, rangés dans son dossier partagé")
 circuit_commands = CommandSet(("circuit", "circuits"),
                               "les circuits de validation (visa, avis, signature) des documents du salon")
+access_commands = CommandSet(("accès", "acces", "access"),
+                             "demander l’accès au salon, au dossier ou à l’agenda d’un autre service, et en décider")
 
 
 def normalise_folder(raw: str) -> str:
@@ -89,7 +92,7 @@ class DocumentsBot(Bot):
     localpart = "documents"
     displayname = "Documents"
     title = "Robot Documents — aide"
-    commands: ClassVar[list[CommandSet]] = [documents_commands, circuit_commands]
+    commands: ClassVar[list[CommandSet]] = [documents_commands, circuit_commands, access_commands]
     tables = (circuits_tables,)
     direct_room_name = "circuit.direct_room"
     binding = Binding(BINDING_EVENT, "dossier", normalise_folder, messages="doc", invalid="doc.folder_invalid")
@@ -105,11 +108,15 @@ class DocumentsBot(Bot):
         self._pending_reads: set[asyncio.Task[None]] = set()
         self.circuits = CircuitEngine(self)
         self._circuit_rounds = asyncio.create_task(self.rounds(self.circuits.tick, "circuit messages and reminders"))
+        self.portal = PortalClient(config, stack_secrets.portal_bots_token)
+        self._access_rounds = asyncio.create_task(self.rounds(lambda now: announce_requests(self),
+                                                              "access requests to tell"))
 
     async def close(self) -> None:
-        for task in [*self._pending_reads, self._circuit_rounds]:
+        for task in [*self._pending_reads, self._circuit_rounds, self._access_rounds]:
             task.cancel()
         await self.circuits.close()
+        await self.portal.close()
         await self.dav.close()
 
     def explain(self, error: Exception) -> str | None:

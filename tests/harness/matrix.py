@@ -298,3 +298,12 @@ async def wait_for_members(room_id: str, *agents: Agent, timeout: float = 30) ->
             return
         await asyncio.sleep(0.1)
     raise MatrixTimeout(f"members {sorted(expected)} not all seen in {room_id} within {timeout} s")
+
+
+async def bot_reply(agent: Agent, room: str, bot_id: str, command: str, timeout: float = 60) -> str:
+    """The bot's answer to this very command (a reply to it), not to another member's command
+    that this agent's client happens to see meanwhile."""
+    since = len(agent.received)
+    sent = await agent.send_text(room, command)
+    return (await agent.wait_for_text(room, lambda m: m.sender == bot_id and m.reply_to == sent,
+                                      since=since, timeout=timeout)).body

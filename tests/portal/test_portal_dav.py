@@ -119,7 +119,7 @@ async def test_each_role_gets_what_the_dav_servers_allow_and_nothing_more(
         sophie_page = await sophie_browser.get(f"{portal.url}/moi")
         assert "voirie-dav/" in sophie_page.text and "lecture seule" in sophie_page.text
         paul_page = await paul_browser.get(f"{portal.url}/moi")
-        assert "Thunderbird au bureau" in paul_page.text and "culture-dav" not in paul_page.text
+        assert "Thunderbird au bureau" in paul_page.text and "/culture-dav/" not in paul_page.text
 
         # A nameless password is refused and nothing is made; no form token, nothing either.
         refused = await paul_browser.post(f"{portal.url}/moi/mots-de-passe", data={"csrf": csrf_of(paul_page),

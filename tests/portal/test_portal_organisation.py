@@ -48,40 +48,40 @@ async def test_a_service_is_made_everywhere_and_bad_input_changes_nothing(
         portal: PortalStack, browser: Browser, admin_token: str) -> None:
     page = await admin_page(browser, portal, "/services")
     csrf = csrf_of(page)
-    no_token = await browser.post(f"{portal.url}/services", data={"cle": "urbanisme", "nom": "Urbanisme"})
+    no_token = await browser.post(f"{portal.url}/services", data={"cle": "urbanisme-po", "nom": "Urbanisme"})
     assert no_token.status_code == 403
     bad = await browser.post(f"{portal.url}/services", data={"csrf": csrf, "cle": "Urba nisme", "nom": "Urbanisme"})
     assert bad.status_code == 422 and "Identifiant invalide" in bad.text
     assert 'id="champ-cle"' in bad.text and 'aria-invalid="true"' in bad.text
     assert "Urba nisme" in bad.text  # what was typed is kept for correcting
     listing = await browser.get(f"{portal.url}/services")
-    assert "/services/urbanisme" not in listing.text
+    assert "/services/urbanisme-po" not in listing.text
 
-    made = await browser.post(f"{portal.url}/services", data={"csrf": csrf, "cle": "urbanisme", "nom": "Urbanisme"})
+    made = await browser.post(f"{portal.url}/services", data={"csrf": csrf, "cle": "urbanisme-po", "nom": "Urbanisme"})
     assert made.status_code == 200 and "est créé" in made.text
-    again = await browser.post(f"{portal.url}/services", data={"csrf": csrf, "cle": "urbanisme", "nom": "Autre"})
+    again = await browser.post(f"{portal.url}/services", data={"csrf": csrf, "cle": "urbanisme-po", "nom": "Autre"})
     assert again.status_code == 422 and "déjà celui d’un service" in again.text
 
-    space, room = await service_ids(browser, portal, "urbanisme")
+    space, room = await service_ids(browser, portal, "urbanisme-po")
     assert (await state(admin_token, portal, space, "m.room.create"))["type"] == "m.space"
     assert "via" in await state(admin_token, portal, space, "m.space.child", room)
     rules = await state(admin_token, portal, room, "m.room.join_rules")
     assert rules["join_rule"] == "restricted" and rules["allow"] == [{"type": "m.room_membership", "room_id": space}]
     assert (await state(admin_token, portal, room, "m.room.encryption"))["algorithm"] == "m.megolm.v1.aes-sha2"
-    assert await state(admin_token, portal, room, "fr.maillage.documents") == {"dossier": "urbanisme"}
-    assert await state(admin_token, portal, room, "fr.maillage.agenda") == {"calendrier": "urbanisme"}
-    assert await state(admin_token, portal, room, "fr.maillage.projet") == {"liste": "urbanisme-taches"}
+    assert await state(admin_token, portal, room, "fr.maillage.documents") == {"dossier": "urbanisme-po"}
+    assert await state(admin_token, portal, room, "fr.maillage.agenda") == {"calendrier": "urbanisme-po"}
+    assert await state(admin_token, portal, room, "fr.maillage.projet") == {"liste": "urbanisme-po-taches"}
 
     config, secrets = portal.stack.config, portal.stack.secrets
     async with httpx.AsyncClient(auth=(config.webdav.utilisateur, secrets.dav_password)) as dav:
-        folder = await dav.request("PROPFIND", f"http://127.0.0.1:{config.reseau.port_webdav}/urbanisme/",
+        folder = await dav.request("PROPFIND", f"http://127.0.0.1:{config.reseau.port_webdav}/urbanisme-po/",
                                    headers={"Depth": "0"})
     assert folder.status_code == 207
     client: Any = caldav.davclient.DAVClient(url=f"http://127.0.0.1:{config.reseau.port_caldav}/",
                                              username="maillage", password=secrets.dav_password)
     calendars = {c.url.path.rstrip("/").rsplit("/", 1)[1]: c for c in client.principal().calendars()}
-    assert "VEVENT" in calendars["urbanisme"].get_supported_components()
-    assert "VTODO" in calendars["urbanisme-taches"].get_supported_components()
+    assert "VEVENT" in calendars["urbanisme-po"].get_supported_components()
+    assert "VTODO" in calendars["urbanisme-po-taches"].get_supported_components()
 
     async with SynapseAdmin(config.synapse_url, admin_token) as admin:  # the bots take up their binding
         for bot in ("documents", "agenda", "projets"):
@@ -92,7 +92,7 @@ async def test_a_service_is_made_everywhere_and_bad_input_changes_nothing(
                 await asyncio.sleep(0.5)
             assert membership == "join", bot
 
-    journal = await browser.get(f"{portal.url}/journal?q=urbanisme")
+    journal = await browser.get(f"{portal.url}/journal?q=urbanisme-po")
     assert "service.creation" in journal.text and portal.admin_email in journal.text
 
 
@@ -163,22 +163,22 @@ async def test_a_service_cut_by_an_outage_resumes_without_repeating(
     page = await admin_page(browser, portal, "/services")
     webdav_process.stop()
     try:
-        cut = await browser.post(f"{portal.url}/services", data={"csrf": csrf_of(page), "cle": "finances",
+        cut = await browser.post(f"{portal.url}/services", data={"csrf": csrf_of(page), "cle": "finances-po",
                                                                   "nom": "Trésorerie municipale"})
         assert cut.status_code == 422 and "s’est arrêtée à l’étape « dossier WebDAV »" in cut.text
     finally:
         webdav_process.start()
-    detail = await browser.get(f"{portal.url}/services/finances")
+    detail = await browser.get(f"{portal.url}/services/finances-po")
     assert "Reprendre" in detail.text
     unknown = await browser.post(f"{portal.url}/services/inconnu/reprendre", data={"csrf": csrf_of(detail)})
     assert unknown.status_code == 404 and "Page introuvable" in unknown.text
-    resumed = await browser.post(f"{portal.url}/services/finances/reprendre", data={"csrf": csrf_of(detail)})
+    resumed = await browser.post(f"{portal.url}/services/finances-po/reprendre", data={"csrf": csrf_of(detail)})
     assert resumed.status_code == 303
-    space, room = await service_ids(browser, portal, "finances")
-    assert "Reprendre" not in (await browser.get(f"{portal.url}/services/finances")).text
+    space, room = await service_ids(browser, portal, "finances-po")
+    assert "Reprendre" not in (await browser.get(f"{portal.url}/services/finances-po")).text
     async with SynapseAdmin(portal.stack.config.synapse_url, admin_token) as admin:
         rooms = await admin._call("GET", "/_synapse/admin/v1/rooms?search_term=Trésorerie&limit=50")
         ours = [r["room_id"] for r in rooms["rooms"]
                 if r["name"] in ("Trésorerie municipale", "Trésorerie municipale — équipe")]
         assert sorted(ours) == sorted([space, room])  # made once each
-        assert await admin.state(room, "fr.maillage.documents") == {"dossier": "finances"}
+        assert await admin.state(room, "fr.maillage.documents") == {"dossier": "finances-po"}
