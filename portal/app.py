@@ -321,8 +321,8 @@ def create_app(config: Config, stack_secrets: Secrets) -> FastAPI:
                                        values={"cle": cle, "nom": nom}, status=422)
         return await services_page(request, done=t("portal.service_created", name=service.name))
 
-    @app.get("/services/{key}", response_class=HTMLResponse)
-    async def service_page(request: Request, key: str, user: Admin) -> Response:
+    async def service_view(request: Request, key: str, *, done: str = "", errors: dict[str, str] | None = None,
+                           values: dict[str, str] | None = None, status: int = 200) -> Response:
         async with portal_of(request).database.session() as session:
             service = (await session.execute(select(Service).where(Service.key == key))).scalar_one_or_none()
             if service is None:
@@ -332,7 +332,37 @@ def create_app(config: Config, stack_secrets: Secrets) -> FastAPI:
             agents = (await session.execute(select(Agent).where(Agent.service_id == service.id)
                                             .order_by(Agent.display_name))).scalars().all()
         return page(request, "service.html", {"service": service, "rooms": rooms, "agents": agents,
-                                              "section": "services", "dav": dav_urls(config, key)})
+                                              "section": "services", "dav": dav_urls(config, key), "done": done,
+                                              "errors": errors or {}, "values": values or {"nom": service.name}},
+                    status=status)
+
+    @app.get("/services/{key}", response_class=HTMLResponse)
+    async def service_page(request: Request, key: str, user: Admin) -> Response:
+        return await service_view(request, key)
+
+    @app.post("/services/{key}/renommer", response_class=HTMLResponse)
+    async def rename_service(request: Request, key: str, user: Admin, csrf: Csrf = "",
+                             nom: Annotated[str, Form()] = "") -> Response:
+        check_csrf(user, csrf)
+        try:
+            await portal_of(request).organisation.rename_service(user.email, key, nom)
+        except OrganisationError as exc:
+            return await service_view(request, key, errors={exc.field or "general": exc.message},
+                                      values={"nom": nom}, status=422)
+        return await service_view(request, key, done=t("portal.service_renamed"))
+
+    @app.post("/services/{key}/archiver", response_class=HTMLResponse)
+    async def archive_service(request: Request, key: str, user: Admin, csrf: Csrf = "",
+                              confirmation: Annotated[str, Form()] = "") -> Response:
+        check_csrf(user, csrf)
+        if confirmation != "oui":
+            return await service_view(request, key, errors={"confirmation": t("portal.archive_confirm_needed")},
+                                      status=422)
+        try:
+            await portal_of(request).organisation.archive_service(user.email, key)
+        except OrganisationError as exc:
+            return await service_view(request, key, errors={"general": exc.message}, status=422)
+        return await service_view(request, key, done=t("portal.service_archived"))
 
     @app.post("/services/{key}/reprendre", response_class=HTMLResponse)
     async def resume_service(request: Request, key: str, user: Admin, csrf: Csrf = "") -> Response:

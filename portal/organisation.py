@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from maillage.bots.caldav.client import CalDav, CalDavError
@@ -53,6 +53,7 @@ LOCALPART = re.compile(r"[a-z0-9._=-]{1,60}")
 EMAIL = re.compile(r"[^@\s]{1,64}@[a-z0-9.-]{1,253}\.[a-z]{2,63}")
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 TEAM_ROOM = "equipe"
+READ_ONLY = 100  # an archived service's rooms: only admins could still post
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,69 @@ class Organisation:
             refreshed.provisioned = True
             await session.commit()
             return refreshed
+
+    async def rename_service(self, actor: str, key: str, name: str) -> None:
+        """A new name for the service, its space and its rooms (its identifier, folder, calendar
+        and task list keep theirs: apps and links that know them go on working)."""
+        name = " ".join(name.split())
+        if not 2 <= len(name) <= 120:
+            raise OrganisationError(t("portal.service_name_invalid"), "nom")
+        async with self.database.session() as session:
+            service = await _service(session, key)
+            rooms = list((await session.execute(select(ServiceRoom).where(ServiceRoom.service_id == service.id)
+                                                )).scalars())
+        if name == service.name:
+            return
+        named = [(service.space_id, name)] + [
+            (room.room_id, t("portal.team_room", service=name)) for room in rooms if room.kind == TEAM_ROOM]
+        try:
+            async with self.synapse() as admin:
+                for room_id, room_name in named:
+                    if room_id:
+                        await admin.send_state(room_id, "m.room.name", "", {"name": room_name})
+        except AdminApiError as exc:
+            raise OrganisationError(t("portal.service_change_failed", detail=_short(exc))) from None
+        async with self.database.session() as session:
+            row = await session.get(Service, service.id)
+            assert row is not None
+            row.name = name
+            for room in rooms:
+                if room.kind == TEAM_ROOM:
+                    room_row = await session.get(ServiceRoom, room.id)
+                    assert room_row is not None
+                    room_row.name = t("portal.team_room", service=name)
+            audit(session, actor, "service.renommage", key, before={"nom": service.name}, after={"nom": name})
+            await session.commit()
+
+    async def archive_service(self, actor: str, key: str) -> None:
+        """The service closed, its data kept: its rooms read-only (history readable, nobody
+        posts), its folder, calendar and task list left as they are for the stack's account
+        (and the bots), out of agents' DAV rights. Its agents must have been moved first."""
+        async with self.database.session() as session:
+            service = await _service(session, key)
+            active = (await session.execute(select(func.count()).select_from(Agent).where(
+                Agent.service_id == service.id, Agent.active.is_(True)))).scalar_one()
+            if active:
+                raise OrganisationError(t("portal.service_has_agents", count=active))
+            rooms = await rooms_of(session, service)
+        try:
+            async with self.synapse() as admin:
+                for room_id in rooms:
+                    async with self._power_locks[room_id]:
+                        levels = await admin.state(room_id, "m.room.power_levels")
+                        if levels.get("events_default") != READ_ONLY:
+                            await admin.send_state(room_id, "m.room.power_levels", "",
+                                                   {**levels, "events_default": READ_ONLY})
+                    await admin.send_state(room_id, "m.room.topic", "", {"topic": t("portal.archived_topic")})
+        except AdminApiError as exc:
+            raise OrganisationError(t("portal.service_change_failed", detail=_short(exc))) from None
+        async with self.database.session() as session:
+            row = await session.get(Service, service.id)
+            assert row is not None
+            row.archived = True
+            audit(session, actor, "service.archivage", key, before={"archive": False}, after={"archive": True})
+            await session.commit()
+        await self.dav.publish()
 
     def _bindings(self, service: Service) -> list[tuple[str, str, dict[str, str]]]:
         return [("documents", "fr.maillage.documents", {"dossier": service.key}),
@@ -375,6 +439,14 @@ async def _active_agent(session: AsyncSession, user_id: str) -> Agent:
     if agent is None:
         raise OrganisationError(t("portal.agent_unknown"))
     return agent
+
+
+async def _service(session: AsyncSession, key: str) -> Service:
+    service = (await session.execute(select(Service).where(Service.key == key,
+                                                           Service.archived.is_(False)))).scalar_one_or_none()
+    if service is None:
+        raise OrganisationError(t("portal.service_unknown"))
+    return service
 
 
 async def rooms_of(session: AsyncSession, service: Service) -> list[str]:
