@@ -11,9 +11,9 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
-from maillage.portal.app import csv_cell
 from maillage.portal.auth import SESSION_COOKIE
 from maillage.portal.idp_dev import Directory
+from maillage.portal.web import csv_cell
 from tests.harness.browserless import Browser, csrf_of
 from tests.portal.conftest import PortalStack
 
