@@ -119,3 +119,16 @@ async def test_an_access_request_is_decided_by_the_head_of_service_in_matrix_and
         for agent in (nina, theo, remi):
             await agent.close()
         await remi_browser.close()
+
+
+async def test_the_api_for_the_bots_refuses_anybody_without_the_stack_s_token(portal: PortalStack) -> None:
+    async with httpx.AsyncClient(base_url=f"{portal.url}/api/robots", timeout=30) as http:
+        for headers in ({}, {"Authorization": "Bearer faux-jeton"},
+                        {"Authorization": f"Bearer {portal.stack.secrets.portal_oidc_secret}"}):
+            assert (await http.get("/acces/annonces", headers=headers)).status_code == 401
+            forged = await http.post("/acces/1/decision", headers=headers,
+                                     json={"decideur": "@admin:localhost", "accord": True, "motif": ""})
+            assert forged.status_code == 401 and "Jeton" in forged.json()["detail"]
+        allowed = await http.get("/acces/annonces",
+                                 headers={"Authorization": f"Bearer {portal.stack.secrets.portal_bots_token}"})
+        assert allowed.status_code == 200
