@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
+from mautrix.errors import MForbidden
 from mautrix.types import MessageEvent
 from mautrix.util.async_db import Database
 
@@ -197,14 +198,23 @@ class CalendarBot(Bot):
                 if item is None:
                     continue
                 body = self.message("announce_added" if change.kind == "ajout" else "announce_changed", item=item)
-            await self.send_about(room_id, change.key, {"msgtype": "m.notice", "body": body}, key="annonce")
+            await self._tell(room_id, change.key, body)
 
     async def announce_batch(self, batch: Batch) -> None:
         """Many changes at once (an import in another app): counted in one message, not listed."""
         body = self.message("announce_batch", added=batch.added, changed=batch.changed, removed=batch.removed)
         for room_id in await self.rooms_of(batch.calendar_id):
-            await self.send_about(room_id, f"{batch.calendar_id}|lot|{batch.key}",
-                                  {"msgtype": "m.notice", "body": body}, key="annonce")
+            await self._tell(room_id, f"{batch.calendar_id}|lot|{batch.key}", body)
+
+    async def _tell(self, room_id: str, about: str, body: str) -> None:
+        """A room that refuses the bot's messages (read-only since its service was archived, the
+        bot's power taken away) is left out, so the other rooms are still told; a homeserver
+        away raises, and the change is handed over again."""
+        try:
+            await self.send_about(room_id, about, {"msgtype": "m.notice", "body": body}, key="annonce")
+        except MForbidden:
+            log.warning("%s: room %s refuses the bot's messages; a change of its calendar not told there",
+                        self.localpart, room_id)
 
     # --- binding -------------------------------------------------------------------------
 

@@ -159,6 +159,7 @@ class CalendarWatcher:
         self._reached: dict[str, datetime] = {}
         self._unreachable: set[str] = set()
         self._started = datetime.now(UTC)
+        self._wanted: set[str] = set()
 
     def unreachable_since(self, calendar_id: str) -> datetime | None:
         """When the server last answered about this calendar, if it did not at the last look
@@ -168,22 +169,42 @@ class CalendarWatcher:
         return self._reached.get(calendar_id, self._started)
 
     async def run(self) -> None:
-        """Every calendar once per interval: looks run side by side (``PARALLEL`` at a time), so
-        many calendars do not stretch the interval, and the next round waits out the rest of it."""
+        """Each calendar looked at once per interval on its own (``PARALLEL`` at a time): a slow
+        server or a failing look delays or stops only that calendar, never the others. The
+        list of calendars is read again every interval (a room bound or unbound meanwhile)."""
         limit = asyncio.Semaphore(PARALLEL)
-
-        async def look_safely(calendar_id: str) -> None:
-            async with limit:
+        looking: dict[str, asyncio.Task[None]] = {}
+        try:
+            while True:
                 try:
-                    await self.look(calendar_id)
-                except (CalDavError, OSError) as error:  # the server away: looked at again next time
-                    self._unreachable.add(calendar_id)
-                    log.info("calendar %s not looked at: %s", calendar_id, error)
+                    self._wanted = set(await self.calendars())
+                except Exception:  # the database away a moment: the same calendars for now
+                    log.exception("%s: bound calendars not read; read again next interval", self.owner)
+                for calendar_id in self._wanted:
+                    if calendar_id not in looking or looking[calendar_id].done():
+                        looking[calendar_id] = asyncio.create_task(self._keep_looking(calendar_id, limit))
+                await asyncio.sleep(self.interval)
+        finally:
+            for task in looking.values():
+                task.cancel()
+            await asyncio.gather(*looking.values(), return_exceptions=True)
 
-        while True:
-            started = asyncio.get_running_loop().time()
-            await asyncio.gather(*(look_safely(calendar_id) for calendar_id in await self.calendars()))
-            await asyncio.sleep(max(0.0, self.interval - (asyncio.get_running_loop().time() - started)))
+    async def _keep_looking(self, calendar_id: str, limit: asyncio.Semaphore) -> None:
+        clock = asyncio.get_running_loop()
+        while calendar_id in self._wanted:
+            started = clock.time()
+            async with limit:
+                await self._look_safely(calendar_id)
+            await asyncio.sleep(max(0.0, self.interval - (clock.time() - started)))
+
+    async def _look_safely(self, calendar_id: str) -> None:
+        try:
+            await self.look(calendar_id)
+        except (CalDavError, OSError) as error:  # the server away: looked at again next time
+            self._unreachable.add(calendar_id)
+            log.info("calendar %s not looked at: %s", calendar_id, error)
+        except Exception:  # nothing recorded: the same changes are handed over again next time
+            log.exception("%s: look at calendar %s failed; made again next interval", self.owner, calendar_id)
 
     async def look(self, calendar_id: str) -> None:
         """One look at one calendar: what changed since the last one is handed over. The first
@@ -195,15 +216,17 @@ class CalendarWatcher:
         self._unreachable.discard(calendar_id)
 
     async def _look(self, calendar_id: str) -> None:
-        refilled = False
-        if self.copy is not None and not await self.copy.complete(calendar_id):
-            await self.copy.refill(calendar_id, await self.caldav.everything(calendar_id, self.component))
-            refilled = True
         known = {str(row["href"]): (str(row["etag"]), str(row["summary"])) for row in await self.db.fetch(
             "SELECT href, etag, summary FROM caldav_item WHERE bot=$1 AND calendar_id=$2", self.owner, calendar_id)}
         token = await self.db.fetchval("SELECT token FROM caldav_sync WHERE bot=$1 AND calendar_id=$2",
                                        self.owner, calendar_id)
         changed, removed, new_token = await self._differences(calendar_id, str(token or ""), known)
+        refilled = False
+        if self.copy is not None and not await self.copy.complete(calendar_id):
+            # Read whole after the token was taken: a change made between the two is in the copy
+            # now and handed over again at the next look, never missed by both.
+            await self.copy.refill(calendar_id, await self.caldav.everything(calendar_id, self.component))
+            refilled = True
         changed = [(href, etag) for href, etag in changed if not etag or known.get(href, ("", ""))[0] != etag]
         removed = [href for href in removed if href in known]
         if token is None:  # the first look only takes note

@@ -207,15 +207,23 @@ class Bot:
         return 30.0
 
     async def rounds(self, tick: Callable[[datetime], Awaitable[None]], what: str) -> None:
-        """``tick(now)`` every ``round_seconds``, for ever; a failure (a server away) is logged,
-        and the same work is due at the next round."""
+        """``tick(now)`` every ``round_seconds``, for ever; a failure (a server away) is logged
+        when it begins and when it ends, not at every round, and the same work is due at the
+        next round."""
         zone = ZoneInfo(self.context.config.collectivite.fuseau_horaire)
+        failing: str | None = None
         while True:
             await asyncio.sleep(self.round_seconds())
             try:
                 await tick(datetime.now(zone).replace(microsecond=0))
             except Exception as error:
-                log.info("%s not done for now: %s", what, type(error).__name__)
+                if failing != type(error).__name__:
+                    failing = type(error).__name__
+                    log.warning("%s not done for now: %s; tried again every round", what, failing)
+            else:
+                if failing is not None:
+                    log.info("%s done again after %s", what, failing)
+                failing = None
 
     def is_replay(self, event: MessageEvent | ReactionEvent) -> bool:
         """Whether an earlier attempt at this event may have begun (a crash, an outage, a retry):

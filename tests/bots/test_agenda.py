@@ -440,3 +440,40 @@ async def test_events_added_while_the_bots_are_killed_are_each_added_and_answere
     stored = [str(next(iter(c.walk("VEVENT")))["summary"])
               for c in await asyncio.to_thread(events_of, synapse, caldav, calendar_id)]
     assert sorted(stored) == sorted(f"Permanence {index}" for index in range(commands))
+
+
+async def test_a_room_that_no_longer_lets_the_bot_speak_does_not_stop_the_other_calendars_being_watched(
+    synapse: ServerStack, caldav: str, bots: str, agents: AgentFactory
+) -> None:
+    """A room made read-only (an archived service) refuses the bot's announcement of its
+    calendar's change: the other calendars are still watched and announced, and so is the
+    silenced one once the room lets the bot speak again."""
+    owner, silenced = await room_with_agenda(agents, synapse, "Salon archivé")
+    _, other = await room_with_agenda(agents, synapse, "Salon actif", owner=owner)
+    silenced_calendar, other_calendar = unique_id("archive"), unique_id("actif")
+    await answer(owner, silenced, synapse, f"!agenda créer {silenced_calendar}")
+    await answer(owner, other, synapse, f"!agenda créer {other_calendar}")
+    await asyncio.sleep(6)  # both calendars looked at once
+    levels = (await owner.client.room_get_state_event(silenced, "m.room.power_levels")).content
+    await owner.client.room_put_state(silenced, "m.room.power_levels", {**levels, "events_default": 100})
+
+    def event(uid: str, summary: str) -> str:
+        return ("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//test//Thunderbird-like//FR\r\nBEGIN:VEVENT\r\n"
+                f"UID:{uid}\r\nDTSTAMP:20261125T080000Z\r\nDTSTART;TZID=Europe/Paris:20270610T090000\r\n"
+                f"DTEND;TZID=Europe/Paris:20270610T100000\r\nSUMMARY:{summary}\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n")
+
+    since = len(owner.received)
+    await asyncio.to_thread(calendar_client(synapse, caldav, silenced_calendar).save_event,
+                            event("muet-1@tb", "Inventaire des archives"))
+    await asyncio.sleep(6)  # the silenced room's calendar has been looked at: the room refused
+    await asyncio.to_thread(calendar_client(synapse, caldav, other_calendar).save_event,
+                            event("actif-1@tb", "Permanence du samedi"))
+    told = await owner.wait_for_text(other, lambda m: m.sender == agenda_id(synapse), since=since, timeout=30)
+    assert "Permanence du samedi" in told.body and "autre application" in told.body
+
+    await owner.client.room_put_state(silenced, "m.room.power_levels", levels)
+    await asyncio.to_thread(calendar_client(synapse, caldav, silenced_calendar).save_event,
+                            event("muet-2@tb", "Tri des registres"))
+    told = await owner.wait_for_text(silenced, lambda m: m.sender == agenda_id(synapse) and "Tri des registres"
+                                     in m.body, since=since, timeout=30)
+    assert "autre application" in told.body
