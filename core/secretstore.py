@@ -44,13 +44,14 @@ class Secrets:
     # ProConnect/Keycloak when the admin writes it here (``maillage`` never prints it).
     portal_oidc_secret: str = ""
     portal_bots_token: str = ""  # what the bots show the portal's API for them (access requests)
+    synapse_oidc_secret: str = ""  # Synapse's client secret at the portal (agents' Matrix sign-in)
 
     def __repr__(self) -> str:  # never let a secret reach a log through repr()
         return "Secrets(…)"
 
 
 # Generated secrets that older stacks lack: made at their next start.
-ADDED_LATER = ("portal_oidc_secret", "portal_bots_token")
+ADDED_LATER = ("portal_oidc_secret", "portal_bots_token", "synapse_oidc_secret")
 
 
 def _token(length: int = 48) -> str:

@@ -12,6 +12,8 @@ from pathlib import Path
 import jinja2
 
 from maillage.config import Config
+from maillage.i18n import t
+from maillage.portal.matrix_sso import provider_settings
 from maillage.secretstore import Secrets, secrets_dir, write_private
 
 _TEMPLATES = jinja2.Environment(
@@ -66,8 +68,28 @@ def render_synapse(
         "smtp": config.smtp if config.smtp.hote else None,
         "app_name": f"Maillage — {config.collectivite.nom}",
         "relaxed_rate_limits": relaxed_rate_limits,
+        # Agents sign in to Matrix through the portal, which signs them in at ProConnect.
+        "oidc_provider": provider_settings(config, secrets.synapse_oidc_secret),
+        "sso_templates": write_sso_templates(directory / "modeles", config.collectivite.langue),
     }
     config_file = directory / "homeserver.yaml"
     write_private(config_file, _TEMPLATES.get_template("homeserver.yaml.j2").render(values))
     (directory / "log.yaml").write_text(_TEMPLATES.get_template("log.yaml.j2").render(values))
     return RenderedSynapse(config_file=config_file, directory=directory)
+
+
+SSO_PAGES = {  # Synapse's own pages on an agent's way in (its own are English)
+    "_base.html": "synapse_base.html.j2",
+    "sso_redirect_confirm.html": "sso_redirect_confirm.html.j2",
+    "sso_error.html": "sso_error.html.j2",
+    "sso_account_deactivated.html": "sso_account_deactivated.html.j2",
+}
+
+
+def write_sso_templates(directory: Path, language: str) -> Path:
+    """Synapse's custom template directory, in the collectivité's language."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, template in SSO_PAGES.items():
+        page = _TEMPLATES.get_template(template).render(t=t, language=language)
+        (directory / name).write_text(page, encoding="utf-8")
+    return directory

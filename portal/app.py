@@ -29,9 +29,10 @@ from maillage.portal.bots_api import bots_router
 from maillage.portal.dashboard import Dashboard
 from maillage.portal.db import Database, database_urls, migrate
 from maillage.portal.idp_dev import Directory
+from maillage.portal.matrix_sso import MatrixSso
 from maillage.portal.organisation import Organisation
 from maillage.portal.pages import STATIC_DIR
-from maillage.portal.routes import agent_import, agents, audit, login, me, services, tokens
+from maillage.portal.routes import agent_import, agents, audit, login, matrix_sso, me, services, tokens
 from maillage.portal.web import BadCsrf, Forbidden, NeedLogin, Portal, config_admin, page, portal_of
 from maillage.secretstore import Secrets, load_secrets
 
@@ -45,7 +46,7 @@ SECURITY_HEADERS = {
 }
 EXPIRY_SECONDS = 60.0
 # In this order: « /agents/import » before « /agents/{user_id} ».
-PAGES = (login, services, agent_import, agents, tokens, me, audit)
+PAGES = (login, services, agent_import, agents, tokens, me, audit, matrix_sso)
 
 
 async def expiring(access: AccessRequests) -> None:
@@ -78,7 +79,8 @@ def create_app(config: Config, stack_secrets: Secrets) -> FastAPI:
         database = Database(async_url)
         organisation = Organisation(config, stack_secrets, database, admin_token, dev_directory(config))
         portal = Portal(config, stack_secrets, database, OidcLogin(config, stack_secrets.portal_oidc_secret, database),
-                        organisation, Dashboard(config, database, admin_token), AccessRequests(organisation))
+                        organisation, Dashboard(config, database, admin_token), AccessRequests(organisation),
+                        MatrixSso(config, stack_secrets.synapse_oidc_secret, database))
         app.state.portal = portal
         portal.in_background(portal.dashboard.run())
         portal.in_background(expiring(portal.access))

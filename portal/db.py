@@ -117,8 +117,20 @@ class LoginAttempt(Base):
     __tablename__ = "login_attempt"
     state_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     nonce: Mapped[str] = mapped_column(String(128))
-    next_page: Mapped[str] = mapped_column(String(500), default="/")
+    next_page: Mapped[str] = mapped_column(String(2000), default="/")  # Synapse's authorisation request
     created_at: Mapped[int] = mapped_column(BigInteger, default=now_ms)
+
+
+class MatrixCode(Base):
+    """A code given to Synapse for an agent (hashed), exchanged once within a minute."""
+
+    __tablename__ = "matrix_code"
+    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agent.id"))
+    nonce: Mapped[str] = mapped_column(String(256))
+    challenge: Mapped[str] = mapped_column(String(128))
+    auth_time: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now_ms, index=True)
 
 
 def database_urls(config: Config) -> tuple[str, str]:

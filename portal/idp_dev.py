@@ -122,6 +122,17 @@ class Directory:
                                             indent=1))
 
 
+def client_credentials(form: dict[str, str], authorization: str) -> tuple[str, str]:
+    """(client id, secret) from the form (client_secret_post) or the Basic header."""
+    if authorization.lower().startswith("basic "):
+        try:
+            client_id, _, secret = base64.b64decode(authorization[6:]).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return "", ""
+        return client_id, secret
+    return form.get("client_id", ""), form.get("client_secret", "")
+
+
 def signing_key(path: Path) -> RSAKey:
     """The provider's RSA key, generated once (0600)."""
     if path.exists():
@@ -164,14 +175,7 @@ class DevProvider:
         return claims if claims.get("iss") == self.issuer else None
 
     def client_of(self, request: Request, form: dict[str, str]) -> Client | None:
-        client_id, secret = form.get("client_id", ""), form.get("client_secret", "")
-        header = request.headers.get("authorization", "")
-        if header.lower().startswith("basic "):
-            try:
-                decoded = base64.b64decode(header[6:]).decode()
-            except (ValueError, UnicodeDecodeError):
-                return None
-            client_id, _, secret = decoded.partition(":")
+        client_id, secret = client_credentials(form, request.headers.get("authorization", ""))
         client = self.clients.get(client_id)
         if client is None or not hmac.compare_digest(client.secret.encode(), secret.encode()):
             return None

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from maillage.bots.caldav.client import CalDav, CalDavError
@@ -36,6 +36,7 @@ from maillage.portal.db import (
     ProvisioningStep,
     Service,
     ServiceRoom,
+    WebSession,
     audit,
     now_ms,
 )
@@ -324,11 +325,11 @@ class Organisation:
         async with self.synapse() as admin:
             if not adopt and await admin.user(user_id) is not None:
                 raise OrganisationError(t("portal.agent_taken", user_id=user_id), "email")
-            # With the development provider, the same first password opens Element too (ProConnect
-            # agents will sign in to Matrix through the portal as their provider: README).
-            await admin.put_user(user_id, password=first_password or None, displayname=display, external_ids=(
-                [{"auth_provider": IDP_ID, "external_id": sub}] if sub else None),
-                threepids=[{"medium": "email", "address": new.email}])
+            # Agents sign in to Matrix through the portal (matrix_sso), whose subject is the
+            # localpart; with the development provider the first password opens it too.
+            await admin.put_user(user_id, password=first_password or None, displayname=display,
+                                 external_ids=[{"auth_provider": IDP_ID, "external_id": user_id[1:].split(":")[0]}],
+                                 threepids=[{"medium": "email", "address": new.email}])
             for room_id in [service.space_id, *rooms]:
                 if room_id:
                     await admin.force_join(room_id, user_id)
@@ -401,6 +402,8 @@ class Organisation:
             await session.execute(update(AppPassword).where(AppPassword.agent_id == agent.id,
                                                             AppPassword.revoked_at.is_(None))
                                   .values(revoked_at=now_ms()))
+            # Signed out of the portal too: an open session would still reach « Mon espace ».
+            await session.execute(delete(WebSession).where(WebSession.email == agent.email))
             audit(session, actor, "agent.depart", user_id,
                   before={"service": service.key if service else None, "role": agent.role}, after={"actif": False})
             await session.commit()
