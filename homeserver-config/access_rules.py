@@ -14,10 +14,12 @@ server is this one, such a member who does not qualify is removed at once
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
 from datetime import date
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from synapse.api.errors import Codes, SynapseError
@@ -58,6 +60,39 @@ class AccessRulesConfig:
     # External accounts named in maillage.toml, with their expiry (ms since epoch).
     externals: dict[str, int] = field(default_factory=dict)
     language: str = "fr"
+    # The ones the portal makes: {user ID: last day}, a file it rewrites whole.
+    externals_file: str = ""
+
+
+class PublishedExternals:
+    """The portal's external accounts, read again when the file changes (a stat at most once a
+    second): making or closing one needs no restart. A file that cannot be read keeps what
+    was read before, and says so in the log."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path) if path else None
+        self.known: dict[str, int] = {}
+        self._signature: tuple[int, int] | None = None
+        self._checked = float("-inf")
+
+    def current(self) -> dict[str, int]:
+        if self.path is None or time.monotonic() - self._checked < 1.0:
+            return self.known
+        self._checked = time.monotonic()
+        try:
+            info = self.path.stat()
+        except FileNotFoundError:
+            self.known, self._signature = {}, None
+            return self.known
+        if (info.st_mtime_ns, info.st_size) != self._signature:
+            try:
+                read = json.loads(self.path.read_text("utf-8"))
+                self.known = {str(user_id): expiry_timestamp_ms(date.fromisoformat(str(day)))
+                              for user_id, day in read.items()}
+                self._signature = (info.st_mtime_ns, info.st_size)
+            except (OSError, ValueError, AttributeError):
+                logger.warning("external accounts file %s unreadable; the previous list is kept", self.path)
+        return self.known
 
 
 class RoomAccessRules:
@@ -65,6 +100,7 @@ class RoomAccessRules:
         self.config = config
         self.api = api
         self.server_name = api.server_name
+        self.published = PublishedExternals(config.externals_file)
         set_language(config.language)
         api.register_third_party_rules_callbacks(
             check_event_allowed=self.check_event_allowed,
@@ -95,20 +131,21 @@ class RoomAccessRules:
             except ValueError:
                 raise ConfigError(f"externes.{user_id}: a date YYYY-MM-DD is expected") from None
         return AccessRulesConfig(partners=frozenset(partners), default_kind=default_kind,
-                                 externals=externals, language=str(config.get("langue", "fr")))
+                                 externals=externals, language=str(config.get("langue", "fr")),
+                                 externals_file=str(config.get("externes_fichier", "")))
 
     # --- who is who ------------------------------------------------------------
 
     async def is_external(self, user_id: str) -> bool:
         if not self.api.is_mine(user_id):
             return False
-        if user_id in self.config.externals:
+        if user_id in self.config.externals or user_id in self.published.current():
             return True
         info = await self.api.get_userinfo_by_id(user_id)
         return info is not None and info.user_type == EXTERNAL_USER_TYPE
 
     def is_expired(self, user_id: str) -> bool:
-        expiry = self.config.externals.get(user_id)
+        expiry = self.config.externals.get(user_id, self.published.current().get(user_id))
         return expiry is not None and time.time() * 1000 >= expiry
 
     async def member(self, user_id: str) -> Member:

@@ -14,6 +14,7 @@ import jinja2
 from maillage.config import Config
 from maillage.i18n import t
 from maillage.portal.matrix_sso import provider_settings
+from maillage.portal.partners import published_externals
 from maillage.secretstore import Secrets, secrets_dir, write_private
 
 _TEMPLATES = jinja2.Environment(
@@ -64,6 +65,7 @@ def render_synapse(
         "federation_key": config.resolve(config.federation.cle),
         "federation_authorities": [str(config.resolve(path)) for path in config.federation.autorites],
         "externals": {e.compte: e.expire_le.isoformat() for e in config.externes},
+        "externals_file": published_externals(config.data_dir),
         "language": config.collectivite.langue,
         "smtp": config.smtp if config.smtp.hote else None,
         "app_name": f"Maillage — {config.collectivite.nom}",

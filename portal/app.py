@@ -32,7 +32,8 @@ from maillage.portal.idp_dev import Directory
 from maillage.portal.matrix_sso import MatrixSso
 from maillage.portal.organisation import Organisation
 from maillage.portal.pages import STATIC_DIR
-from maillage.portal.routes import agent_import, agents, audit, login, matrix_sso, me, services, tokens
+from maillage.portal.partners import Partners
+from maillage.portal.routes import agent_import, agents, audit, login, matrix_sso, me, partners, services, tokens
 from maillage.portal.web import BadCsrf, Forbidden, NeedLogin, Portal, config_admin, page, portal_of
 from maillage.secretstore import Secrets, load_secrets
 
@@ -46,7 +47,7 @@ SECURITY_HEADERS = {
 }
 EXPIRY_SECONDS = 60.0
 # In this order: « /agents/import » before « /agents/{user_id} ».
-PAGES = (login, services, agent_import, agents, tokens, me, audit, matrix_sso)
+PAGES = (login, services, agent_import, agents, tokens, me, audit, matrix_sso, partners)
 
 
 async def expiring(access: AccessRequests) -> None:
@@ -80,11 +81,13 @@ def create_app(config: Config, stack_secrets: Secrets) -> FastAPI:
         organisation = Organisation(config, stack_secrets, database, admin_token, dev_directory(config))
         portal = Portal(config, stack_secrets, database, OidcLogin(config, stack_secrets.portal_oidc_secret, database),
                         organisation, Dashboard(config, database, admin_token), AccessRequests(organisation),
-                        MatrixSso(config, stack_secrets.synapse_oidc_secret, database))
+                        MatrixSso(config, stack_secrets.synapse_oidc_secret, database),
+                        Partners(config, database, organisation.synapse))
         app.state.portal = portal
         portal.in_background(portal.dashboard.run())
         portal.in_background(expiring(portal.access))
         await portal.dav.publish()  # what a crash may have left committed and not yet published
+        await portal.partners.publish()
         for job_id in await imports.unfinished(database):  # cut by a stop or a crash: taken up again
             portal.in_background(imports.run(portal.organisation, database, job_id))
         yield

@@ -133,6 +133,22 @@ class MatrixCode(Base):
     created_at: Mapped[int] = mapped_column(BigInteger, default=now_ms, index=True)
 
 
+class ExternalAccount(Base):
+    """An account for someone outside the collectivité (a partner's staff, a citizen), valid
+    through its last day (Paris), published to the homeserver's access rules."""
+
+    __tablename__ = "external_account"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(255), unique=True)
+    display_name: Mapped[str] = mapped_column(String(200), default="")
+    email: Mapped[str] = mapped_column(String(320), default="")
+    organisation: Mapped[str] = mapped_column(String(200), default="")
+    kind: Mapped[str] = mapped_column(String(20), default="partenaire")  # partenaire | administre
+    last_day: Mapped[str] = mapped_column(String(10), default="")  # YYYY-MM-DD
+    created_by: Mapped[str] = mapped_column(String(320), default="")
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now_ms)
+
+
 def database_urls(config: Config) -> tuple[str, str]:
     """The async URL the portal uses and the sync one Alembic migrates with."""
     configured = config.portail.base_de_donnees

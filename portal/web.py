@@ -23,6 +23,7 @@ from maillage.portal.db import Database
 from maillage.portal.matrix_sso import MatrixSso
 from maillage.portal.organisation import FORMULA_STARTS, Organisation
 from maillage.portal.pages import templates
+from maillage.portal.partners import Partners
 from maillage.secretstore import Secrets
 
 
@@ -49,6 +50,7 @@ class Portal:
     dashboard: Dashboard
     access: AccessRequests
     matrix_sso: MatrixSso
+    partners: Partners
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from maillage.config import load_config
+from maillage.config import Config, load_config
 from maillage.deploy.neighbour import SHARED_ROOM
+from maillage.portal.idp_dev import ensure_admin_accounts
 from tests.deploy.test_launcher import init_stack, maillage
+from tests.harness.browserless import Browser, csrf_of
 from tests.harness.matrix import Agent, login_agent
 from tests.harness.servers import SERVER_LOGS, free_port
 
@@ -64,6 +66,24 @@ async def _agent(homeserver: str, accounts_file: Path, localpart: str, store: Pa
     return await login_agent(homeserver, accounts[localpart]["user_id"], accounts[localpart]["password"], store)
 
 
+async def partner_from_portal(config: Config, server: str) -> str:
+    """The portal's admin adds ``server`` to the partners; what the page then says."""
+    admin = config.portail.administrateurs[0]
+    password = ensure_admin_accounts(config.data_dir, [admin])[admin]
+    browser = Browser()
+    try:
+        form = await browser.follow(await browser.get(f"{config.portal_url}/connexion?suite=/partenaires"))
+        page = await browser.follow(await browser.sign_in_at_provider(form, admin, password))
+        assert page.status_code == 200, page.text[:300]
+        added = await browser.post(f"{config.portal_url}/partenaires/serveurs", timeout=300,
+                                   data={"csrf": csrf_of(page), "serveur": server, "action": "ajouter"})
+        assert added.status_code == 200, added.text[:500]
+        status = re.search(r'role="status">([^<]+)<', added.text)
+        return status.group(1) if status else added.text[:500]
+    finally:
+        await browser.close()
+
+
 def _room_named(agent: Agent, name: str) -> str:
     return str(next(room_id for room_id, room in agent.client.rooms.items() if room.display_name == name))
 
@@ -105,10 +125,11 @@ async def test_a_neighbouring_collectivite_federates_and_partners_are_applied_li
             with pytest.raises(AssertionError):
                 await claire.wait_for_text(room, "Message pendant la rupture", timeout=10)
 
-            # Adding it back: the held message and new ones arrive; nothing is lost.
+            # Adding it back, from the portal this time (its admin, signed in at the development
+            # provider): the held message and new ones arrive; nothing is lost.
             added_at = time.perf_counter()
-            added = maillage(data_dir, "partenaire", "ajouter", neighbour.collectivite.nom_serveur)
-            assert added.returncode == 0, added.stdout
+            added = await partner_from_portal(main, neighbour.collectivite.nom_serveur)
+            assert "Synapse a redémarré" in added, added
             await helene.send_text(room, "Message après le retour")
             await claire.wait_for_text(room, "Message après le retour", timeout=120)
             print(f"partner re-added, effective after {time.perf_counter() - added_at:.1f} s")
