@@ -5,7 +5,9 @@ the keyboard where a person would use it; axe-core finds no serious violation on
 from __future__ import annotations
 
 import re
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from playwright.async_api import Page, expect
@@ -86,6 +88,20 @@ async def test_admin_runs_the_collectivite_from_a_browser(portal: PortalStack, w
         await expect(page.get_by_role("heading", name="Voirie")).to_be_visible()
         await accessible(page, seen)
 
+        # Partners: a wrong server name is said next to its field; an external account is made.
+        await page.get_by_role("link", name="Partenaires").click()
+        await page.get_by_label("Nom du serveur").fill("pas un serveur")
+        await page.get_by_role("button", name="Ajouter le partenaire").click()
+        await expect(page.locator("#resume-erreurs")).to_contain_text("Nom de serveur invalide")
+        await accessible(page, seen)
+        await page.get_by_label("Nom affiché").fill("Paul Conseil")
+        await page.get_by_label(re.compile("^Identifiant La partie")).fill(f"p.conseil-{width}")
+        await page.get_by_label(re.compile("^Dernier jour Le compte")).fill(
+            (datetime.now(ZoneInfo("Europe/Paris")).date() + timedelta(days=20)).isoformat())
+        await page.get_by_role("button", name="Créer un compte externe").click()
+        await expect(page.get_by_role("status")).to_contain_text(f"@p.conseil-{width}:localhost")
+        await accessible(page, seen)
+
         await page.get_by_role("button", name="Se déconnecter").click()
         await expect(page.get_by_role("heading", name="Vous êtes déconnecté du portail.")).to_be_visible()
         await accessible(page, seen)
@@ -100,5 +116,5 @@ async def test_admin_runs_the_collectivite_from_a_browser(portal: PortalStack, w
         await page.keyboard.press("Enter")
         await expect(page.get_by_role("status")).to_contain_text("« Thunderbird » créé")
         await accessible(page, seen)
-    assert len(seen) >= 10  # distinct addresses: the dashboard is seen twice
+    assert len(seen) >= 11  # distinct addresses: the dashboard is seen twice
     assert {url: found for url, found in seen.items() if found} == {}
