@@ -29,11 +29,23 @@ from maillage.portal.bots_api import bots_router
 from maillage.portal.dashboard import Dashboard
 from maillage.portal.db import Database, database_urls, migrate
 from maillage.portal.idp_dev import Directory
+from maillage.portal.links import ShareLinks
 from maillage.portal.matrix_sso import MatrixSso
 from maillage.portal.organisation import Organisation
 from maillage.portal.pages import STATIC_DIR
 from maillage.portal.partners import Partners
-from maillage.portal.routes import agent_import, agents, audit, login, matrix_sso, me, partners, services, tokens
+from maillage.portal.routes import (
+    agent_import,
+    agents,
+    audit,
+    links,
+    login,
+    matrix_sso,
+    me,
+    partners,
+    services,
+    tokens,
+)
 from maillage.portal.web import BadCsrf, Forbidden, NeedLogin, Portal, config_admin, page, portal_of
 from maillage.secretstore import Secrets, load_secrets
 
@@ -47,7 +59,7 @@ SECURITY_HEADERS = {
 }
 EXPIRY_SECONDS = 60.0
 # In this order: « /agents/import » before « /agents/{user_id} ».
-PAGES = (login, services, agent_import, agents, tokens, me, audit, matrix_sso, partners)
+PAGES = (login, services, agent_import, agents, tokens, me, audit, matrix_sso, partners, links)
 
 
 async def expiring(access: AccessRequests) -> None:
@@ -82,7 +94,8 @@ def create_app(config: Config, stack_secrets: Secrets) -> FastAPI:
         portal = Portal(config, stack_secrets, database, OidcLogin(config, stack_secrets.portal_oidc_secret, database),
                         organisation, Dashboard(config, database, admin_token), AccessRequests(organisation),
                         MatrixSso(config, stack_secrets.synapse_oidc_secret, database),
-                        Partners(config, database, organisation.synapse))
+                        Partners(config, database, organisation.synapse),
+                        ShareLinks(config, database, stack_secrets.portal_bots_token, organisation.webdav))
         app.state.portal = portal
         portal.in_background(portal.dashboard.run())
         portal.in_background(expiring(portal.access))
@@ -114,7 +127,8 @@ def create_app(config: Config, stack_secrets: Secrets) -> FastAPI:
 
     for pages in PAGES:
         app.include_router(pages.router)
-    app.include_router(bots_router(lambda request: portal_of(request).access, stack_secrets.portal_bots_token))
+    app.include_router(bots_router(lambda request: portal_of(request).access, lambda request: portal_of(request).links,
+                                   stack_secrets.portal_bots_token))
     app.include_router(api_router(lambda request: portal_of(request).database,
                                   lambda request: portal_of(request).organisation, token_owner_is_admin))
     return app

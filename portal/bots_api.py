@@ -1,5 +1,5 @@
 """The portal's API for the bots (``/api/robots``, not in the public OpenAPI): access requests
-made and decided in Matrix through @documents.
+made and decided in Matrix through @documents, and the share links it asks for.
 
 The bots show the stack's ``portal_bots_token``; they act for the Matrix user who typed the
 command, whose right to do it the portal checks (an agent asks for themselves; only the head
@@ -17,6 +17,7 @@ from maillage.i18n import t
 from maillage.portal.access import AccessRequests, Asked, DecisionRefused
 from maillage.portal.api import ApiRefused
 from maillage.portal.errors import OrganisationError
+from maillage.portal.links import LinkAsked, ShareLinks
 
 
 class AskBody(BaseModel):
@@ -28,13 +29,27 @@ class AskBody(BaseModel):
     motif: str = Field(default="", max_length=1000)
 
 
+class LinkBody(BaseModel):
+    cle: str = Field(min_length=1, max_length=255)
+    chemin: str = Field(min_length=1, max_length=1000)
+    salon: str = Field(min_length=1, max_length=255)
+    auteur: str = Field(min_length=1, max_length=255)
+    jours: int = 7
+
+
+class RevocationBody(BaseModel):
+    salon: str = Field(min_length=1, max_length=255)
+    auteur: str = Field(min_length=1, max_length=255)
+
+
 class DecisionBody(BaseModel):
     decideur: str = Field(max_length=255)
     accord: bool
     motif: str = Field(default="", max_length=1000)
 
 
-def bots_router(requests_of: Callable[[Request], AccessRequests], token: str) -> APIRouter:
+def bots_router(requests_of: Callable[[Request], AccessRequests], links_of: Callable[[Request], ShareLinks],
+                token: str) -> APIRouter:
     router = APIRouter(prefix="/api/robots", include_in_schema=False)
 
     def check(authorization: str) -> None:
@@ -76,5 +91,33 @@ def bots_router(requests_of: Callable[[Request], AccessRequests], token: str) ->
             raise ApiRefused(422, exc.message, exc.field) from None
         return {"numero": decided.number, "etat": decided.state, "nom": decided.requester_name,
                 "ressource": decided.resource, "nom_service": decided.service_name}
+
+    @router.post("/liens", status_code=201)
+    async def make_link(request: Request, body: LinkBody, authorization: Annotated[str, Header()] = ""
+                        ) -> dict[str, Any]:
+        check(authorization)
+        try:
+            link, url = await links_of(request).make(LinkAsked(body.cle, body.chemin, body.salon, body.auteur,
+                                                               body.jours))
+        except OrganisationError as exc:
+            raise ApiRefused(422, exc.message, exc.field) from None
+        return {"numero": link.id, "url": url, "nom": link.name, "expire": link.expires_at}
+
+    @router.get("/liens")
+    async def room_links(request: Request, salon: str, authorization: Annotated[str, Header()] = ""
+                         ) -> list[dict[str, Any]]:
+        check(authorization)
+        return [{"numero": link.id, "nom": link.name, "auteur": link.created_by, "expire": link.expires_at,
+                 "telechargements": link.downloads} for link in await links_of(request).of_room(salon)]
+
+    @router.post("/liens/{number}/retrait")
+    async def revoke_link(request: Request, number: int, body: RevocationBody,
+                          authorization: Annotated[str, Header()] = "") -> dict[str, Any]:
+        check(authorization)
+        try:
+            link = await links_of(request).revoke(number, body.salon, body.auteur)
+        except OrganisationError as exc:
+            raise ApiRefused(404, exc.message) from None
+        return {"numero": link.id, "nom": link.name, "auteur": link.created_by}
 
     return router

@@ -149,6 +149,34 @@ class ExternalAccount(Base):
     created_at: Mapped[int] = mapped_column(BigInteger, default=now_ms)
 
 
+class ShareLink(Base):
+    """A document given by a link (``/partage/<token>``, the token's hash kept) until its end."""
+
+    __tablename__ = "share_link"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    request_key: Mapped[str] = mapped_column(String(255), unique=True)  # the command's event id
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    path: Mapped[str] = mapped_column(String(1000))
+    name: Mapped[str] = mapped_column(String(300))
+    room_id: Mapped[str] = mapped_column(String(255), index=True)
+    created_by: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now_ms)
+    expires_at: Mapped[int] = mapped_column(BigInteger)
+    revoked_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    revoked_by: Mapped[str] = mapped_column(String(255), default="")
+    downloads: Mapped[int] = mapped_column(default=0)
+
+
+class ShareDownload(Base):
+    """One download through a share link: when, and from which network."""
+
+    __tablename__ = "share_download"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    link_id: Mapped[int] = mapped_column(ForeignKey("share_link.id"), index=True)
+    at: Mapped[int] = mapped_column(BigInteger, default=now_ms)
+    address: Mapped[str] = mapped_column(String(64))
+
+
 def database_urls(config: Config) -> tuple[str, str]:
     """The async URL the portal uses and the sync one Alembic migrates with."""
     configured = config.portail.base_de_donnees

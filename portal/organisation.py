@@ -252,10 +252,14 @@ class Organisation:
             await admin.send_state(space, "m.space.child", room_id, {"via": [server]})
         return room_id
 
-    async def _make_folder(self, service: Service) -> str:
+    def webdav(self) -> WebDav:
+        """The WebDAV server with the stack's account (the caller closes it)."""
         config = self.config
         base = config.webdav.url or f"http://{url_host(config.reseau.adresse_ecoute)}:{config.reseau.port_webdav}/"
-        dav = WebDav(base, config.webdav.utilisateur, self.secrets.dav_password)
+        return WebDav(base, config.webdav.utilisateur, self.secrets.dav_password)
+
+    async def _make_folder(self, service: Service) -> str:
+        dav = self.webdav()
         try:
             await dav.make_folders(service.key)
         finally:

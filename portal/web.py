@@ -20,6 +20,7 @@ from maillage.portal.auth import SESSION_COOKIE, CurrentUser, OidcLogin, session
 from maillage.portal.dashboard import Dashboard
 from maillage.portal.dav import DavAccess
 from maillage.portal.db import Database
+from maillage.portal.links import ShareLinks
 from maillage.portal.matrix_sso import MatrixSso
 from maillage.portal.organisation import FORMULA_STARTS, Organisation
 from maillage.portal.pages import templates
@@ -51,6 +52,7 @@ class Portal:
     access: AccessRequests
     matrix_sso: MatrixSso
     partners: Partners
+    links: ShareLinks
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
