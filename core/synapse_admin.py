@@ -155,6 +155,11 @@ class SynapseAdmin:
             if exc.status != 403 or await self._member(room_id, user_id, ("invite", "join")):
                 raise
 
+    async def joined_members(self, room_id: str) -> set[str]:
+        """Who is in the room now (Admin API: the admin account need not be in it)."""
+        answer = await self._call("GET", f"/_synapse/admin/v1/rooms/{_q(room_id)}/members")
+        return {str(member) for member in answer.get("members", [])}
+
     async def deactivate(self, user_id: str) -> None:
         """The account closed (logged out everywhere, out of every room); its messages are kept."""
         await self._call("POST", f"/_synapse/admin/v1/deactivate/{_q(user_id)}", {"erase": False})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 import tomllib
@@ -55,7 +56,10 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("down", help=t("cli.down"))
     commands.add_parser("bots", help=t("cli.bots"))
-    commands.add_parser("portail", aliases=["portal"], help=t("cli.portal"))
+    portal = commands.add_parser("portail", aliases=["portal"], help=t("cli.portal"))
+    portal.add_argument("action", nargs="?", choices=["vérifier", "verifier", "check"], help=t("cli.portal.check"))
+    portal.add_argument("--réparer", "--reparer", "--repair", dest="repair", action="store_true",
+                        help=t("cli.portal.repair"))
     commands.add_parser("idp-dev", help=t("cli.idp_dev"))
     status = commands.add_parser("status", help=t("cli.status"))
     status.add_argument("--json", action="store_true", help=t("cli.status.json"))
@@ -138,6 +142,11 @@ def main(argv: list[str] | None = None) -> int:
             from maillage.bots.main import main as run_bots
 
             return run_bots(config)
+        if args.command in ("portail", "portal") and args.action:
+            from maillage.portal.drift import check_command
+
+            return asyncio.run(check_command(config, ensure_secrets(config.data_dir), repair=args.repair,
+                                             out=sys.stdout))
         if args.command in ("portail", "portal", "idp-dev"):
             from maillage.portal.serve import serve_dev_provider, serve_portal
 

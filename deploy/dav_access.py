@@ -64,11 +64,21 @@ def publish_service_account(data_dir: Path, login: str, password: str) -> None:
                   json.dumps({"format": FORMAT, "compte": login, "mot_de_passe": digest(password)}))
 
 
+def agents_document(accounts: dict[str, Account]) -> str:
+    """The agents' file as the portal writes it (the drift check compares it with what is there)."""
+    return json.dumps({"format": FORMAT, "comptes": {login: account.as_json()
+                                                      for login, account in sorted(accounts.items())}},
+                      ensure_ascii=False, sort_keys=True)
+
+
+def published_agents(data_dir: Path) -> str | None:
+    path = access_directory(data_dir) / AGENTS_FILE
+    return path.read_text("utf-8") if path.exists() else None
+
+
 def publish_agents(data_dir: Path, accounts: dict[str, Account]) -> None:
     """Replaces the agents' access at once (written aside, then renamed: never read half-written)."""
-    write_private(access_directory(data_dir) / AGENTS_FILE, json.dumps(
-        {"format": FORMAT, "comptes": {login: account.as_json() for login, account in sorted(accounts.items())}},
-        ensure_ascii=False, sort_keys=True))
+    write_private(access_directory(data_dir) / AGENTS_FILE, agents_document(accounts))
 
 
 def strongest(*rights: Right) -> Right:

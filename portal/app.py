@@ -38,6 +38,7 @@ from maillage.portal.routes import (
     agent_import,
     agents,
     audit,
+    drift,
     links,
     login,
     matrix_sso,
@@ -59,7 +60,7 @@ SECURITY_HEADERS = {
 }
 EXPIRY_SECONDS = 60.0
 # In this order: « /agents/import » before « /agents/{user_id} ».
-PAGES = (login, services, agent_import, agents, tokens, me, audit, matrix_sso, partners, links)
+PAGES = (login, services, agent_import, agents, tokens, me, audit, matrix_sso, partners, links, drift)
 
 
 async def expiring(access: AccessRequests) -> None:

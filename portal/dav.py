@@ -83,7 +83,13 @@ class DavAccess:
 
     async def publish(self) -> None:
         """Every active agent with an app password, with their rights, to the DAV servers."""
-        async with self._publishing, self.database.session() as session:
+        async with self._publishing:
+            accounts = await self.accounts()
+            await asyncio.to_thread(publish_agents, self.config.data_dir, accounts)
+
+    async def accounts(self) -> dict[str, Account]:
+        """What the DAV servers should know: each agent's app passwords and rights."""
+        async with self.database.session() as session:
             rows = (await session.execute(
                 select(Agent, Service.key, AppPassword.token_hash)
                 .join(AppPassword, AppPassword.agent_id == Agent.id)
@@ -111,7 +117,7 @@ class DavAccess:
                 rights = account.folders if resource == "dossier" else account.calendars
                 for name in names:
                     rights[name] = strongest(rights.get(name, ""), right)  # type: ignore[arg-type]
-            await asyncio.to_thread(publish_agents, self.config.data_dir, accounts)
+        return accounts
 
     async def passwords(self, agent: Agent) -> list[AppPassword]:
         async with self.database.session() as session:

@@ -131,13 +131,13 @@ class Organisation:
         steps: list[tuple[str, Callable[[], Awaitable[str]]]] = [("espace", lambda: self._make_space(service))]
         for room in rooms:
             steps.append((f"salle:{room.kind}", _bound(self._make_room, service, room, done)))
-        steps += [("dossier", lambda: self._make_folder(service)),
-                  ("agenda", lambda: self._make_list(service.key, service.name, "VEVENT")),
-                  ("taches", lambda: self._make_list(f"{service.key}-taches",
+        steps += [("dossier", lambda: self.make_folder(service)),
+                  ("agenda", lambda: self.make_list(service.key, service.name, "VEVENT")),
+                  ("taches", lambda: self.make_list(f"{service.key}-taches",
                                                      t("portal.task_list", service=service.name), "VTODO"))]
         team = next(room for room in rooms if room.kind == TEAM_ROOM)
         steps += [(f"liaison:{bot}", _bound(self._bind, bot, event, content, team, done))
-                  for bot, event, content in self._bindings(service)]
+                  for bot, event, content in self.bindings_of(service)]
         for step, work in steps:
             if step in done:
                 continue
@@ -225,7 +225,7 @@ class Organisation:
             await session.commit()
         await self.dav.publish()
 
-    def _bindings(self, service: Service) -> list[tuple[str, str, dict[str, str]]]:
+    def bindings_of(self, service: Service) -> list[tuple[str, str, dict[str, str]]]:
         return [("documents", "fr.maillage.documents", {"dossier": service.key}),
                 ("agenda", "fr.maillage.agenda", {"calendrier": service.key}),
                 ("projets", "fr.maillage.projet", {"liste": f"{service.key}-taches"})]
@@ -258,7 +258,7 @@ class Organisation:
         base = config.webdav.url or f"http://{url_host(config.reseau.adresse_ecoute)}:{config.reseau.port_webdav}/"
         return WebDav(base, config.webdav.utilisateur, self.secrets.dav_password)
 
-    async def _make_folder(self, service: Service) -> str:
+    async def make_folder(self, service: Service) -> str:
         dav = self.webdav()
         try:
             await dav.make_folders(service.key)
@@ -266,7 +266,7 @@ class Organisation:
             await dav.close()
         return service.key
 
-    async def _make_list(self, list_id: str, name: str, component: str) -> str:
+    async def make_list(self, list_id: str, name: str, component: str) -> str:
         caldav = CalDav.for_stack(self.config, self.secrets.dav_password)
         try:
             if await caldav.calendar(list_id) is None:
