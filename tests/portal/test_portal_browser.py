@@ -101,6 +101,10 @@ async def test_admin_runs_the_collectivite_from_a_browser(portal: PortalStack, w
         await page.get_by_role("button", name="Créer un compte externe").click()
         await expect(page.get_by_role("status")).to_contain_text(f"@p.conseil-{width}:localhost")
         await accessible(page, seen)
+        await page.get_by_role("link", name="Vérification").click()
+        await page.get_by_role("button", name="Vérifier maintenant").click()
+        await expect(page.get_by_role("status")).to_contain_text("écart")
+        await accessible(page, seen)
 
         await page.get_by_role("button", name="Se déconnecter").click()
         await expect(page.get_by_role("heading", name="Vous êtes déconnecté du portail.")).to_be_visible()
