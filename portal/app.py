@@ -131,7 +131,8 @@ def create_app(config: Config, stack_secrets: Secrets) -> FastAPI:
     app.include_router(bots_router(lambda request: portal_of(request).access, lambda request: portal_of(request).links,
                                    stack_secrets.portal_bots_token))
     app.include_router(api_router(lambda request: portal_of(request).database,
-                                  lambda request: portal_of(request).organisation, token_owner_is_admin))
+                                  lambda request: portal_of(request).organisation,
+                                  lambda request: portal_of(request).partners, token_owner_is_admin))
     return app
 
 

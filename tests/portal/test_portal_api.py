@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -70,6 +72,35 @@ async def test_the_api_makes_services_and_agents_and_refuses_the_rest(portal: Po
             journal = await http.get("/journal", params={"q": "zoe.martin"}, headers=bearer)
             assert [e["qui"] for e in journal.json()] == [f"{portal.admin_email} (jeton « Logiciel RH »)"]
 
+            # The HR software moves her, then records her departure; the service is renamed, then
+            # archived once empty; an external account is made and its last day changed.
+            zoe = "/agents/@zoe.martin:localhost"
+            assert (await http.post("/services", json={"cle": "paie-api", "nom": "Paie"}, headers=bearer)
+                    ).status_code == 201
+            wrong_role = await http.patch(zoe, json={"service": "paie-api", "role": "maire"}, headers=bearer)
+            assert wrong_role.status_code == 422 and wrong_role.json()["champ"] == "role"
+            moved = await http.patch(zoe, json={"service": "paie-api", "role": "agent"}, headers=bearer)
+            assert moved.status_code == 200 and (moved.json()["service"], moved.json()["role"]) == ("paie-api", "agent")
+            assert (await http.get("/agents/@personne:localhost", headers=bearer)).status_code == 404
+            renamed = await http.patch("/services/rh-api", json={"nom": "Ressources humaines et paie"}, headers=bearer)
+            assert renamed.status_code == 200 and renamed.json()["nom"] == "Ressources humaines et paie"
+            archived = await http.post("/services/rh-api/archivage", headers=bearer)
+            assert archived.status_code == 200 and archived.json()["archive"]
+            left = await http.post(f"{zoe}/depart", headers=bearer)
+            assert left.status_code == 200 and not left.json()["actif"]
+            assert (await http.post(f"{zoe}/depart", headers=bearer)).status_code == 409
+            assert (await http.patch(zoe, json={"service": "paie-api", "role": "chef"}, headers=bearer)
+                    ).status_code == 409
+            day = (datetime.now(ZoneInfo("Europe/Paris")).date() + timedelta(days=60)).isoformat()
+            external = await http.post("/externes", headers=bearer, json={
+                "identifiant": "cabinet-rh", "nom": "Cabinet RH", "organisme": "Cabinet", "dernier_jour": day})
+            assert external.status_code == 201 and external.json()["mot_de_passe"], external.text
+            past = await http.patch("/externes/@cabinet-rh:localhost", json={"dernier_jour": "2020-01-01"},
+                                    headers=bearer)
+            assert past.status_code == 422 and past.json()["champ"] == "fin" and "passé" in past.json()["detail"]
+            unknown = await http.patch("/externes/@personne:localhost", json={"dernier_jour": day}, headers=bearer)
+            assert unknown.status_code == 404
+
             page = await browser.get(f"{portal.url}/jetons")
             token_id = re.findall(r'action="/jetons/(\d+)/revoquer"', page.text)[-1]
             await browser.post(f"{portal.url}/jetons/{token_id}/revoquer", data={"csrf": csrf_of(page)})
@@ -104,7 +135,10 @@ def test_no_request_makes_the_api_fail(portal: PortalStack, api_token: str) -> N
     operations = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
     assert {f"{o.method.upper()} {o.path}" for o in operations} >= {
         "GET /api/v1/services", "POST /api/v1/services", "GET /api/v1/agents", "POST /api/v1/agents",
-        "GET /api/v1/journal"}
+        "GET /api/v1/journal", "PATCH /api/v1/agents/{identifiant_matrix}",
+        "POST /api/v1/agents/{identifiant_matrix}/depart",
+        "PATCH /api/v1/services/{cle}", "POST /api/v1/services/{cle}/archivage", "GET /api/v1/externes",
+        "POST /api/v1/externes", "PATCH /api/v1/externes/{identifiant_matrix}"}
     for operation in operations:
         @given(case=operation.as_strategy(), authorised=st.booleans())
         @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
