@@ -328,6 +328,24 @@ class Portail(_Section):
     claim_admin: str = ""
 
 
+class Courriel(_Section):
+    """The email bridge: service mailboxes in rooms (the collectivité's mail server relays to it)."""
+
+    active: bool = True
+    # The domain of the rooms' addresses (« urbanisme@<domaine> »); empty: the server name's host.
+    domaine: str = ""
+    # Where the collectivité's mail server relays (SMTP and LMTP, on the listening address).
+    port_smtp: Port = 8025
+    port_lmtp: Port = 8024
+    port_sante: Port = 8096
+    # A larger message is refused during the SMTP conversation (552), before it is received whole.
+    taille_max_mo: int = Field(default=25, ge=1, le=200)
+    # Messages accepted per hour from one sender address; past that, 451 (try later).
+    limite_par_heure: int = Field(default=60, ge=1, le=100_000)
+    # Empty: SQLite in the data directory; else a PostgreSQL URL.
+    base_de_donnees: str = ""
+
+
 class Demo(_Section):
     activee: bool = False
     # Which fictitious collectivité: a town hall, or an intercommunalité (the neighbour).
@@ -349,6 +367,7 @@ class Config(_Section):
     projets: Projets = Projets()
     circuits: Circuits = Circuits()
     portail: Portail = Portail()
+    courriel: Courriel = Courriel()
     demo: Demo = Demo()
     externes: list[Externe] = []
 
@@ -369,6 +388,9 @@ class Config(_Section):
         }
         ports["bots.port_sante"] = self.bots.port_sante
         ports["portail.port"] = self.portail.port
+        if self.courriel.active:
+            ports |= {"courriel.port_smtp": self.courriel.port_smtp, "courriel.port_lmtp": self.courriel.port_lmtp,
+                      "courriel.port_sante": self.courriel.port_sante}
         if not self.portail.oidc_emetteur:
             ports["portail.port_oidc_dev"] = self.portail.port_oidc_dev
         if self.federation.active:

@@ -45,13 +45,17 @@ class Secrets:
     portal_oidc_secret: str = ""
     portal_bots_token: str = ""  # what the bots show the portal's API for them (access requests)
     synapse_oidc_secret: str = ""  # Synapse's client secret at the portal (agents' Matrix sign-in)
+    # The email bridge's appservice: what it shows Synapse, and what Synapse would show it.
+    courriel_as_token: str = ""
+    courriel_hs_token: str = ""
 
     def __repr__(self) -> str:  # never let a secret reach a log through repr()
         return "Secrets(…)"
 
 
 # Generated secrets that older stacks lack: made at their next start.
-ADDED_LATER = ("portal_oidc_secret", "portal_bots_token", "synapse_oidc_secret")
+ADDED_LATER = ("portal_oidc_secret", "portal_bots_token", "synapse_oidc_secret", "courriel_as_token",
+               "courriel_hs_token")
 
 
 def _token(length: int = 48) -> str:

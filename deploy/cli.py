@@ -56,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("down", help=t("cli.down"))
     commands.add_parser("bots", help=t("cli.bots"))
+    commands.add_parser("courriel", help=t("cli.email"))
     portal = commands.add_parser("portail", aliases=["portal"], help=t("cli.portal"))
     portal.add_argument("action", nargs="?", choices=["vérifier", "verifier", "check"], help=t("cli.portal.check"))
     portal.add_argument("--réparer", "--reparer", "--repair", dest="repair", action="store_true",
@@ -142,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
             from maillage.bots.main import main as run_bots
 
             return run_bots(config)
+        if args.command == "courriel":
+            from maillage.bridges.email.main import main as run_bridge
+
+            return run_bridge(config)
         if args.command in ("portail", "portal") and args.action:
             from maillage.portal.drift import check_command
 

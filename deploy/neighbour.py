@@ -89,7 +89,8 @@ def prepare_neighbour(config: Config) -> tuple[Config, Config]:
 def _create_neighbour(config: Config, ca_dir: Path, ca: Path) -> Config:
     address = config.reseau.adresse_ecoute
     taken = {config.reseau.port_synapse, config.reseau.port_caldav, config.reseau.port_webdav,
-             config.federation.port, config.bots.port_sante, config.portail.port, config.portail.port_oidc_dev}
+             config.federation.port, config.bots.port_sante, config.portail.port, config.portail.port_oidc_dev,
+             config.courriel.port_smtp, config.courriel.port_lmtp, config.courriel.port_sante}
     federation_port = _next_free(address, config.federation.port + 1, taken)
     directory = neighbour_dir(config)
     directory.mkdir(parents=True, exist_ok=True)
@@ -101,6 +102,8 @@ def _create_neighbour(config: Config, ca_dir: Path, ca: Path) -> Config:
     document["bots"]["port_sante"] = _next_free(address, config.bots.port_sante + 1, taken)  # type: ignore[index]
     document["portail"]["port"] = _next_free(address, config.portail.port + 2, taken)  # type: ignore[index]
     document["portail"]["port_oidc_dev"] = _next_free(address, config.portail.port_oidc_dev + 2, taken)  # type: ignore[index]
+    for key in ("port_smtp", "port_lmtp", "port_sante"):
+        document["courriel"][key] = _next_free(address, getattr(config.courriel, key) + 10, taken)  # type: ignore[index]
     document["demo"]["modele"] = "intercommunalite"  # type: ignore[index]
     tls_dir = directory / "tls"
     issue_server_certificate(ca_dir, tls_dir, "localhost")

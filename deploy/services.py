@@ -191,6 +191,12 @@ def bots_service(config: Config) -> Service:
                         startup_timeout=120.0)
 
 
+def email_service(config: Config) -> Service:
+    """The email bridge (@courriel, its SMTP and LMTP endpoint), after Synapse."""
+    return _own_process(config, "courriel", "Passerelle de courriel", config.courriel.port_sante,
+                        "courriel.port_sante", "/sante", startup_timeout=120.0)
+
+
 def dev_idp_service(config: Config) -> Service:
     """The bundled OIDC provider (ProConnect's protocol), when no real one is configured."""
     return _own_process(config, "idp-dev", "Identité (fournisseur de développement)", config.portail.port_oidc_dev,
@@ -212,6 +218,8 @@ def stack_services(config: Config, secrets: Secrets) -> list[Service]:
     if not config.webdav.url:
         services.append(webdav_service(config, secrets))
     services.append(bots_service(config))
+    if config.courriel.active:
+        services.append(email_service(config))
     services.append(portal_service(config))
     return services
 

@@ -6,10 +6,12 @@ the stack's secrets at every start, so the two cannot drift apart.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
+import yaml
 
 from maillage.config import Config
 from maillage.i18n import t
@@ -73,6 +75,7 @@ def render_synapse(
         # Agents sign in to Matrix through the portal, which signs them in at ProConnect.
         "oidc_provider": provider_settings(config, secrets.synapse_oidc_secret),
         "sso_templates": write_sso_templates(directory / "modeles", config.collectivite.langue),
+        "appservices": [str(write_email_registration(config, secrets))] if config.courriel.active else [],
     }
     config_file = directory / "homeserver.yaml"
     write_private(config_file, _TEMPLATES.get_template("homeserver.yaml.j2").render(values))
@@ -95,3 +98,27 @@ def write_sso_templates(directory: Path, language: str) -> Path:
         page = _TEMPLATES.get_template(template).render(t=t, language=language)
         (directory / name).write_text(page, encoding="utf-8")
     return directory
+
+
+GHOST_PREFIX = "_mail_"
+BRIDGE_SENDER = "_mail_passerelle"
+
+
+def write_email_registration(config: Config, secrets: Secrets) -> Path:
+    """The email bridge's appservice registration (0600: it holds its tokens). Its ghosts
+    (``@_mail_…``, one per correspondent) are its own; Synapse pushes it nothing (``url``
+    null): the bridge reads rooms as its bot, and acts as its ghosts with its token."""
+    server = config.collectivite.nom_serveur
+    registration = {
+        "id": "maillage-courriel",
+        "url": None,
+        "as_token": secrets.courriel_as_token,
+        "hs_token": secrets.courriel_hs_token,
+        "sender_localpart": BRIDGE_SENDER,
+        "rate_limited": False,
+        "namespaces": {"users": [{"exclusive": True, "regex": f"@{GHOST_PREFIX}.*:{re.escape(server)}"}],
+                       "aliases": [], "rooms": []},
+    }
+    path = synapse_dir(config) / "courriel-registration.yaml"
+    write_private(path, yaml.safe_dump(registration, allow_unicode=True, sort_keys=False))
+    return path

@@ -551,8 +551,9 @@ class BotRuntime:
     """Starts every bot and keeps them syncing until stopped."""
 
     def __init__(self, config: Config, stack_secrets: Secrets, admin_token: str,
-                 bot_classes: list[type[Bot]], metrics: Metrics) -> None:
+                 bot_classes: list[type[Bot]], metrics: Metrics, database: str | None = None) -> None:
         self.config = config
+        self.database = database or database_url(config)  # the email bridge has its own
         self.secrets = stack_secrets
         self.admin_token = admin_token
         self.bot_classes = bot_classes
@@ -562,7 +563,7 @@ class BotRuntime:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        self.db = Database.create(database_url(self.config), upgrade_table=upgrade_table)
+        self.db = Database.create(self.database, upgrade_table=upgrade_table)
         await self.db.start()
         await PgStateStore.upgrade_table.upgrade(self.db)
         await PgCryptoStore.upgrade_table.upgrade(self.db)

@@ -47,6 +47,13 @@ class Received:
     server_timestamp: int
     arrived: float  # time.perf_counter() when this client saw it
     reply_to: str | None = None  # the event it answers (m.in_reply_to), if any
+    thread_root: str | None = None  # the thread it belongs to (m.thread), if any
+    formatted: str = ""  # its HTML body, if any
+
+
+def _thread_of(content: dict[str, Any]) -> str | None:
+    relation = content.get("m.relates_to") or {}
+    return str(relation["event_id"]) if relation.get("rel_type") == "m.thread" else None
 
 
 @dataclass
@@ -84,6 +91,8 @@ class Agent:
             server_timestamp=event.server_timestamp, arrived=time.perf_counter(),
             reply_to=(event.source.get("content", {}).get("m.relates_to") or {}).get("m.in_reply_to", {}).get(
                 "event_id"),
+            thread_root=_thread_of(event.source.get("content", {})),
+            formatted=str(getattr(event, "formatted_body", "") or ""),
         ))
         self._new_message.set()
 

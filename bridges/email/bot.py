@@ -1,0 +1,226 @@
+"""@courriel: the bridge's bot. Gives a room its addresses (``!mail adresse urbanisme``, room
+admins), keeps them from the rooms' state, and puts each email received for them in the
+room — its correspondent as a ghost user, a thread per conversation — once, in order, even
+across a crash or a Matrix outage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from html import escape
+from typing import Any, ClassVar, cast
+
+from mautrix.errors import MatrixConnectionError, MatrixRequestError, MForbidden
+from mautrix.types import EventType, MessageEvent, RoomID, StateEvent
+
+from maillage.bots.runtime.bot import Bot
+from maillage.bots.runtime.commands import Argument, CommandError, CommandSet
+from maillage.bridges.email.ghosts import Ghosts
+from maillage.bridges.email.message import MailMessage, parse
+from maillage.bridges.email.store import MailStore, Received, Seen, now_ms, tables
+from maillage.i18n import t
+
+log = logging.getLogger("maillage.courriel")
+
+MAILBOX_EVENT = EventType.find("fr.maillage.courriel", EventType.Class.STATE)
+_LOCAL = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?")
+THREAD_DAYS = 60  # a reply that lost its References joins a thread of the same subject this recent
+LONGEST_DELAY_MS = 600_000
+GIVE_UP_AFTER = 30  # attempts with the homeserver up: told in the room, kept in the database
+
+mail_commands = CommandSet(("mail", "courriel"), "les adresses de courriel du salon (les messages reçus y arrivent)")
+
+
+def mail_domain(bot: Bot) -> str:
+    config = bot.context.config
+    return (config.courriel.domaine or config.collectivite.nom_serveur.rsplit(":", 1)[0]).lower()
+
+
+def local_part(raw: str, domain: str) -> str:
+    """« urbanisme » or « urbanisme@<domaine> » as the address's local part, else CommandError."""
+    value = raw.strip().lower()
+    local, at, given = value.partition("@")
+    if (at and given != domain) or not _LOCAL.fullmatch(local) or ".." in local:
+        raise CommandError(t("mail.address_invalid", value=raw[:60], domain=domain))
+    return local
+
+
+class CourrielBot(Bot):
+    localpart = "courriel"
+    displayname = "Courriel"
+    title = "Passerelle de courriel — aide"
+    commands: ClassVar[list[CommandSet]] = [mail_commands]
+    tables = (tables,)
+
+    async def setup(self) -> None:
+        config = self.context.config
+        self.mail = MailStore(self.context.db)
+        self.domain = mail_domain(self)
+        self.ghosts = Ghosts(config.bots_homeserver_url, self.context.secrets.courriel_as_token,
+                             config.collectivite.nom_serveur, self)
+        self.arrived = asyncio.Event()
+        self.client.add_event_handler(MAILBOX_EVENT, self.on_mailbox_state, wait_sync=True)
+        self._delivery = asyncio.create_task(self.deliver_forever())
+
+    async def close(self) -> None:
+        self._delivery.cancel()
+        await self.ghosts.close()
+
+    # --- mailboxes -------------------------------------------------------------------------
+
+    async def on_mailbox_state(self, event: StateEvent) -> None:
+        raw: Any = event.content
+        content = raw.serialize() if hasattr(raw, "serialize") else dict(raw)
+        addresses = content.get("adresses")
+        valid = [a for a in addresses if isinstance(a, str) and _LOCAL.fullmatch(a)] \
+            if isinstance(addresses, list) else []
+        await self.mail.set_addresses(str(event.room_id), valid)
+
+    async def set_room_addresses(self, room_id: str, addresses: list[str]) -> None:
+        try:
+            await self.client.send_state_event(RoomID(room_id), MAILBOX_EVENT, cast(Any, {"adresses": addresses}))
+        except MForbidden:
+            raise CommandError(t("mail.bot_needs_power")) from None
+        await self.mail.set_addresses(room_id, addresses)
+
+    def full(self, local: str) -> str:
+        return f"{local}@{self.domain}"
+
+    # --- delivery --------------------------------------------------------------------------
+
+    async def deliver_forever(self) -> None:
+        """Messages stored by SMTP, into their rooms in order of arrival; woken by each arrival."""
+        while True:
+            try:
+                pending = await self.mail.to_deliver()
+            except Exception:  # the database away a moment: looked at again
+                log.exception("courriel: messages to deliver not read")
+                pending = []
+            for received in pending:
+                await self.deliver_safely(received)
+            if len(pending) < 20:
+                self.arrived.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.arrived.wait(), timeout=2.0)
+
+    async def deliver_safely(self, received: Received) -> None:
+        try:
+            await self.deliver(received)
+        except (MatrixConnectionError, MatrixRequestError, OSError) as error:
+            attempts = received.attempts + 1
+            log.info("courriel %s not delivered for now (%s); attempt %d", received.id, type(error).__name__,
+                     attempts)
+            await self.mail.later(received.id, attempts, min(LONGEST_DELAY_MS, 1000 * 2 ** min(attempts, 10)))
+        except Exception:
+            log.exception("courriel %s could not be shown", received.id)
+            attempts = received.attempts + 1
+            await self.mail.later(received.id, attempts, min(LONGEST_DELAY_MS, 1000 * 2 ** min(attempts, 10)))
+            if attempts == GIVE_UP_AFTER:
+                await self._tell_unshown(received)
+
+    async def deliver(self, received: Received) -> None:
+        room_id = await self.mail.room_of(received.address)
+        if room_id is None:  # the address was withdrawn since: kept, and said in the log
+            log.warning("courriel %s: address %s no longer has a room; kept", received.id, received.address)
+            await self.mail.later(received.id, received.attempts + 1, LONGEST_DELAY_MS)
+            return
+        message = parse(received.raw, received.sender, self.domain)
+        thread = await self.mail.seen(room_id, message.references)
+        if thread is None and message.thread_subject:
+            thread = await self.mail.by_subject(room_id, message.thread_subject, message.sender_address,
+                                                now_ms() - THREAD_DAYS * 86_400_000)
+        ghost = await self.ghosts.in_room(room_id, message.sender_address, message.sender_name)
+        content = self.rendered(message, received.address, new_thread=thread is None)
+        if thread is not None:
+            content["m.relates_to"] = {"rel_type": "m.thread", "event_id": thread.root, "is_falling_back": True,
+                                       "m.in_reply_to": {"event_id": thread.event_id}}
+        event_id = await self.ghosts.send(ghost, room_id, received.id, "texte", content)
+        root = thread.root if thread is not None else str(event_id)
+        for index, attachment in enumerate(message.attachments):
+            media = await self.upload_for(room_id, _chunks(attachment.data), size=len(attachment.data),
+                                          filename=attachment.name, mimetype=attachment.mimetype)
+            await self.ghosts.send(ghost, room_id, received.id, f"piece-{index}", {
+                "msgtype": _msgtype(attachment.mimetype), "body": attachment.name, "filename": attachment.name,
+                "info": {"mimetype": attachment.mimetype, "size": len(attachment.data)}, **media,
+                "m.relates_to": {"rel_type": "m.thread", "event_id": root, "is_falling_back": True,
+                                 "m.in_reply_to": {"event_id": str(event_id)}}})
+        await self.mail.delivered(received.id, Seen(
+            room_id, message.message_id or f"sans-identifiant-{received.id}", str(event_id), root,
+            message.thread_subject, message.sender_address, received.address))
+
+    def rendered(self, message: MailMessage, address: str, *, new_thread: bool) -> dict[str, Any]:
+        """The message's content: its subject heading a new conversation, what kind of message it
+        is when automatic, the text (and sanitised HTML when there is some)."""
+        lines = []
+        if new_thread:
+            lines.append(t("mail.subject_line", subject=message.subject or t("mail.no_subject"),
+                           address=self.full(address)))
+        if message.automatic:
+            lines.append(t(f"mail.automatic_{message.automatic}"))
+        notes = "\n".join(lines)
+        text = message.text or t("mail.empty_body")
+        if message.truncated:
+            text += "\n\n" + t("mail.truncated")
+        content: dict[str, Any] = {"msgtype": "m.text", "body": f"{notes}\n\n{text}".strip()}
+        if message.html is not None or notes:
+            head = "".join(f"<p><strong>{escape(line)}</strong></p>" for line in lines)
+            content["format"] = "org.matrix.custom.html"
+            content["formatted_body"] = head + (message.html or f"<p>{escape(text)}</p>".replace("\n", "<br>"))
+        return content
+
+    async def _tell_unshown(self, received: Received) -> None:
+        room_id = await self.mail.room_of(received.address)
+        if room_id is not None:
+            await self.send_about(room_id, received.id, {
+                "msgtype": "m.notice", "body": t("mail.unshown", sender=received.sender or "?")}, key="illisible")
+
+
+def _chunks(data: bytes) -> Any:
+    async def chunks() -> Any:
+        for start in range(0, len(data), 1 << 16):
+            yield data[start:start + (1 << 16)]
+    return chunks()
+
+
+def _msgtype(mimetype: str) -> str:
+    return "m.image" if mimetype.startswith("image/") and mimetype != "image/svg+xml" else "m.file"
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+
+@mail_commands.subcommand("adresse", "address", help="donner une adresse de courriel à ce salon",
+                          example="!mail adresse urbanisme", admin=True,
+                          arguments=(Argument("adresse", "partie avant @ de l’adresse"),))
+async def add_address(bot: CourrielBot, event: MessageEvent, adresse: str) -> None:
+    local = local_part(adresse, bot.domain)
+    holder = await bot.mail.room_of(local)
+    if holder is not None and holder != event.room_id:
+        raise CommandError(t("mail.address_taken", address=bot.full(local)))
+    addresses = await bot.mail.addresses_of(event.room_id)
+    if local not in addresses:
+        await bot.set_room_addresses(event.room_id, sorted([*addresses, local]))
+    await bot.reply(event, t("mail.address_added", address=bot.full(local)))
+
+
+@mail_commands.subcommand("adresses", "addresses", help="les adresses de courriel de ce salon",
+                          example="!mail adresses")
+async def list_addresses(bot: CourrielBot, event: MessageEvent) -> None:
+    addresses = await bot.mail.addresses_of(event.room_id)
+    await bot.reply(event, t("mail.addresses", addresses=", ".join(bot.full(a) for a in addresses))
+                    if addresses else t("mail.no_address"))
+
+
+@mail_commands.subcommand("retire", "retirer", "remove", help="retirer une adresse de courriel de ce salon",
+                          example="!mail retire urbanisme", admin=True,
+                          arguments=(Argument("adresse", "partie avant @ de l’adresse"),))
+async def remove_address(bot: CourrielBot, event: MessageEvent, adresse: str) -> None:
+    local = local_part(adresse, bot.domain)
+    addresses = await bot.mail.addresses_of(event.room_id)
+    if local not in addresses:
+        raise CommandError(t("mail.address_not_here", address=bot.full(local)))
+    await bot.set_room_addresses(event.room_id, [a for a in addresses if a != local])
+    await bot.reply(event, t("mail.address_removed", address=bot.full(local)))
