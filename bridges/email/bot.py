@@ -128,6 +128,11 @@ class CourrielBot(Bot):
             await self.mail.later(received.id, received.attempts + 1, LONGEST_DELAY_MS)
             return
         message = parse(received.raw, received.sender, self.domain)
+        if message.message_id and await self.mail.seen(room_id, [message.message_id]) is not None:
+            # Sent again by a server that did not hear our 250 (a crash right after storing it):
+            # shown once already.
+            await self.mail.delivered(received.id, None)
+            return
         thread = await self.mail.seen(room_id, message.references)
         if thread is None and message.thread_subject:
             thread = await self.mail.by_subject(room_id, message.thread_subject, message.sender_address,

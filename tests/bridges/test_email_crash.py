@@ -1,0 +1,77 @@
+"""Nothing lost, nothing shown twice: the bridge killed with SIGKILL at random moments while
+an outside server keeps sending (and sends again what it got no 250 for, as MTAs do)."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import random
+import re
+import smtplib
+import time
+import uuid
+
+import pytest
+
+from tests.bridges.test_email_inbound import DOMAIN, JEAN, mail, room_with_mailbox, smtp_send
+from tests.conftest import ServerStack, ServiceProcess
+from tests.harness.matrix import AgentFactory
+
+pytestmark = pytest.mark.usefixtures("in_french")
+log = logging.getLogger(__name__)
+MESSAGES = 30
+MIN_KILLS = 3
+
+
+def send_until_accepted(synapse: ServerStack, index: int, to: str) -> int:
+    """Like a sending MTA: a message without its 250 is sent again later; the attempts it took."""
+    for attempt in range(1, 200):
+        try:
+            smtp_send(synapse, mail(f"Demande numéro {index:03d}", f"Corps du message {index:03d}.", to=to),
+                      "jean.dupont@exemple.fr", [to])
+            return attempt
+        except (OSError, smtplib.SMTPException):
+            time.sleep(0.3)
+    raise AssertionError(f"message {index} never accepted")
+
+
+async def test_sigkill_of_the_bridge_at_random_moments_loses_no_email_and_shows_none_twice(
+        synapse: ServerStack, bridge: ServiceProcess, agents: AgentFactory) -> None:
+    seed = int(os.environ.get("MAILLAGE_KILL_SEED", random.randrange(1_000_000)))
+    rng = random.Random(seed)
+    log.warning("kill test seed: %s (MAILLAGE_KILL_SEED=%s reproduces the same moments)", seed, seed)
+    address = f"accueil-{uuid.uuid4().hex[:6]}"
+    owner, room = await room_with_mailbox(agents, synapse, "Accueil", address)
+    to = f"{address}@{DOMAIN}"
+
+    async def send_all() -> list[int]:
+        attempts = []
+        for index in range(MESSAGES):
+            attempts.append(await asyncio.to_thread(send_until_accepted, synapse, index, to))
+            await asyncio.sleep(rng.uniform(0, 0.2))
+        return attempts
+
+    sending = asyncio.ensure_future(send_all())
+    kills = 0
+    while kills < MIN_KILLS or not sending.done():
+        await asyncio.sleep(rng.uniform(0.5, 3.0))
+        await asyncio.to_thread(bridge.kill)
+        kills += 1
+        bridge.launch()  # from this thread: see ServiceProcess.launch
+    await asyncio.to_thread(bridge.wait_ready)
+    attempts = await sending
+
+    def shown() -> collections.Counter[str]:
+        return collections.Counter(number for m in owner.received if m.room_id == room and m.sender == JEAN
+                                   for number in re.findall(r"Corps du message (\d{3})", m.body))
+
+    deadline = time.monotonic() + 180
+    while len(shown()) < MESSAGES and time.monotonic() < deadline:
+        await asyncio.sleep(1)
+    await asyncio.sleep(5)  # a duplicate would come now
+    counts = shown()
+    assert sorted(counts) == [f"{i:03d}" for i in range(MESSAGES)], (seed, kills, counts)
+    assert set(counts.values()) == {1}, (seed, kills, counts)
+    log.warning("kills: %d, messages sent again by the outside server: %d", kills, sum(a - 1 for a in attempts))
