@@ -342,6 +342,12 @@ class Courriel(_Section):
     taille_max_mo: int = Field(default=25, ge=1, le=200)
     # Messages accepted per hour from one sender address; past that, 451 (try later).
     limite_par_heure: int = Field(default=60, ge=1, le=100_000)
+    # The relay replies go out through; empty: the [smtp] section's (its password: smtp_password
+    # in secrets/secrets.toml).
+    relais_hote: str = ""
+    relais_port: Port = 587
+    relais_securite: Literal["starttls", "tls", "aucune"] = "starttls"
+    relais_utilisateur: str = ""
     # Empty: SQLite in the data directory; else a PostgreSQL URL.
     base_de_donnees: str = ""
 

@@ -10,28 +10,49 @@ import asyncio
 import contextlib
 import logging
 import re
+from dataclasses import dataclass
 from html import escape
 from typing import Any, ClassVar, cast
 
-from mautrix.errors import MatrixConnectionError, MatrixRequestError, MForbidden
+from mautrix.errors import MatrixConnectionError, MatrixRequestError, MForbidden, MNotFound
 from mautrix.types import EventType, MessageEvent, RoomID, StateEvent
 
 from maillage.bots.runtime.bot import Bot
 from maillage.bots.runtime.commands import Argument, CommandError, CommandSet
-from maillage.bridges.email.ghosts import Ghosts
+from maillage.bridges.email.ghosts import Ghosts, is_ghost
 from maillage.bridges.email.message import MailMessage, parse
+from maillage.bridges.email.outbound import NEW_PREFIX, queue_reply, send_one
 from maillage.bridges.email.store import MailStore, Received, Seen, now_ms, tables
 from maillage.i18n import t
 
 log = logging.getLogger("maillage.courriel")
 
 MAILBOX_EVENT = EventType.find("fr.maillage.courriel", EventType.Class.STATE)
+_EMAIL = re.compile(r"[^@\s<>\"]{1,64}@[a-z0-9.-]{1,253}\.[a-z]{2,}")
 _LOCAL = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?")
 THREAD_DAYS = 60  # a reply that lost its References joins a thread of the same subject this recent
 LONGEST_DELAY_MS = 600_000
 GIVE_UP_AFTER = 30  # attempts with the homeserver up: told in the room, kept in the database
 
 mail_commands = CommandSet(("mail", "courriel"), "les adresses de courriel du salon (les messages reçus y arrivent)")
+
+
+@dataclass(frozen=True)
+class Relay:
+    host: str
+    port: int
+    security: str
+    user: str
+    password: str
+
+
+def relay_of(bot: Bot) -> Relay:
+    """``[courriel] relais_*``, else the ``[smtp]`` section's relay (one password: smtp_password)."""
+    config, password = bot.context.config, bot.context.secrets.smtp_password
+    mail = config.courriel
+    if mail.relais_hote:
+        return Relay(mail.relais_hote, mail.relais_port, mail.relais_securite, mail.relais_utilisateur, password)
+    return Relay(config.smtp.hote, config.smtp.port, config.smtp.securite, config.smtp.utilisateur, password)
 
 
 def mail_domain(bot: Bot) -> str:
@@ -61,12 +82,14 @@ class CourrielBot(Bot):
         self.domain = mail_domain(self)
         self.ghosts = Ghosts(config.bots_homeserver_url, self.context.secrets.courriel_as_token,
                              config.collectivite.nom_serveur, self)
-        self.arrived = asyncio.Event()
+        self.relay = relay_of(self)
+        self.arrived, self.to_send = asyncio.Event(), asyncio.Event()
         self.client.add_event_handler(MAILBOX_EVENT, self.on_mailbox_state, wait_sync=True)
-        self._delivery = asyncio.create_task(self.deliver_forever())
+        self._work = [asyncio.create_task(self.deliver_forever()), asyncio.create_task(self.send_forever())]
 
     async def close(self) -> None:
-        self._delivery.cancel()
+        for task in self._work:
+            task.cancel()
         await self.ghosts.close()
 
     # --- mailboxes -------------------------------------------------------------------------
@@ -79,12 +102,62 @@ class CourrielBot(Bot):
             if isinstance(addresses, list) else []
         await self.mail.set_addresses(str(event.room_id), valid)
 
-    async def set_room_addresses(self, room_id: str, addresses: list[str]) -> None:
+    async def mailbox_state(self, room_id: str) -> dict[str, Any]:
         try:
-            await self.client.send_state_event(RoomID(room_id), MAILBOX_EVENT, cast(Any, {"adresses": addresses}))
+            found: Any = await self.client.get_state_event(RoomID(room_id), MAILBOX_EVENT)
+        except MNotFound:
+            return {}
+        return dict(found.serialize() if hasattr(found, "serialize") else found)
+
+    async def set_mailbox_state(self, room_id: str, **changes: Any) -> None:
+        content = {**await self.mailbox_state(room_id), **changes}
+        try:
+            await self.client.send_state_event(RoomID(room_id), MAILBOX_EVENT, cast(Any, content))
         except MForbidden:
             raise CommandError(t("mail.bot_needs_power")) from None
-        await self.mail.set_addresses(room_id, addresses)
+        if "adresses" in changes:
+            await self.mail.set_addresses(room_id, list(changes["adresses"]))
+
+    async def signature(self, room_id: str) -> str:
+        return str((await self.mailbox_state(room_id)).get("signature", ""))[:1000]
+
+    async def display_name(self, room_id: str, user_id: str) -> str:
+        try:
+            member: Any = await self.client.get_state_event(RoomID(room_id), EventType.ROOM_MEMBER, user_id)
+            name = str(getattr(member, "displayname", "") or "")
+        except MatrixRequestError:
+            name = ""
+        return name or user_id[1:].split(":", 1)[0]
+
+    # --- replies ---------------------------------------------------------------------------
+
+    async def on_message(self, event: MessageEvent) -> None:
+        """An agent's message in a mail thread: the correspondent's reply, queued once."""
+        if is_ghost(str(event.sender)):
+            return
+        relation = event.content.relates_to
+        if relation is None or str(relation.rel_type) != "m.thread" or not relation.event_id:
+            return
+        thread = await self.mail.thread(str(event.room_id), str(relation.event_id))
+        if thread:
+            await queue_reply(self, event, thread)
+
+    async def send_forever(self) -> None:
+        while True:
+            try:
+                pending = await self.mail.to_send()
+            except Exception:
+                log.exception("courriel: replies to send not read")
+                pending = []
+            for outgoing in pending:
+                try:
+                    await send_one(self, outgoing)
+                except Exception:  # a Matrix outage while telling the result: the same reply next round
+                    log.exception("reply %s: result not recorded", outgoing.event_id)
+            if len(pending) < 20:
+                self.to_send.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.to_send.wait(), timeout=5.0)
 
     def full(self, local: str) -> str:
         return f"{local}@{self.domain}"
@@ -154,7 +227,7 @@ class CourrielBot(Bot):
                                  "m.in_reply_to": {"event_id": str(event_id)}}})
         await self.mail.delivered(received.id, Seen(
             room_id, message.message_id or f"sans-identifiant-{received.id}", str(event_id), root,
-            message.thread_subject, message.sender_address, received.address))
+            message.thread_subject, message.subject, message.sender_address, received.address))
 
     def rendered(self, message: MailMessage, address: str, *, new_thread: bool) -> dict[str, Any]:
         """The message's content: its subject heading a new conversation, what kind of message it
@@ -207,7 +280,7 @@ async def add_address(bot: CourrielBot, event: MessageEvent, adresse: str) -> No
         raise CommandError(t("mail.address_taken", address=bot.full(local)))
     addresses = await bot.mail.addresses_of(event.room_id)
     if local not in addresses:
-        await bot.set_room_addresses(event.room_id, sorted([*addresses, local]))
+        await bot.set_mailbox_state(event.room_id, adresses=sorted([*addresses, local]))
     await bot.reply(event, t("mail.address_added", address=bot.full(local)))
 
 
@@ -227,5 +300,34 @@ async def remove_address(bot: CourrielBot, event: MessageEvent, adresse: str) ->
     addresses = await bot.mail.addresses_of(event.room_id)
     if local not in addresses:
         raise CommandError(t("mail.address_not_here", address=bot.full(local)))
-    await bot.set_room_addresses(event.room_id, [a for a in addresses if a != local])
+    await bot.set_mailbox_state(event.room_id, adresses=[a for a in addresses if a != local])
     await bot.reply(event, t("mail.address_removed", address=bot.full(local)))
+
+
+@mail_commands.subcommand("signature", help="la signature des réponses envoyées depuis ce salon",
+                          example="!mail signature Service urbanisme — Mairie de Bourg-Vallon — 01 23 45 67 89",
+                          admin=True, arguments=(Argument("signature", "texte de la signature", rest=True),))
+async def set_signature(bot: CourrielBot, event: MessageEvent, signature: str) -> None:
+    text = signature.strip()
+    if len(text) > 1000:
+        raise CommandError(t("mail.signature_too_long"))
+    await bot.set_mailbox_state(event.room_id, signature=text)
+    await bot.reply(event, t("mail.signature_set", signature=text))
+
+
+@mail_commands.subcommand("nouveau", "new", help="écrire à une adresse : un fil où chaque message part par courriel",
+                          example="!mail nouveau jean.dupont@exemple.fr Votre demande de permis",
+                          arguments=(Argument("adresse", "adresse du correspondant"),
+                                     Argument("sujet", "objet du courriel", rest=True)))
+async def new_conversation(bot: CourrielBot, event: MessageEvent, adresse: str, sujet: str) -> None:
+    addresses = await bot.mail.addresses_of(event.room_id)
+    if not addresses:
+        raise CommandError(t("mail.no_address"))
+    correspondent = adresse.strip().lower()
+    if not _EMAIL.fullmatch(correspondent):
+        raise CommandError(t("mail.correspondent_invalid", value=adresse[:80]))
+    title = " ".join(sujet.split())[:300]
+    root = await bot.reply(event, t("mail.new_conversation", to=correspondent, subject=title,
+                                    address=bot.full(addresses[0])))
+    await bot.mail.remember(Seen(event.room_id, f"{NEW_PREFIX}{event.event_id}", str(root), str(root),
+                                 title.lower(), title, correspondent, addresses[0]))

@@ -1,0 +1,129 @@
+"""Answers from the room: an agent's message in a mail thread goes out through the relay (a
+real SMTP server the test runs on loopback) threaded for the correspondent's mail client,
+signed, with files as attachments; a refusal is told in the thread; « !mail nouveau »
+starts a conversation."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import io
+import time
+import uuid
+from collections.abc import Iterator
+from email.message import EmailMessage
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from tests.bridges.test_email_inbound import COURRIEL, DOMAIN, JEAN, mail, room_with_mailbox, smtp_send
+from tests.conftest import ServerStack, ServiceProcess
+from tests.harness.matrix import Agent, AgentFactory, bot_reply
+
+pytestmark = pytest.mark.usefixtures("in_french")
+
+
+class Relay:
+    """The collectivité's relay as the bridge meets it: it refuses ``inexistant@…`` at RCPT."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str, list[str], EmailMessage]] = []
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+        if address.startswith("inexistant@"):
+            return "550 5.1.1 Mailbox unavailable"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        parsed = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
+        self.received.append((envelope.mail_from, list(envelope.rcpt_tos), parsed))
+        return "250 OK"
+
+    def wait_for(self, predicate: Any, timeout: float = 60) -> EmailMessage:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for _, _, message in self.received:
+                if predicate(message):
+                    return message
+            time.sleep(0.2)
+        raise AssertionError(f"nothing matching reached the relay; it got {[m['Subject'] for *_, m in self.received]}")
+
+
+def plain(message: EmailMessage) -> str:
+    body = message.get_body(("plain",))
+    return str(body.get_content()).replace("\r\n", "\n") if body is not None else ""
+
+
+@pytest.fixture
+def relay(synapse: ServerStack) -> Iterator[Relay]:
+    handler = Relay()
+    controller = Controller(handler, hostname="127.0.0.1", port=synapse.config.courriel.relais_port)
+    controller.start()
+    yield handler
+    controller.stop()
+
+
+async def post_file(agent: Agent, room: str, data: bytes, filename: str, thread: str) -> None:
+    response, keys = await agent.client.upload(io.BytesIO(data), content_type="application/pdf", filename=filename,
+                                               encrypt=True, filesize=len(data))
+    await agent.client.room_send(room, "m.room.message", {
+        "msgtype": "m.file", "body": filename, "info": {"mimetype": "application/pdf", "size": len(data)},
+        "file": {"url": response.content_uri, **keys},
+        "m.relates_to": {"rel_type": "m.thread", "event_id": thread, "is_falling_back": True,
+                         "m.in_reply_to": {"event_id": thread}}}, ignore_unverified_devices=True)
+
+
+async def test_an_agent_answers_from_the_thread_and_the_correspondent_s_client_threads_it(
+        synapse: ServerStack, bridge: ServiceProcess, agents: AgentFactory, relay: Relay) -> None:
+    address = f"urba-{uuid.uuid4().hex[:6]}"
+    owner, room = await room_with_mailbox(agents, synapse, "Service urbanisme", address)
+    signed = await bot_reply(owner, room, COURRIEL, "!mail signature Service urbanisme — Mairie de Test")
+    assert "seront signées" in signed
+    question = mail("Permis de construire", "Où en est mon dossier ?", to=f"{address}@{DOMAIN}")
+    await asyncio.to_thread(smtp_send, synapse, question, "jean.dupont@exemple.fr", [f"{address}@{DOMAIN}"])
+    shown = await owner.wait_for_text(room, lambda m: m.sender == JEAN, timeout=60)
+
+    # Outside a mail thread, nothing goes out; in it, the answer does.
+    await owner.send_text(room, "Qui s’occupe de ce dossier ?")
+    await owner.send_text(room, "Bonjour Monsieur Dupont, votre dossier est complet.", in_thread=shown.event_id)
+    answer = await asyncio.to_thread(relay.wait_for, lambda m: "dossier est complet" in plain(m))
+    assert answer["To"] == "jean.dupont@exemple.fr"
+    assert answer["From"].addresses[0].addr_spec == f"{address}@{DOMAIN}"
+    assert answer["From"].addresses[0].display_name.endswith("— Service urbanisme")
+    assert answer["Subject"] == "Re: Permis de construire"
+    assert answer["In-Reply-To"] == str(question["Message-ID"])
+    assert str(question["Message-ID"]) in answer["References"]
+    assert answer["Message-ID"].endswith(f"@{DOMAIN}>")
+    assert "-- \nService urbanisme — Mairie de Test" in plain(answer)
+    assert not [m for *_, m in relay.received if "Qui s’occupe" in plain(m)]
+
+    # His answer to ours comes back into the same thread.
+    back = mail("Re: Permis de construire", "Merci beaucoup.", to=f"{address}@{DOMAIN}",
+                in_reply_to=str(answer["Message-ID"]))
+    await asyncio.to_thread(smtp_send, synapse, back, "jean.dupont@exemple.fr", [f"{address}@{DOMAIN}"])
+    thanks = await owner.wait_for_text(room, lambda m: m.sender == JEAN and "Merci beaucoup" in m.body, timeout=60)
+    assert thanks.thread_root == shown.event_id
+
+    # A file posted in the thread goes as an attachment.
+    plan = b"%PDF-1.4 plan " * 1000
+    await post_file(owner, room, plan, "arrete-de-permis.pdf", shown.event_id)
+    sent_file = await asyncio.to_thread(relay.wait_for, lambda m: any(
+        part.get_filename() == "arrete-de-permis.pdf" for part in m.iter_attachments()))
+    assert next(sent_file.iter_attachments()).get_content() == plan
+
+    # A new conversation started in the room; a refusal by the relay told in the thread.
+    for to, subject in (("marie.martin@exemple.fr", "Réunion publique"), ("inexistant@exemple.fr", "Relance")):
+        started = await bot_reply(owner, room, COURRIEL, f"!mail nouveau {to} {subject}")
+        assert started.startswith(f"✉️ Nouvelle conversation avec {to}")
+        root = next(m for m in reversed(owner.received) if m.room_id == room and m.body == started).event_id
+        await owner.send_text(room, f"Message pour {to}", in_thread=root)
+    first = await asyncio.to_thread(relay.wait_for, lambda m: m["To"] == "marie.martin@exemple.fr")
+    assert first["Subject"] == "Réunion publique" and first["In-Reply-To"] is None
+    refused = await owner.wait_for_text(room, lambda m: m.sender == COURRIEL and "n’a pas été remis" in m.body,
+                                        timeout=60)
+    assert "inexistant@exemple.fr" in refused.body and "550" in refused.body
+    for typed in ("pas-une-adresse Sujet", "x@y Sujet"):
+        assert "Adresse du correspondant refusée" in await bot_reply(owner, room, COURRIEL, f"!mail nouveau {typed}")
