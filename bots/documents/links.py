@@ -41,7 +41,7 @@ def name_and_days(text: str) -> tuple[str, int]:
 def link_number(text: str) -> int:
     digits = text.removeprefix("n°").removeprefix("#")
     if not digits.isdigit() or len(digits) > 9:
-        raise CommandError(t("links.unknown", number=text[:20]))
+        raise CommandError(t("doc.link_unknown", number=text[:20]))
     return int(digits)
 
 
@@ -79,9 +79,9 @@ async def links(bot: DocumentsBot, event: MessageEvent) -> None:
 
 @documents_commands.subcommand("retire-lien", "retirer-lien", "unshare", help="retirer un lien de partage",
                                example="!doc retire-lien 3",
-                               arguments=(Argument("numéro", "le numéro du lien", parse=link_number),))
-async def withdraw(bot: DocumentsBot, event: MessageEvent, **arguments: int) -> None:
-    number = arguments["numéro"]
+                               arguments=(Argument("numéro", "le numéro du lien"),))
+async def withdraw(bot: DocumentsBot, event: MessageEvent, **arguments: str) -> None:
+    number = link_number(arguments["numéro"])
     mine = [link for link in await portal_answer(bot, "GET", f"/liens?salon={quote(event.room_id)}")
             if link["numero"] == number]
     if mine and mine[0]["auteur"] != event.sender and not await bot.is_room_admin(event.room_id, event.sender):

@@ -22,6 +22,7 @@ from maillage.bots.runtime.binding import RoomBindings
 from maillage.bots.runtime.bot import BotContext
 from maillage.bots.runtime.metrics import Metrics
 from maillage.config import parse_config
+from maillage.i18n import t
 
 ROOM = "!salle:localhost"
 AGENT = "@claire.martin:localhost"
@@ -148,6 +149,20 @@ class OfflineBindings(RoomBindings):
         pass
 
 
+class FakePortal:
+    """The portal's API for the bots as it answers a bot that asks for share links."""
+
+    async def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+        if method == "POST" and path == "/liens":
+            assert body is not None
+            return 201, {"numero": 1, "url": "http://localhost:8100/partage/jeton", "nom": body["chemin"],
+                         "expire": 1_795_000_000_000}
+        if method == "GET" and path.startswith("/liens"):
+            return 200, []
+        number = path.split("/")[2] if path.count("/") >= 2 else "?"
+        return 404, {"detail": t("links.unknown", number=number)}
+
+
 class OfflineDocumentsBot(DocumentsBot):
     """The documents bot, answering into ``replies``; its database and the room's power levels
     are a few fields (the agent is a room admin, so commands go as far as they can)."""
@@ -188,6 +203,7 @@ def offline_bot(binding: Any = None) -> OfflineDocumentsBot:
     bot.client, bot.dav = cast(Any, bot.fake_client), cast(Any, bot.fake_dav)
     bot.media = cast(Any, FakeMedia())
     bot.bindings = OfflineBindings(bot, DocumentsBot.binding)
+    bot.portal = cast(Any, FakePortal())
     return bot
 
 

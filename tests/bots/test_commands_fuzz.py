@@ -106,7 +106,7 @@ def _check_dispatch(body: str) -> None:
     helps = _help_texts()
     for reply in replies:
         if reply not in helps:
-            assert_french(reply, "bot.", "doc.", typed=body, trailing_lines=True)
+            assert_french(reply, "bot.", "doc.", "links.", typed=body, trailing_lines=True)
     first = body.split(maxsplit=1)[0].lower() if body.split() else ""
     if documents_commands.matches(body) or first in ("!aide", "!help"):
         assert replies or bot.sent, f"no answer to {body!r}"

@@ -111,7 +111,7 @@ def test_a_filed_document_gets_one_plain_name(original: str, service: str) -> No
     assert not named.startswith(".")
 
 
-SUBCOMMANDS = ["liste", "infos", "versions", "envoie", "supprime", "restaure", "cherche", "lier", "dossier",
+SUBCOMMANDS = ["liste", "infos", "versions", "envoie", "supprime", "restaure", "cherche", "lier", "dossier", "lien",
                "délier"]
 _OUTSIDE = {"urbanisme/autre-salon/secret.pdf", "direction/confidentiel.pdf", "racine.txt"}
 
