@@ -128,7 +128,8 @@ def _walk(part: Message, depth: int, texts: list[str], htmls: list[str], attachm
     disposition = (part.get_content_disposition() or "").lower()
     content_type = part.get_content_type()
     filename = _filename(part)
-    if disposition != "attachment" and not filename and content_type == "text/plain":
+    if (disposition != "attachment" and not filename and content_type == "text/plain") \
+            or part.get_content_maintype() == "multipart":  # a multipart whose boundary never comes: its text
         texts.append(_decoded(part))
     elif disposition != "attachment" and not filename and content_type == "text/html":
         htmls.append(_decoded(part))
