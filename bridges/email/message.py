@@ -79,7 +79,8 @@ def parse(raw: bytes, envelope_sender: str, own_domain: str) -> MailMessage:
     shown_text, history = fold_history(text)
     message = MailMessage(
         message_id=_message_id(_header(parsed, "Message-ID")) or "",
-        references=_ids(_header(parsed, "References")) + _ids(_header(parsed, "In-Reply-To")),
+        references=_ids(_header(parsed, "References")) + _ids(_header(parsed, "In-Reply-To"))
+        + _reported(parsed),
         subject=" ".join(_header(parsed, "Subject").split())[:300],
         sender_address=address,
         sender_name=" ".join((name or "").split())[:100],
@@ -125,8 +126,16 @@ def _walk(part: Message, depth: int, texts: list[str], htmls: list[str], attachm
         for child in children:
             _walk(child, depth + 1, texts, htmls, attachments, count)
         return
-    disposition = (part.get_content_disposition() or "").lower()
     content_type = part.get_content_type()
+    if content_type == "message/rfc822":  # a forwarded message, or ours come back in a report
+        inner = part.get_payload()
+        data = inner[0].as_bytes() if isinstance(inner, list) and inner and isinstance(inner[0], Message) else b""
+        if data:
+            attachments.append(Attachment(t("mail.forwarded_name"), "message/rfc822", data))
+        return
+    if content_type == "text/rfc822-headers":
+        return
+    disposition = (part.get_content_disposition() or "").lower()
     filename = _filename(part)
     if (disposition != "attachment" and not filename and content_type == "text/plain") \
             or part.get_content_maintype() == "multipart":  # a multipart whose boundary never comes: its text
@@ -134,9 +143,9 @@ def _walk(part: Message, depth: int, texts: list[str], htmls: list[str], attachm
     elif disposition != "attachment" and not filename and content_type == "text/html":
         htmls.append(_decoded(part))
     else:
-        data = part.get_payload(decode=True)
-        if isinstance(data, bytes) and data:
-            attachments.append(Attachment(filename or t("mail.attachment_unnamed"), content_type, data))
+        payload = part.get_payload(decode=True)
+        if isinstance(payload, bytes) and payload:
+            attachments.append(Attachment(filename or t("mail.attachment_unnamed"), content_type, payload))
 
 
 def _filename(part: Message) -> str:
@@ -160,6 +169,21 @@ def _decoded(part: Message) -> str:
         except (LookupError, UnicodeDecodeError):
             continue
     return data.decode("utf-8", errors="replace")
+
+
+def _reported(message: Message) -> list[str]:
+    """A delivery report's original message (ours, that did not arrive): its thread is the report's."""
+    if message.get_content_type() != "multipart/report":
+        return []
+    for part in message.walk():
+        if part.get_content_type() == "message/rfc822":
+            inner = part.get_payload()
+            if isinstance(inner, list) and inner and isinstance(inner[0], Message):
+                return _ids(_header(inner[0], "Message-ID"))
+        if part.get_content_type() == "text/rfc822-headers":
+            headers = email.message_from_string(_decoded(part), policy=email.policy.default)
+            return _ids(_header(headers, "Message-ID"))
+    return []
 
 
 def _message_id(value: str) -> str:

@@ -9,6 +9,7 @@ import asyncio
 import email
 import email.policy
 import io
+import smtplib
 import time
 import uuid
 from collections.abc import Iterator
@@ -106,6 +107,24 @@ async def test_an_agent_answers_from_the_thread_and_the_correspondent_s_client_t
     await asyncio.to_thread(smtp_send, synapse, back, "jean.dupont@exemple.fr", [f"{address}@{DOMAIN}"])
     thanks = await owner.wait_for_text(room, lambda m: m.sender == JEAN and "Merci beaucoup" in m.body, timeout=60)
     assert thanks.thread_root == shown.event_id
+
+    # The correspondent's server bounces our answer later: the report lands in the same thread.
+    report = (f"From: Mail Delivery System <MAILER-DAEMON@exemple.fr>\r\nTo: {address}@{DOMAIN}\r\n"
+              "Subject: Undelivered Mail Returned to Sender\r\nMIME-Version: 1.0\r\n"
+              'Content-Type: multipart/report; report-type=delivery-status; boundary="r"\r\n\r\n'
+              "--r\r\nContent-Type: text/plain\r\n\r\nBoite pleine : message non remis.\r\n"
+              "--r\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.exemple.fr\r\n\r\n"
+              "Final-Recipient: rfc822; jean.dupont@exemple.fr\r\nAction: failed\r\nStatus: 5.2.2\r\n\r\n"
+              f"--r\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: {answer['Message-ID']}\r\n"
+              "Subject: Re: Permis de construire\r\n\r\n--r--\r\n").encode()
+
+    def bounce() -> None:
+        with smtplib.SMTP("127.0.0.1", synapse.config.courriel.port_smtp, timeout=60) as outside:
+            outside.sendmail("", [f"{address}@{DOMAIN}"], report)
+
+    await asyncio.to_thread(bounce)
+    bounced = await owner.wait_for_text(room, lambda m: "Boite pleine" in m.body, timeout=60)
+    assert bounced.thread_root == shown.event_id and "Avis de non-remise" in bounced.body
 
     # A file posted in the thread goes as an attachment.
     plan = b"%PDF-1.4 plan " * 1000
