@@ -176,6 +176,19 @@ async def seed_demo(config: Config, admin_token: str) -> None:
         await _seed_calendars(config, model, progress, admin_token)
     if not progress.get("projet"):  # the same
         await _seed_project(config, model, progress, admin_token)
+    if config.courriel.active and not progress.get("courriel"):  # the same
+        await _seed_mailbox(config, model, progress, admin_token)
+
+
+async def _seed_mailbox(config: Config, model: DemoModel, progress: DemoProgress, admin_token: str) -> None:
+    """The first service after the direction gets an address in its team room (« urbanisme@… »
+    in the commune), so an email can be sent to it from the first minute."""
+    service = next(s for s in model.services if s.key != "dg") if len(model.services) > 1 else model.services[0]
+    room_id = str(progress.get(f"room:{service.key}:0"))
+    async with SynapseAdmin(config.synapse_url, admin_token) as admin:
+        await _bind_room(config, admin, progress, room_id, "courriel", "fr.maillage.courriel",
+                         {"adresses": [service.key]})
+    progress.set("courriel", True)
 
 
 async def _seed_rooms(config: Config, model: DemoModel, progress: DemoProgress, admin_token: str) -> None:
@@ -269,13 +282,13 @@ async def _seed_project(config: Config, model: DemoModel, progress: DemoProgress
 
 
 async def _bind_room(config: Config, admin: SynapseAdmin, progress: DemoProgress, room_id: str, bot_name: str,
-                     event_type: str, content: dict[str, str]) -> None:
+                     event_type: str, content: dict[str, Any]) -> None:
     """The bot in the room, with the power to keep its binding, and the room bound by its state."""
     key = f"{bot_name}:{room_id}"
     if progress.get(key):
         return
     await bind_room(admin, room_id, user_id(config, bot_name), event_type, content)
-    progress.set(key, next(iter(content.values())))
+    progress.set(key, str(next(iter(content.values()))))
 
 
 async def _seed_agents(config: Config, model: DemoModel, admin: SynapseAdmin) -> None:

@@ -487,7 +487,7 @@ async def set_power(admin: SynapseAdmin, room_id: str, user_id: str, level: int)
     await admin.send_state(room_id, "m.room.power_levels", "", {**levels, "users": users})
 
 
-async def bind_room(admin: SynapseAdmin, room_id: str, bot: str, event_type: str, content: dict[str, str]) -> None:
+async def bind_room(admin: SynapseAdmin, room_id: str, bot: str, event_type: str, content: dict[str, Any]) -> None:
     """The bot in the room, with the power to keep its binding, and the room bound by its state."""
     await set_power(admin, room_id, bot, BOT_POWER)
     await admin.invite(room_id, bot)

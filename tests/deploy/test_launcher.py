@@ -7,11 +7,14 @@ import io
 import json
 import os
 import re
+import smtplib
 import socket
 import subprocess
 import sys
 from collections.abc import Callable
 from datetime import datetime
+from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
 from pathlib import Path
 from typing import Any
 
@@ -38,14 +41,19 @@ def init_stack(data_dir: Path, *, demo: bool = True) -> dict[str, int]:
     result = maillage(data_dir, "init", *(["--demo"] if demo else []))
     assert result.returncode == 0, result.stderr
     ports = {"port_synapse": free_port(), "port_caldav": free_port(), "port_webdav": free_port(),
-             "port_sante": free_port(), "port": free_port(), "port_oidc_dev": free_port()}
+             "port_sante": free_port(), "port": free_port(), "port_oidc_dev": free_port(),
+             "port_smtp": free_port(), "port_lmtp": free_port()}
     path = data_dir / "maillage.toml"
     text = path.read_text()
     for key, port in ports.items():  # « port » alone is the portal's (8100); smtp's and federation's stay
         value = "8100" if key == "port" else r"\d+"
-        text = re.sub(rf"^{key} = {value}$", f"{key} = {port}", text, flags=re.M)
+        text = re.sub(rf"^{key} = {value}$", f"{key} = {port}", text, count=1, flags=re.M)  # the first: [bots]'s
+    ports["courriel_sante"] = free_port()
+    head, _, mail = text.partition("[courriel]")
+    text = head + "[courriel]" + re.sub(r"^port_sante = \d+$", f"port_sante = {ports['courriel_sante']}", mail,
+                                        count=1, flags=re.M)
     path.write_text(text)
-    for name in ("synapse", "caldav", "webdav", "bots", "portail", "idp-dev", "maillage"):
+    for name in ("synapse", "caldav", "webdav", "bots", "courriel", "portail", "idp-dev", "maillage"):
         SERVER_LOGS.append(data_dir / "logs" / f"{name}.log")
     return ports
 
@@ -80,7 +88,8 @@ async def test_quick_start_two_demo_agents_exchange_an_encrypted_message(stack_d
     report = json.loads(status.stdout)
     assert status.returncode == 0 and report["sain"]
     assert {s["nom"]: s["etat"] for s in report["services"]} == {
-        "idp-dev": "ok", "synapse": "ok", "caldav": "ok", "webdav": "ok", "bots": "ok", "portail": "ok"}
+        "idp-dev": "ok", "synapse": "ok", "caldav": "ok", "webdav": "ok", "bots": "ok", "courriel": "ok",
+        "portail": "ok"}
 
     homeserver = f"http://127.0.0.1:{ports['port_synapse']}"
     claire_id, thomas_id = "@claire.martin:localhost", "@thomas.bernard:localhost"
@@ -93,6 +102,22 @@ async def test_quick_start_two_demo_agents_exchange_an_encrypted_message(stack_d
         await claire.send_text(team, "Réunion de direction jeudi à 14 h, salle du conseil.")
         message = await thomas.wait_for_text(team, "Réunion de direction jeudi à 14 h, salle du conseil.")
         assert message.encrypted and message.sender == claire_id
+
+        # The demo's mailbox: an email to urbanisme@localhost arrives in Urbanisme's team room.
+        urbanisme = next(room_id for room_id, room in claire.client.rooms.items()
+                         if room.display_name == "Urbanisme — équipe")
+        citizen = EmailMessage()
+        citizen["From"], citizen["To"], citizen["Subject"] = "Luc Perrin <luc@exemple.fr>", "urbanisme@localhost", \
+            "Demande de rendez-vous"
+        citizen.set_content("Bonjour, je souhaite un rendez-vous pour mon permis.")
+
+        def send_email() -> None:
+            with smtplib.SMTP("127.0.0.1", ports["port_smtp"], timeout=60) as outside:
+                outside.sendmail("luc@exemple.fr", ["urbanisme@localhost"], citizen.as_bytes(policy=SMTP_POLICY))
+
+        await asyncio.to_thread(send_email)
+        arrived = await claire.wait_for_text(urbanisme, lambda m: "rendez-vous pour mon permis" in m.body, timeout=90)
+        assert arrived.sender == "@_mail_luc=40exemple.fr:localhost" and arrived.encrypted
 
         # A newcomer posts a PDF in a demo room and finds it in the WebDAV folder.
         pdf = b"%PDF-1.7\n" + os.urandom(10_000)
@@ -277,7 +302,7 @@ def test_ctrl_c_stops_a_foreground_stack_cleanly(stack_dir: Path) -> None:
             break
     assert "Maillage est prêt" in "".join(lines), "".join(lines)
     children = psutil.Process(supervisor.pid).children(recursive=True)
-    assert len({child.pid for child in children if child.ppid() == supervisor.pid}) == 6  # with portal and provider
+    assert len({child.pid for child in children if child.ppid() == supervisor.pid}) == 7  # portal, provider, bridge…
     supervisor.send_signal(signal.SIGINT)  # what Ctrl-C sends to the foreground process
     rest, _ = supervisor.communicate(timeout=90)
     assert supervisor.returncode == 0
