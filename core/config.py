@@ -348,6 +348,14 @@ class Courriel(_Section):
     relais_port: Port = 587
     relais_securite: Literal["starttls", "tls", "aucune"] = "starttls"
     relais_utilisateur: str = ""
+    # Sender checks (SPF, DKIM) shown on each message; « signaler »: a warning on an unverified
+    # one; « refuser »: one its domain disowns (SPF fail) with no valid signature refused (550).
+    politique_expediteur: Literal["accepter", "signaler", "refuser"] = "signaler"
+    # The DNS server those checks ask (« hôte » or « hôte:port »); empty: the system's.
+    serveur_dns: str = ""
+    # Relays of the collectivité: for their connections, the sender's server is the one their
+    # Received header names.
+    relais_entrants: list[str] = ["127.0.0.1", "::1"]
     # Empty: SQLite in the data directory; else a PostgreSQL URL.
     base_de_donnees: str = ""
 

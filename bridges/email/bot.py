@@ -211,7 +211,8 @@ class CourrielBot(Bot):
             thread = await self.mail.by_subject(room_id, message.thread_subject, message.sender_address,
                                                 now_ms() - THREAD_DAYS * 86_400_000)
         ghost = await self.ghosts.in_room(room_id, message.sender_address, message.sender_name)
-        content = self.rendered(message, received.address, new_thread=thread is None)
+        content = self.rendered(message, received.address, new_thread=thread is None,
+                                sender=(received.spf, received.dkim))
         if thread is not None:
             content["m.relates_to"] = {"rel_type": "m.thread", "event_id": thread.root, "is_falling_back": True,
                                        "m.in_reply_to": {"event_id": thread.event_id}}
@@ -229,13 +230,20 @@ class CourrielBot(Bot):
             room_id, message.message_id or f"sans-identifiant-{received.id}", str(event_id), root,
             message.thread_subject, message.subject, message.sender_address, received.address))
 
-    def rendered(self, message: MailMessage, address: str, *, new_thread: bool) -> dict[str, Any]:
-        """The message's content: its subject heading a new conversation, what kind of message it
-        is when automatic, the text (and sanitised HTML when there is some)."""
+    def rendered(self, message: MailMessage, address: str, *, new_thread: bool,
+                 sender: tuple[str, str] = ("", "")) -> dict[str, Any]:
+        """The message's content: its subject heading a new conversation, what the sender checks
+        found, what kind of message it is when automatic, the text (and sanitised HTML)."""
         lines = []
         if new_thread:
             lines.append(t("mail.subject_line", subject=message.subject or t("mail.no_subject"),
                            address=self.full(address)))
+        spf_result, dkim_result = sender
+        if spf_result:
+            verified = spf_result == "pass" or dkim_result == "pass"
+            flagged = not verified and self.context.config.courriel.politique_expediteur != "accepter"
+            lines.append(t("mail.sender_unverified" if flagged else "mail.sender_checked", spf=spf_result,
+                           dkim=dkim_result))
         if message.automatic:
             lines.append(t(f"mail.automatic_{message.automatic}"))
         notes = "\n".join(lines)

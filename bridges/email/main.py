@@ -10,6 +10,7 @@ import signal
 from maillage.bots.runtime.bot import BotRuntime
 from maillage.bots.runtime.metrics import Metrics, serve_health
 from maillage.bridges.email.bot import CourrielBot
+from maillage.bridges.email.senders import use_nameserver
 from maillage.bridges.email.smtp import MailHandler, serve
 from maillage.config import Config, url_host
 from maillage.deploy.provisioning import ensure_admin_token
@@ -42,7 +43,10 @@ async def run_bridge(config: Config) -> None:
         await runtime.start()
         bot = runtime.bot_of(CourrielBot)
         assert bot is not None
-        handler = MailHandler(bot.mail, bot.domain, config.courriel.limite_par_heure, bot.arrived)
+        if config.courriel.serveur_dns:
+            use_nameserver(config.courriel.serveur_dns)
+        handler = MailHandler(bot.mail, bot.domain, config.courriel.limite_par_heure, bot.arrived,
+                              policy=config.courriel.politique_expediteur, relays=config.courriel.relais_entrants)
         servers = await serve(handler, host, config.courriel.port_smtp, config.courriel.port_lmtp,
                               config.courriel.taille_max_mo * 1024 * 1024, bot.domain)
         await stop.wait()

@@ -17,6 +17,7 @@ from typing import Any
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from maillage.bridges.email import senders
 from maillage.bridges.email.store import MailStore, now_ms
 
 log = logging.getLogger("maillage.courriel.smtp")
@@ -25,8 +26,10 @@ HOUR_MS = 3_600_000
 
 
 class MailHandler:
-    def __init__(self, store: MailStore, domain: str, per_hour: int, arrived: asyncio.Event) -> None:
+    def __init__(self, store: MailStore, domain: str, per_hour: int, arrived: asyncio.Event, *,
+                 policy: str = "signaler", relays: list[str] | None = None) -> None:
         self.store, self.domain, self.per_hour, self.arrived = store, domain, per_hour, arrived
+        self.policy, self.relays = policy, relays or []
 
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope, address: str,
                           mail_options: list[str]) -> str:
@@ -49,8 +52,14 @@ class MailHandler:
         raw = envelope.original_content or envelope.content
         assert isinstance(raw, bytes)
         count = len(envelope.rcpt_tos)
+        peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
+        sender = await senders.check(raw, peer, str(envelope.mail_from or ""), str(session.host_name or ""),
+                                     self.relays)
+        if self.policy == "refuser" and sender.forged:
+            return _each(server, count, f"550 5.7.26 Expediteur non authentifie (SPF {sender.spf}, DKIM {sender.dkim})")
         try:
-            await self.store.accept(str(envelope.mail_from or ""), list(envelope.rcpt_tos), raw)
+            await self.store.accept(str(envelope.mail_from or ""), list(envelope.rcpt_tos), raw, sender.spf,
+                                    sender.dkim)
         except Exception:  # the database: the sender's server keeps the message and tries again
             log.exception("message from %s not stored; answered 451", envelope.mail_from)
             return _each(server, count, "451 4.3.0 Stockage momentanement impossible : reessayez plus tard")

@@ -35,7 +35,9 @@ async def _initial(conn: Connection) -> None:
             brut TEXT NOT NULL,
             etat TEXT NOT NULL,
             essais INTEGER NOT NULL DEFAULT 0,
-            prochain_ms BIGINT NOT NULL DEFAULT 0
+            prochain_ms BIGINT NOT NULL DEFAULT 0,
+            spf TEXT NOT NULL DEFAULT '',
+            dkim TEXT NOT NULL DEFAULT ''
         )"""
     )
     await conn.execute("CREATE INDEX courriel_entrant_etat ON courriel_entrant (etat, recu_ms)")
@@ -87,6 +89,8 @@ class Received:
     address: str
     raw: bytes
     attempts: int
+    spf: str = ""
+    dkim: str = ""
 
 
 @dataclass(frozen=True)
@@ -140,7 +144,7 @@ class MailStore:
 
     # --- messages received -----------------------------------------------------------------
 
-    async def accept(self, sender: str, addresses: list[str], raw: bytes) -> list[str]:
+    async def accept(self, sender: str, addresses: list[str], raw: bytes, spf: str = "", dkim: str = "") -> list[str]:
         """Stored for each recipient address, in one transaction: after this the 250 may go."""
         encoded = base64.b64encode(raw).decode()
         ids = []
@@ -148,8 +152,9 @@ class MailStore:
             for address in addresses:
                 message_id = f"{now_ms():013d}-{secrets.token_hex(6)}"
                 await conn.execute(
-                    "INSERT INTO courriel_entrant (id, recu_ms, expediteur, adresse, brut, etat)"
-                    " VALUES ($1, $2, $3, $4, $5, 'a_livrer')", message_id, now_ms(), sender, address, encoded)
+                    "INSERT INTO courriel_entrant (id, recu_ms, expediteur, adresse, brut, etat, spf, dkim)"
+                    " VALUES ($1, $2, $3, $4, $5, 'a_livrer', $6, $7)", message_id, now_ms(), sender, address,
+                    encoded, spf, dkim)
                 ids.append(message_id)
         return ids
 
@@ -159,10 +164,11 @@ class MailStore:
 
     async def to_deliver(self, limit: int = 20) -> list[Received]:
         rows = await self.db.fetch(
-            "SELECT id, recu_ms, expediteur, adresse, brut, essais FROM courriel_entrant"
+            "SELECT id, recu_ms, expediteur, adresse, brut, essais, spf, dkim FROM courriel_entrant"
             " WHERE etat='a_livrer' AND prochain_ms <= $1 ORDER BY recu_ms, id LIMIT $2", now_ms(), limit)
         return [Received(str(r["id"]), int(r["recu_ms"]), str(r["expediteur"]), str(r["adresse"]),
-                         base64.b64decode(str(r["brut"])), int(r["essais"])) for r in rows]
+                         base64.b64decode(str(r["brut"])), int(r["essais"]), str(r["spf"]), str(r["dkim"]))
+                for r in rows]
 
     async def delivered(self, received_id: str, seen: Seen | None) -> None:
         """Marked delivered with what it became in the room, at once (a crash redelivers it whole)."""

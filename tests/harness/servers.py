@@ -80,7 +80,7 @@ def config_document(**sections: Any) -> dict[str, Any]:
         "portail": {"port": free_port(), "port_oidc_dev": free_port(), "administrateurs": [PORTAL_ADMIN]},
         "courriel": {"domaine": "mairie.example", "port_smtp": free_port(), "port_lmtp": free_port(),
                      "port_sante": free_port(), "relais_hote": "127.0.0.1", "relais_port": free_port(),
-                     "relais_securite": "aucune"},
+                     "relais_securite": "aucune", "serveur_dns": f"127.0.0.1:{free_port()}"},
         "agenda": {"intervalle_secondes": 5},  # changes made elsewhere announced within seconds
         "projets": {"rappels_heure": "00:00"},  # the day's task reminders go out whenever a test runs
         "circuits": {"rappels_heure": "00:00", "intervalle_secondes": 5, "modeles": [
