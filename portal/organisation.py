@@ -54,6 +54,8 @@ LOCALPART = re.compile(r"[a-z0-9._=-]{1,60}")
 EMAIL = re.compile(r"[^@\s]{1,64}@[a-z0-9.-]{1,253}\.[a-z]{2,63}")
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 TEAM_ROOM = "equipe"
+MAILBOX_EVENT = "fr.maillage.courriel"  # the email bridge's addresses of a room
+MAILBOX = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?")
 READ_ONLY = 100  # an archived service's rooms: only admins could still post
 
 
@@ -194,6 +196,39 @@ class Organisation:
                     room_row.name = t("portal.team_room", service=name)
             audit(session, actor, "service.renommage", key, before={"nom": service.name}, after={"nom": name})
             await session.commit()
+
+    async def add_mailbox(self, actor: str, key: str, local: str) -> str:
+        """An email address for the service's team room (the bridge's ``!mail adresse``, from the
+        portal): @courriel invited with the power to keep it, the address added to the room's
+        state; refused when another service's room has it. The full address."""
+        local = local.strip().lower()
+        if not MAILBOX.fullmatch(local) or ".." in local:
+            raise OrganisationError(t("portal.mailbox_invalid"), "adresse")
+        async with self.database.session() as session:
+            service = await _service(session, key)
+            teams = {room.service_id: room.room_id for room in (await session.execute(
+                select(ServiceRoom).where(ServiceRoom.kind == TEAM_ROOM))).scalars() if room.room_id}
+            names = dict((await session.execute(select(Service.id, Service.name))).tuples().all())
+        team = teams.get(service.id)
+        if team is None:
+            raise OrganisationError(t("portal.service_unknown"))
+        domain = (self.config.courriel.domaine or self.config.collectivite.nom_serveur.rsplit(":", 1)[0]).lower()
+        try:
+            async with self.synapse() as admin:
+                for service_id, room_id in teams.items():
+                    if service_id != service.id and local in await _mailboxes(admin, room_id):
+                        raise OrganisationError(t("portal.mailbox_taken", address=f"{local}@{domain}",
+                                                  service=names.get(service_id, "?")), "adresse")
+                current = await _mailboxes(admin, team)
+                if local not in current:
+                    await bind_room(admin, team, self.user_id("courriel"), MAILBOX_EVENT,
+                                    {**await _mailbox_state(admin, team), "adresses": sorted([*current, local])})
+        except AdminApiError as exc:
+            raise OrganisationError(t("portal.service_change_failed", detail=_short(exc))) from None
+        async with self.database.session() as session:
+            audit(session, actor, "service.courriel", key, after={"adresse": f"{local}@{domain}"})
+            await session.commit()
+        return f"{local}@{domain}"
 
     async def archive_service(self, actor: str, key: str) -> None:
         """The service closed, its data kept: its rooms read-only (history readable, nobody
@@ -473,6 +508,20 @@ def _short(exc: Exception) -> str:
     if isinstance(exc, (WebDavError, CalDavError)):
         return f"WebDAV/CalDAV {exc.status or t('portal.unreachable')}"
     return type(exc).__name__
+
+
+async def _mailbox_state(admin: SynapseAdmin, room_id: str) -> dict[str, Any]:
+    try:
+        return await admin.state(room_id, MAILBOX_EVENT)
+    except AdminApiError as exc:
+        if exc.status != 404:
+            raise
+        return {}
+
+
+async def _mailboxes(admin: SynapseAdmin, room_id: str) -> list[str]:
+    addresses = (await _mailbox_state(admin, room_id)).get("adresses")
+    return [a for a in addresses if isinstance(a, str)] if isinstance(addresses, list) else []
 
 
 async def set_power(admin: SynapseAdmin, room_id: str, user_id: str, level: int) -> None:

@@ -76,6 +76,18 @@ async def rename_service(request: Request, key: str, user: Admin, csrf: Csrf = "
     return await service_view(request, key, done=t("portal.service_renamed"))
 
 
+@router.post("/services/{key}/courriel", response_class=HTMLResponse)
+async def add_mailbox(request: Request, key: str, user: Admin, csrf: Csrf = "",
+                      adresse: Annotated[str, Form()] = "") -> Response:
+    check_csrf(user, csrf)
+    try:
+        address = await portal_of(request).organisation.add_mailbox(user.email, key, adresse)
+    except OrganisationError as exc:
+        return await service_view(request, key, errors={exc.field or "general": exc.message},
+                                  values={"adresse": adresse}, status=422)
+    return await service_view(request, key, done=t("portal.mailbox_added", address=address))
+
+
 @router.post("/services/{key}/archiver", response_class=HTMLResponse)
 async def archive_service(request: Request, key: str, user: Admin, csrf: Csrf = "",
                           confirmation: Annotated[str, Form()] = "") -> Response:

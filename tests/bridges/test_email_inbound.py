@@ -23,8 +23,9 @@ DOMAIN = "mairie.example"
 JEAN = "@_mail_jean.dupont=40exemple.fr:localhost"
 
 
-async def room_with_mailbox(agents: AgentFactory, synapse: ServerStack, name: str, address: str) -> tuple[Agent, str]:
-    owner = await agents("accueil")
+async def room_with_mailbox(agents: AgentFactory, synapse: ServerStack, name: str, address: str, *,
+                            owner: Agent | None = None) -> tuple[Agent, str]:
+    owner = owner or await agents("accueil")
     room = await create_encrypted_room(owner, name=name)
     levels = await owner.client.room_get_state_event(room, "m.room.power_levels")
     users = {**levels.content["users"], COURRIEL: 50}
@@ -149,3 +150,24 @@ async def test_smtp_refuses_unknown_addresses_oversized_messages_and_bad_address
     assert await asyncio.to_thread(after_removal) == 550
     async with httpx.AsyncClient(timeout=10) as http:
         assert (await http.get(f"{bridge.url}/sante")).status_code == 200
+
+
+async def test_a_mail_server_delivering_over_lmtp_gets_one_answer_per_recipient(
+        synapse: ServerStack, bridge: ServiceProcess, agents: AgentFactory) -> None:
+    first, second = f"lmtp-a-{uuid.uuid4().hex[:6]}", f"lmtp-b-{uuid.uuid4().hex[:6]}"
+    owner, room_a = await room_with_mailbox(agents, synapse, "LMTP A", first)
+    _, room_b = await room_with_mailbox(agents, synapse, "LMTP B", second, owner=owner)
+    message = mail("Par LMTP", "Remis par le serveur de messagerie.", to=f"{first}@{DOMAIN}")
+
+    def deliver() -> dict[str, tuple[int, bytes]]:
+        with smtplib.LMTP("127.0.0.1", synapse.config.courriel.port_lmtp, timeout=60) as server:
+            return server.sendmail("jean.dupont@exemple.fr", [f"{first}@{DOMAIN}", f"{second}@{DOMAIN}",
+                                                               f"inconnu@{DOMAIN}"],
+                                   message.as_bytes(policy=email.policy.SMTP))
+
+    refused = await asyncio.to_thread(deliver)
+    assert list(refused) == [f"inconnu@{DOMAIN}"] and refused[f"inconnu@{DOMAIN}"][0] == 550
+    for room in (room_a, room_b):
+        shown = await owner.wait_for_text(room, lambda m: m.sender == JEAN and "Remis par le serveur" in m.body,
+                                          timeout=60)
+        assert shown.body.startswith("✉️ Par LMTP")
