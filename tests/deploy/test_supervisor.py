@@ -26,7 +26,7 @@ from tests.deploy.conftest import Stack
 from tests.deploy.test_launcher import init_stack, maillage
 
 # Synapse last: the bots wait for it to come back.
-KILL_ORDER = ("caldav", "webdav", "bots", "portail", "idp-dev", "synapse")
+KILL_ORDER = ("caldav", "webdav", "bots", "courriel", "portail", "idp-dev", "synapse")
 
 
 def wait_until(condition: Callable[[], Any], timeout: float, what: str, poll: float = 0.5) -> Any:
@@ -46,7 +46,8 @@ def all_ok(stack: Stack) -> dict[str, dict[str, Any]] | None:
 
 def answers(service: dict[str, Any]) -> bool:
     """The service listens and answers HTTP on its own port (DAV servers want credentials: any answer will do)."""
-    url = service["url"].rstrip("/") + {"synapse": "/health", "bots": "/sante"}.get(service["nom"], "/")
+    health = {"synapse": "/health", "bots": "/sante", "courriel": "/sante"}
+    url = service["url"].rstrip("/") + health.get(service["nom"], "/")
     try:
         response = httpx.get(url, timeout=2)
     except httpx.HTTPError:
@@ -99,7 +100,8 @@ def test_each_service_killed_with_sigkill_comes_back_and_the_others_keep_running
     assert text.stdout.count("redémarrages : 1 ; dernier arrêt : signal SIGKILL, le ") == len(KILL_ORDER), text.stdout
 
     log = (stack.data_dir / "logs" / "maillage.log").read_text()
-    for label in ("Agendas (Radicale)", "Documents (WsgiDAV)", "Robots", "Portail d’administration",
+    for label in ("Agendas (Radicale)", "Documents (WsgiDAV)", "Robots", "Passerelle de courriel",
+                  "Portail d’administration",
                   "Identité (fournisseur de développement)", "Synapse"):
         assert f"{label} s’est arrêté de façon inattendue (signal SIGKILL) : redémarrage dans " in log
         assert f"✔ {label} est reparti en " in log
