@@ -159,14 +159,18 @@ async def test_a_mail_server_delivering_over_lmtp_gets_one_answer_per_recipient(
     _, room_b = await room_with_mailbox(agents, synapse, "LMTP B", second, owner=owner)
     message = mail("Par LMTP", "Remis par le serveur de messagerie.", to=f"{first}@{DOMAIN}")
 
-    def deliver() -> dict[str, tuple[int, bytes]]:
+    def deliver() -> tuple[list[int], list[int]]:
+        """The conversation step by step: smtplib reads one answer to DATA, LMTP gives one per
+        accepted recipient (RFC 2033)."""
         with smtplib.LMTP("127.0.0.1", synapse.config.courriel.port_lmtp, timeout=60) as server:
-            return server.sendmail("jean.dupont@exemple.fr", [f"{first}@{DOMAIN}", f"{second}@{DOMAIN}",
-                                                               f"inconnu@{DOMAIN}"],
-                                   message.as_bytes(policy=email.policy.SMTP))
+            server.ehlo("mx.mairie.example")  # LHLO
+            server.mail("jean.dupont@exemple.fr")
+            recipients = [server.rcpt(f"{local}@{DOMAIN}")[0] for local in (first, second, "inconnu")]
+            answers = [server.data(message.as_bytes(policy=email.policy.SMTP))[0], server.getreply()[0]]
+            return recipients, answers
 
-    refused = await asyncio.to_thread(deliver)
-    assert list(refused) == [f"inconnu@{DOMAIN}"] and refused[f"inconnu@{DOMAIN}"][0] == 550
+    recipients, answers = await asyncio.to_thread(deliver)
+    assert recipients == [250, 250, 550] and answers == [250, 250]
     for room in (room_a, room_b):
         shown = await owner.wait_for_text(room, lambda m: m.sender == JEAN and "Remis par le serveur" in m.body,
                                           timeout=60)
