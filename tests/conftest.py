@@ -8,8 +8,11 @@ Their logs are attached to the report of any failing test.
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import signal
+import subprocess
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,12 +20,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from maillage.config import Config
 from maillage.deploy import processes
 from maillage.deploy.processes import RunningService
 from maillage.deploy.provisioning import ensure_admin_token
-from maillage.deploy.services import Service, bots_service, caldav_service, synapse_service, webdav_service
+from maillage.deploy.services import (
+    Service,
+    bots_service,
+    caldav_service,
+    email_service,
+    synapse_service,
+    webdav_service,
+)
 from maillage.i18n import current_language, set_language
 from maillage.secretstore import Secrets, ensure_secrets
 from tests.harness.federation import Federation, Homeserver, three_homeservers
@@ -244,3 +256,57 @@ def in_french() -> Iterator[None]:
     set_language("fr")
     yield
     set_language(before)
+
+
+# --- the email bridge (tests/bridges, and the portal's mailbox test) ------------------
+
+
+@dataclass(frozen=True)
+class SenderDomain:
+    """exemple.fr as the DNS tells the world: its SPF record (its mail leaves from 192.0.2.10)
+    and the public key of its DKIM selector « sel »."""
+
+    name: str
+    server_ip: str
+    selector: str
+    private_key: bytes
+
+
+@pytest.fixture(scope="session")
+def dns_server(synapse: ServerStack) -> Iterator[SenderDomain]:
+    """Debian's dnsmasq on the loopback port the bridge's config names, answering for exemple.fr."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    public = base64.b64encode(key.public_key().public_bytes(serialization.Encoding.DER,
+                                                            serialization.PublicFormat.SubjectPublicKeyInfo)).decode()
+    domain = SenderDomain("exemple.fr", "192.0.2.10", "sel", key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()))
+    port = synapse.config.courriel.serveur_dns.rsplit(":", 1)[1]
+    log = synapse.config.data_dir / "logs" / "dnsmasq.log"
+    with log.open("ab") as output:
+        server = subprocess.Popen(
+            ["/usr/sbin/dnsmasq", "-k", f"--port={port}", "--listen-address=127.0.0.1", "--bind-interfaces",
+             "--no-resolv", "--no-hosts", "--conf-file=/dev/null", "--pid-file=", "--user=root",
+             f"--txt-record={domain.name},v=spf1 ip4:{domain.server_ip} -all",
+             f"--txt-record={domain.selector}._domainkey.{domain.name},v=DKIM1; k=rsa; p={public}"],
+            stdout=output, stderr=subprocess.STDOUT)
+    time.sleep(0.5)
+    assert server.poll() is None, log.read_text()
+    yield domain
+    server.terminate()
+    server.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def bridge_process(synapse: ServerStack, admin_token: str, dns_server: SenderDomain) -> Iterator[ServiceProcess]:
+    controller = ServiceProcess(synapse.config, email_service)
+    controller.start()
+    yield controller
+    controller.stop()
+
+
+@pytest.fixture
+def bridge(bridge_process: ServiceProcess) -> ServiceProcess:
+    """The bridge, running (started again if a previous test stopped it)."""
+    if bridge_process.process is None:
+        bridge_process.start()
+    return bridge_process

@@ -16,9 +16,8 @@ import dkim
 import pytest
 
 from maillage.config import load_config
-from tests.bridges.conftest import SenderDomain
 from tests.bridges.test_email_inbound import DOMAIN, JEAN, room_with_mailbox
-from tests.conftest import ServerStack, ServiceProcess
+from tests.conftest import SenderDomain, ServerStack, ServiceProcess
 from tests.harness.matrix import AgentFactory, Received
 
 pytestmark = pytest.mark.usefixtures("in_french")

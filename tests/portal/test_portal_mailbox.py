@@ -13,7 +13,7 @@ from tests.bridges.test_email_inbound import DOMAIN, JEAN, mail, smtp_send
 from tests.conftest import ServerStack, ServiceProcess
 from tests.harness.browserless import Browser, csrf_of
 from tests.harness.matrix import login_agent
-from tests.portal.conftest import PortalStack, browser, portal  # noqa: F401 — the portal's fixtures
+from tests.portal.conftest import PortalStack
 from tests.portal.test_portal_dav import make_agent
 from tests.portal.test_portal_login import sign_in
 from tests.portal.test_portal_organisation import service_ids
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("in_french")
 
 
 async def test_a_service_gets_its_mailbox_from_the_portal(
-        portal: PortalStack, synapse: ServerStack, bridge: ServiceProcess, browser: Browser,  # noqa: F811
+        portal: PortalStack, synapse: ServerStack, bridge: ServiceProcess, browser: Browser,
         tmp_path: Path) -> None:
     page = await sign_in(browser, portal, portal.admin_email, portal.admin_password, "/services")
     for key, name in (("etat-civil-ml", "État civil"), ("cimetiere-ml", "Cimetière")):
