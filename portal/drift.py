@@ -63,9 +63,11 @@ class DriftCheck:
 
     async def find(self) -> list[Gap]:
         gaps: list[Gap] = []
+        async with self.database.session() as session:  # read once, not once per service
+            active = list((await session.execute(select(Agent).where(Agent.active.is_(True)))).scalars())
         async with self.organisation.synapse() as admin:
             for service in await self._services():
-                gaps += await self._rooms(admin, service)
+                gaps += await self._rooms(admin, service, active)
                 gaps += await self._storage(service)
             gaps += await self._accounts(admin)
         gaps += await self._dav_access()
@@ -97,12 +99,11 @@ class DriftCheck:
             return list((await session.execute(select(Service).where(
                 Service.archived.is_(False), Service.provisioned.is_(True)).order_by(Service.key))).scalars())
 
-    async def _rooms(self, admin: SynapseAdmin, service: Service) -> list[Gap]:
+    async def _rooms(self, admin: SynapseAdmin, service: Service, agents: list[Agent]) -> list[Gap]:
         async with self.database.session() as session:
             rooms = await rooms_of(session, service)
             named = list((await session.execute(select(ServiceRoom).where(ServiceRoom.service_id == service.id)
                                                 )).scalars())
-            agents = list((await session.execute(select(Agent).where(Agent.active.is_(True)))).scalars())
             granted = set((await session.execute(select(Agent.user_id).join(
                 AccessRequest, AccessRequest.agent_id == Agent.id).where(
                 AccessRequest.service_id == service.id, AccessRequest.resource == "salon",

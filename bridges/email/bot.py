@@ -180,19 +180,22 @@ class CourrielBot(Bot):
                     await asyncio.wait_for(self.arrived.wait(), timeout=2.0)
 
     async def deliver_safely(self, received: Received) -> None:
+        """Delivered, or tried again later with back-off (2 s, 4 s… 10 min); a message that still
+        cannot be shown after ``GIVE_UP_AFTER`` tries with the homeserver up is told in its room."""
+        attempts = received.attempts + 1
         try:
             await self.deliver(received)
-        except (MatrixConnectionError, MatrixRequestError, OSError) as error:
-            attempts = received.attempts + 1
+            return
+        except (MatrixConnectionError, MatrixRequestError, OSError) as error:  # an outage
             log.info("courriel %s not delivered for now (%s); attempt %d", received.id, type(error).__name__,
                      attempts)
-            await self.mail.later(received.id, attempts, min(LONGEST_DELAY_MS, 1000 * 2 ** min(attempts, 10)))
+            unshown = False
         except Exception:
             log.exception("courriel %s could not be shown", received.id)
-            attempts = received.attempts + 1
-            await self.mail.later(received.id, attempts, min(LONGEST_DELAY_MS, 1000 * 2 ** min(attempts, 10)))
-            if attempts == GIVE_UP_AFTER:
-                await self._tell_unshown(received)
+            unshown = attempts == GIVE_UP_AFTER
+        await self.mail.later(received.id, attempts, min(LONGEST_DELAY_MS, 1000 * 2 ** min(attempts, 10)))
+        if unshown:
+            await self._tell_unshown(received)
 
     async def deliver(self, received: Received) -> None:
         room_id = await self.mail.room_of(received.address)

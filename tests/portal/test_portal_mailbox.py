@@ -41,6 +41,16 @@ async def test_a_service_gets_its_mailbox_from_the_portal(
                                data={"csrf": csrf_of(detail), "adresse": "etat-civil-ml"})
     assert taken.status_code == 422 and "mène déjà au salon du service « État civil »" in taken.text
 
+    # An agent of the service may not give it an address.
+    agent = Browser()
+    try:
+        own = await sign_in(agent, portal, "lina.roux@test-sur-loire.example", first, "/moi")
+        refused = await agent.post(f"{portal.url}/services/cimetiere-ml/courriel",
+                                   data={"csrf": csrf_of(own), "adresse": "cimetiere-ml"})
+        assert refused.status_code == 403
+    finally:
+        await agent.close()
+
     lina = await login_agent(synapse.config.synapse_url, "@lina.roux:localhost", first, tmp_path / "lina")
     try:
         question = mail("Acte de naissance", "Je voudrais une copie intégrale.", to=f"etat-civil-ml@{DOMAIN}")
