@@ -49,6 +49,21 @@ async def ping_pong_series(ping: Agent, pong: Agent, room_id: str, rounds: int) 
     return timings
 
 
+async def one_way_series(sender: Agent, receiver: Agent, room_id: str, rounds: int) -> list[float]:
+    """One-hop times (s): from the start of a plain client's send to the moment the other
+    client's sync hands it the decrypted message — what a bridge's message into a room is
+    measured against (a ping-pong is two such hops)."""
+    timings = []
+    for index in range(rounds):
+        since = len(receiver.received)
+        started = time.perf_counter()
+        body = f"aller {index} {time.monotonic_ns()}"
+        await sender.send_text(room_id, body)
+        seen = await receiver.wait_for_text(room_id, body, since=since, timeout=30)
+        timings.append(seen.arrived - started)
+    return timings
+
+
 async def test_latency_floor_ping_pong_in_an_encrypted_room(agents: AgentFactory) -> None:
     alice = await agents("ping")
     bruno = await agents("pong")
