@@ -197,6 +197,30 @@ class Organisation:
             audit(session, actor, "service.renommage", key, before={"nom": service.name}, after={"nom": name})
             await session.commit()
 
+    def mail_domain(self) -> str:
+        return (self.config.courriel.domaine or self.config.collectivite.nom_serveur.rsplit(":", 1)[0]).lower()
+
+    async def _team_rooms(self, key: str) -> tuple[Service, dict[int, str], dict[int, str]]:
+        """The service, every service's team room, every service's name."""
+        async with self.database.session() as session:
+            service = await _service(session, key)
+            teams = {room.service_id: room.room_id for room in (await session.execute(
+                select(ServiceRoom).where(ServiceRoom.kind == TEAM_ROOM))).scalars() if room.room_id}
+            names = dict((await session.execute(select(Service.id, Service.name))).tuples().all())
+        return service, teams, names
+
+    async def mailboxes(self, key: str) -> list[str] | None:
+        """The full addresses of the service's team room; None when Synapse cannot say now."""
+        service, teams, _ = await self._team_rooms(key)
+        team = teams.get(service.id)
+        if team is None:
+            return []
+        try:
+            async with self.synapse() as admin:
+                return [f"{local}@{self.mail_domain()}" for local in await _mailboxes(admin, team)]
+        except (AdminApiError, OSError):
+            return None
+
     async def add_mailbox(self, actor: str, key: str, local: str) -> str:
         """An email address for the service's team room (the bridge's ``!mail adresse``, from the
         portal): @courriel invited with the power to keep it, the address added to the room's
@@ -204,20 +228,16 @@ class Organisation:
         local = local.strip().lower()
         if not MAILBOX.fullmatch(local) or ".." in local:
             raise OrganisationError(t("portal.mailbox_invalid"), "adresse")
-        async with self.database.session() as session:
-            service = await _service(session, key)
-            teams = {room.service_id: room.room_id for room in (await session.execute(
-                select(ServiceRoom).where(ServiceRoom.kind == TEAM_ROOM))).scalars() if room.room_id}
-            names = dict((await session.execute(select(Service.id, Service.name))).tuples().all())
+        service, teams, names = await self._team_rooms(key)
         team = teams.get(service.id)
         if team is None:
             raise OrganisationError(t("portal.service_unknown"))
-        domain = (self.config.courriel.domaine or self.config.collectivite.nom_serveur.rsplit(":", 1)[0]).lower()
+        address = f"{local}@{self.mail_domain()}"
         try:
             async with self.synapse() as admin:
                 for service_id, room_id in teams.items():
                     if service_id != service.id and local in await _mailboxes(admin, room_id):
-                        raise OrganisationError(t("portal.mailbox_taken", address=f"{local}@{domain}",
+                        raise OrganisationError(t("portal.mailbox_taken", address=address,
                                                   service=names.get(service_id, "?")), "adresse")
                 current = await _mailboxes(admin, team)
                 if local not in current:
@@ -226,9 +246,31 @@ class Organisation:
         except AdminApiError as exc:
             raise OrganisationError(t("portal.service_change_failed", detail=_short(exc))) from None
         async with self.database.session() as session:
-            audit(session, actor, "service.courriel", key, after={"adresse": f"{local}@{domain}"})
+            audit(session, actor, "service.courriel", key, after={"adresse": address})
             await session.commit()
-        return f"{local}@{domain}"
+        return address
+
+    async def remove_mailbox(self, actor: str, key: str, address: str) -> str:
+        """The address no longer leads to the service's team room (mail to it is then refused at
+        RCPT, 550); the messages already in the room stay. The full address."""
+        local = address.strip().lower().split("@", 1)[0]
+        service, teams, _ = await self._team_rooms(key)
+        team = teams.get(service.id)
+        full = f"{local}@{self.mail_domain()}"
+        try:
+            async with self.synapse() as admin:
+                current = await _mailboxes(admin, team) if team else []
+                if local not in current:
+                    raise OrganisationError(t("portal.mailbox_not_here", address=full[:120]), "adresse")
+                assert team is not None
+                await admin.send_state(team, MAILBOX_EVENT, "", {
+                    **await _mailbox_state(admin, team), "adresses": [a for a in current if a != local]})
+        except AdminApiError as exc:
+            raise OrganisationError(t("portal.service_change_failed", detail=_short(exc))) from None
+        async with self.database.session() as session:
+            audit(session, actor, "service.courriel.retrait", key, before={"adresse": full})
+            await session.commit()
+        return full
 
     async def archive_service(self, actor: str, key: str) -> None:
         """The service closed, its data kept: its rooms read-only (history readable, nobody

@@ -100,7 +100,12 @@ class CourrielBot(Bot):
         addresses = content.get("adresses")
         valid = [a for a in addresses if isinstance(a, str) and _LOCAL.fullmatch(a)] \
             if isinstance(addresses, list) else []
-        await self.mail.set_addresses(str(event.room_id), valid)
+        held_elsewhere = await self.mail.set_addresses(str(event.room_id), valid)
+        if held_elsewhere:  # written into the state by hand (or by another tool): said, once per change
+            with contextlib.suppress(MatrixRequestError):
+                await self.send_about(str(event.room_id), str(event.event_id), {"msgtype": "m.notice", "body": t(
+                    "mail.address_held_elsewhere", addresses=", ".join(self.full(a) for a in held_elsewhere))},
+                    key="adresse-prise")
 
     async def mailbox_state(self, room_id: str) -> dict[str, Any]:
         try:

@@ -2,8 +2,14 @@
 for jean.dupont@exemple.fr, named from the From header, brought into the room by the bridge's
 bot and speaking there through the appservice (mautrix's IntentAPI with its token).
 
-In an encrypted room the bot's own device encrypts what a ghost says (ghosts have no device),
+In an encrypted room the bot's own device encrypts what a ghost says (ghosts hold no keys),
 as mautrix bridges do; the ghost sends the encrypted event.
+
+A ghost speaks from a device of its own (``PASSERELLE``, made once by an appservice login):
+Synapse then keeps each transaction id in its database, so a message sent again after a
+crash — ours or Synapse's — gives back the first event instead of a second one. Without a
+device the transaction ids live in Synapse's memory only, and a Synapse restart between the
+send and our record of it would show the message twice.
 """
 
 from __future__ import annotations
@@ -11,15 +17,17 @@ from __future__ import annotations
 import logging
 from typing import Any, cast
 
+from mautrix.api import Method, Path
 from mautrix.appservice import AppServiceAPI, IntentAPI
 from mautrix.appservice.state_store.memory import ASStateStore
 from mautrix.client.state_store.memory import MemoryStateStore
-from mautrix.errors import MForbidden
+from mautrix.errors import MatrixRequestError, MForbidden
 from mautrix.types import EventID, EventType, RoomID, UserID
 
 from maillage.bots.runtime.bot import Bot, transaction_id
 from maillage.homeserver.render import BRIDGE_SENDER, GHOST_PREFIX
 
+GHOST_DEVICE = "PASSERELLE"
 _PLAIN = set("abcdefghijklmnopqrstuvwxyz0123456789._-/")
 
 
@@ -80,5 +88,20 @@ class Ghosts:
             body = (await self.bot.client.encrypt(RoomID(room_id), EventType.ROOM_MESSAGE,
                                                  cast(Any, content))).serialize()
             event_type = EventType.ROOM_ENCRYPTED
-        return await ghost.send_message_event(RoomID(room_id), event_type, body,  # type: ignore[arg-type]
-                                              txn_id=transaction_id(ghost.mxid, about, key), ensure_joined=False)
+        path = Path.v3.rooms[RoomID(room_id)].send[str(event_type)][transaction_id(ghost.mxid, about, key)]
+        try:
+            sent = await ghost.api.request(Method.PUT, path, body, query_params={"device_id": GHOST_DEVICE})
+        except MatrixRequestError as error:
+            if getattr(error, "errcode", None) != "M_UNKNOWN_DEVICE":
+                raise
+            await self._give_device(ghost)
+            sent = await ghost.api.request(Method.PUT, path, body, query_params={"device_id": GHOST_DEVICE})
+        return EventID(sent["event_id"])
+
+    async def _give_device(self, ghost: IntentAPI) -> None:
+        """The ghost's device, made by an appservice login (its access token is not kept: the
+        appservice's own token acts for the ghost)."""
+        await ghost.api.request(Method.POST, Path.v3.login, {
+            "type": "m.login.application_service", "device_id": GHOST_DEVICE,
+            "identifier": {"type": "m.id.user", "user": ghost.mxid},
+            "initial_device_display_name": "Passerelle de courriel"})

@@ -132,8 +132,10 @@ class MailStore:
         rows = await self.db.fetch("SELECT adresse FROM courriel_adresse WHERE room_id=$1 ORDER BY adresse", room_id)
         return [str(row["adresse"]) for row in rows]
 
-    async def set_addresses(self, room_id: str, addresses: list[str]) -> None:
-        """The room's addresses as its state now says (an address another room holds is not taken)."""
+    async def set_addresses(self, room_id: str, addresses: list[str]) -> list[str]:
+        """The room's addresses as its state now says; those another room holds already are not
+        taken (the first claim stands), and returned."""
+        held_elsewhere = []
         async with transaction(self.db) as conn:
             await conn.execute("DELETE FROM courriel_adresse WHERE room_id=$1", room_id)
             for address in addresses:
@@ -141,6 +143,9 @@ class MailStore:
                 if holder is None:
                     await conn.execute("INSERT INTO courriel_adresse (adresse, room_id) VALUES ($1, $2)",
                                        address, room_id)
+                else:
+                    held_elsewhere.append(address)
+        return held_elsewhere
 
     # --- messages received -----------------------------------------------------------------
 

@@ -53,8 +53,10 @@ async def service_view(request: Request, key: str, *, done: str = "", errors: di
                  ).scalars().all()
         agents = (await session.execute(select(Agent).where(Agent.service_id == service.id)
                                         .order_by(Agent.display_name))).scalars().all()
+    mailboxes = [] if service.archived else await portal_of(request).organisation.mailboxes(key)
     return page(request, "service.html", {
         "service": service, "rooms": rooms, "agents": agents, "section": "services", "done": done,
+        "mailboxes": mailboxes,
         "dav": dav_urls(portal_of(request).config, key), "errors": errors or {},
         "values": values or {"nom": service.name}}, status=status)
 
@@ -86,6 +88,17 @@ async def add_mailbox(request: Request, key: str, user: Admin, csrf: Csrf = "",
         return await service_view(request, key, errors={exc.field or "general": exc.message},
                                   values={"adresse": adresse}, status=422)
     return await service_view(request, key, done=t("portal.mailbox_added", address=address))
+
+
+@router.post("/services/{key}/courriel/retirer", response_class=HTMLResponse)
+async def remove_mailbox(request: Request, key: str, user: Admin, csrf: Csrf = "",
+                         adresse: Annotated[str, Form()] = "") -> Response:
+    check_csrf(user, csrf)
+    try:
+        address = await portal_of(request).organisation.remove_mailbox(user.email, key, adresse)
+    except OrganisationError as exc:
+        return await service_view(request, key, errors={exc.field or "general": exc.message}, status=422)
+    return await service_view(request, key, done=t("portal.mailbox_removed", address=address))
 
 
 @router.post("/services/{key}/archiver", response_class=HTMLResponse)

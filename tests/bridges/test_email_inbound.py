@@ -137,6 +137,16 @@ async def test_smtp_refuses_unknown_addresses_oversized_messages_and_bad_address
     await other_owner.wait_for_members_including(other_room, COURRIEL)
     taken = await bot_reply(other_owner, other_room, COURRIEL, f"!mail adresse {address}")
     assert "appartient déjà à un autre salon" in taken
+    # Written into the second room's state by hand, the claim is told there, and the mail
+    # still goes to the first room only.
+    since = len(other_owner.received)
+    await other_owner.client.room_put_state(other_room, "fr.maillage.courriel", {"adresses": [address]})
+    notice = await other_owner.wait_for_text(other_room, lambda m: m.sender == COURRIEL, since=since)
+    assert notice.body.startswith(f"Ce salon ne reçoit pas les courriels de {address}@{DOMAIN} :"), notice.body
+    await asyncio.to_thread(smtp_send, synapse, mail("Pour le premier salon", "Premier.", to=f"{address}@{DOMAIN}"),
+                            "jean.dupont@exemple.fr", [f"{address}@{DOMAIN}"])
+    arrived = await owner.wait_for_text(room, lambda m: m.sender == JEAN and "Premier." in m.body)
+    assert not any(m.room_id == other_room for m in owner.received if m.sender == JEAN), arrived.room_id
     removed = await bot_reply(owner, room, COURRIEL, f"!mail retire {address}")
     assert "ne mène plus à ce salon" in removed
     await asyncio.sleep(1)

@@ -10,6 +10,7 @@ import email
 import email.policy
 import io
 import smtplib
+import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
@@ -146,3 +147,39 @@ async def test_an_agent_answers_from_the_thread_and_the_correspondent_s_client_t
     assert "inexistant@exemple.fr" in refused.body and "550" in refused.body
     for typed in ("pas-une-adresse Sujet", "x@y Sujet"):
         assert "Adresse du correspondant refusée" in await bot_reply(owner, room, COURRIEL, f"!mail nouveau {typed}")
+
+
+async def test_a_reply_the_relay_never_takes_is_given_up_after_two_days_and_said_in_the_thread(
+        synapse: ServerStack, bridge: ServiceProcess, agents: AgentFactory) -> None:
+    """No relay listening (no ``relay`` fixture here): the reply is kept and tried again with
+    back-off; two days later it is given up, and the thread is told."""
+    address = f"sans-relais-{uuid.uuid4().hex[:6]}"
+    owner, room = await room_with_mailbox(agents, synapse, "Sans relais", address)
+    to = f"{address}@{DOMAIN}"
+    await asyncio.to_thread(smtp_send, synapse, mail("Demande", "Bonjour.", to=to), "jean.dupont@exemple.fr", [to])
+    shown = await owner.wait_for_text(room, lambda m: m.sender == JEAN, timeout=60)
+    await owner.send_text(room, "Réponse qui ne partira pas.", in_thread=shown.event_id)
+
+    database = synapse.config.data_dir / "courriel" / "courriel.db"
+
+    def attempts() -> int:
+        with sqlite3.connect(database, timeout=10) as db:
+            row = db.execute("SELECT essais FROM courriel_sortant WHERE room_id=?", (room,)).fetchone()
+        return int(row[0]) if row else 0
+
+    deadline = time.monotonic() + 60
+    while await asyncio.to_thread(attempts) < 1 and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+    assert await asyncio.to_thread(attempts) >= 1  # tried, refused by the closed port, kept for later
+    assert not [m for m in owner.received if m.room_id == room and m.sender == COURRIEL
+                and m.thread_root == shown.event_id]
+
+    def two_days_pass() -> None:  # the queued reply's age, as if written three days ago
+        with sqlite3.connect(database, timeout=10) as db:
+            db.execute("UPDATE courriel_sortant SET cree_ms = cree_ms - ? WHERE room_id=?", (3 * 86_400_000, room))
+
+    await asyncio.to_thread(two_days_pass)
+    told = await owner.wait_for_text(room, lambda m: m.sender == COURRIEL and m.thread_root == shown.event_id,
+                                     timeout=90)
+    assert told.body.startswith("Le courriel à jean.dupont@exemple.fr n’a pas été remis : le relais de messagerie "
+                                "n’a pas répondu pendant deux jours"), told.body

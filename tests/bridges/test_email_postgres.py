@@ -1,9 +1,11 @@
 """The email bridge on PostgreSQL (production), against the real server on 127.0.0.1:5432:
-a message received by SMTP, stored there before its 250, delivered to the room."""
+a message received by SMTP, stored there before its 250, delivered to the room; a database
+that refuses to store gets the sender a 451 (try again), and nothing is lost."""
 
 from __future__ import annotations
 
 import asyncio
+import smtplib
 import uuid
 
 import asyncpg
@@ -16,6 +18,21 @@ from tests.conftest import ServerStack, ServiceProcess
 from tests.harness.matrix import AgentFactory
 
 pytestmark = pytest.mark.usefixtures("in_french")
+
+
+async def refuse_inserts(url: str, refuse: bool) -> None:
+    """A trigger that makes every new row fail (superusers are not spared, unlike a REVOKE)."""
+    connection = await asyncpg.connect(url)
+    try:
+        if refuse:
+            await connection.execute(
+                "CREATE FUNCTION refuser() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'plus de place'; END $$"
+                " LANGUAGE plpgsql; CREATE TRIGGER refuser BEFORE INSERT ON courriel_entrant"
+                " FOR EACH STATEMENT EXECUTE FUNCTION refuser()")
+        else:
+            await connection.execute("DROP TRIGGER refuser ON courriel_entrant; DROP FUNCTION refuser()")
+    finally:
+        await connection.close()
 
 
 async def test_the_bridge_runs_on_postgresql(synapse: ServerStack, bridge: ServiceProcess, postgres_url: str,  # noqa: F811
@@ -40,6 +57,19 @@ async def test_the_bridge_runs_on_postgresql(synapse: ServerStack, bridge: Servi
         finally:
             await connection.close()
         assert (rooms, delivered, seen) == (room, "livre", shown.event_id)
+
+        # The database refuses to store (a full disk, a read-only standby): 451, the sending
+        # server keeps the message and tries again; once stored it arrives, once.
+        await refuse_inserts(postgres_url, True)
+        retried = mail("Réessayé plus tard", "Envoyé pendant que la base refusait.", to=f"{address}@{DOMAIN}")
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            await asyncio.to_thread(smtp_send, synapse, retried, "jean.dupont@exemple.fr", [f"{address}@{DOMAIN}"])
+        assert refused.value.smtp_code == 451 and b"4.3.0" in refused.value.smtp_error
+        await refuse_inserts(postgres_url, False)
+        await asyncio.to_thread(smtp_send, synapse, retried, "jean.dupont@exemple.fr", [f"{address}@{DOMAIN}"])
+        await owner.wait_for_text(room, lambda m: m.sender == JEAN and "pendant que la base" in m.body, timeout=90)
+        await asyncio.sleep(3)  # a second copy would be here by now
+        assert sum("pendant que la base" in m.body for m in owner.received if m.room_id == room) == 1
     finally:
         bridge.stop()
         bridge.start()

@@ -65,5 +65,30 @@ async def test_a_service_gets_its_mailbox_from_the_portal(
         assert "copie intégrale" in shown.body
     finally:
         await lina.close()
+
+    # Removed from the portal: no longer listed, and mail to it is refused once the bridge knows.
+    detail = await browser.get(f"{portal.url}/services/etat-civil-ml")
+    assert f"<li>etat-civil-ml@{DOMAIN}" in detail.text
+    remove = f"{portal.url}/services/etat-civil-ml/courriel/retirer"
+    absent = await browser.post(remove, data={"csrf": csrf_of(detail), "adresse": f"inconnue@{DOMAIN}"})
+    assert absent.status_code == 422 and f"inconnue@{DOMAIN} ne mène pas au salon de ce service" in absent.text
+    removed = await browser.post(remove, data={"csrf": csrf_of(detail), "adresse": f"etat-civil-ml@{DOMAIN}"})
+    assert removed.status_code == 200 and "ne mène plus au salon d’équipe" in removed.text, removed.text[:300]
+    assert f"<li>etat-civil-ml@{DOMAIN}" not in removed.text and "pas encore d’adresse" in removed.text
+
+    def refused_now() -> bool:
+        try:
+            smtp_send(synapse, mail("Encore", "x", to=f"etat-civil-ml@{DOMAIN}"), "jean.dupont@exemple.fr",
+                      [f"etat-civil-ml@{DOMAIN}"])
+        except smtplib.SMTPRecipientsRefused:
+            return True
+        return False
+
+    for _ in range(30):
+        if await asyncio.to_thread(refused_now):
+            break
+        await asyncio.sleep(1)
+    else:
+        raise AssertionError("the removed address still accepted mail after 30 s")
     audit = await browser.get(f"{portal.url}/journal?q=courriel")
-    assert "service.courriel" in audit.text
+    assert "service.courriel" in audit.text and "service.courriel.retrait" in audit.text
