@@ -106,6 +106,12 @@ def build(outgoing: Outgoing) -> EmailMessage:
 
 async def send_one(bot: CourrielBot, outgoing: Outgoing) -> None:
     relay = bot.relay
+    if not relay.host:  # kept: it goes once a relay is configured (and the bridge restarted)
+        if outgoing.attempts == 0:
+            await bot.send_about(outgoing.room_id, outgoing.event_id, thread_notice(outgoing, t(
+                "mail.no_relay", to=str(outgoing.content.get("a", "?")))), key="sans-relais")
+        await later(bot, outgoing, t("mail.no_relay_short"))
+        return
     try:
         await aiosmtplib.send(build(outgoing), hostname=relay.host, port=relay.port, username=relay.user or None,
                               password=relay.password or None, use_tls=relay.security == "tls",

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
+from maillage.config import load_config
 from tests.bridges.test_email_inbound import COURRIEL, DOMAIN, JEAN, mail, room_with_mailbox, smtp_send
 from tests.conftest import ServerStack, ServiceProcess
 from tests.harness.matrix import Agent, AgentFactory, bot_reply
@@ -183,3 +184,28 @@ async def test_a_reply_the_relay_never_takes_is_given_up_after_two_days_and_said
                                      timeout=90)
     assert told.body.startswith("Le courriel à jean.dupont@exemple.fr n’a pas été remis : le relais de messagerie "
                                 "n’a pas répondu pendant deux jours"), told.body
+
+
+async def test_without_a_relay_configured_the_answer_waits_and_the_thread_is_told(
+        synapse: ServerStack, bridge: ServiceProcess, agents: AgentFactory) -> None:
+    source = synapse.config.source
+    variant = source.with_name("maillage-courriel-sans-relais.toml")
+    variant.write_text(source.read_text().replace('relais_hote = "127.0.0.1"', 'relais_hote = ""'))
+    assert 'relais_hote = ""' in variant.read_text()
+    bridge.stop()
+    try:
+        bridge.start(load_config(variant))
+        address = f"sans-config-{uuid.uuid4().hex[:6]}"
+        owner, room = await room_with_mailbox(agents, synapse, "Sans relais configuré", address)
+        to = f"{address}@{DOMAIN}"
+        await asyncio.to_thread(smtp_send, synapse, mail("Demande", "Bonjour.", to=to), "jean.dupont@exemple.fr",
+                                [to])
+        shown = await owner.wait_for_text(room, lambda m: m.sender == JEAN, timeout=60)
+        await owner.send_text(room, "Réponse en attente d’un relais.", in_thread=shown.event_id)
+        told = await owner.wait_for_text(room, lambda m: m.sender == COURRIEL and m.thread_root == shown.event_id,
+                                         timeout=60)
+        assert told.body.startswith("Le courriel à jean.dupont@exemple.fr n’est pas encore parti : aucun relais"), \
+            told.body
+    finally:
+        bridge.stop()
+        bridge.start()
