@@ -149,12 +149,21 @@ class ServeurDav(_Section):
     utilisateur: str = "maillage"
 
 
+def _check_optional_file(value: str) -> str:
+    if value and not Path(value).is_file():
+        raise ValueError(t("config.expected.file"))
+    return value
+
+
 class Smtp(_Section):
     hote: str = ""
     port: Port = 587
     securite: Literal["starttls", "tls", "aucune"] = "starttls"
     utilisateur: str = ""
     expediteur: str = ""
+    # The certificate authority (PEM) the relay's certificate chains to, when it is the
+    # collectivité's own; empty: the system's authorities.
+    ca: Annotated[str, AfterValidator(_check_optional_file)] = ""
 
     @model_validator(mode="after")
     def _sender_needed(self) -> Smtp:
@@ -260,12 +269,6 @@ def _check_circuit_steps(value: str) -> str:
     return value
 
 
-def _check_optional_file(value: str) -> str:
-    if value and not Path(value).is_file():
-        raise ValueError(t("config.expected.file"))
-    return value
-
-
 class ModeleCircuit(_Section):
     """A circuit the agents start by its name (« !circuit lance <document> modèle: arrêté »)."""
 
@@ -348,6 +351,7 @@ class Courriel(_Section):
     relais_port: Port = 587
     relais_securite: Literal["starttls", "tls", "aucune"] = "starttls"
     relais_utilisateur: str = ""
+    relais_ca: Annotated[str, AfterValidator(_check_optional_file)] = ""
     # Sender checks (SPF, DKIM) shown on each message; « signaler »: a warning on an unverified
     # one; « refuser »: one its domain disowns (SPF fail) with no valid signature refused (550).
     politique_expediteur: Literal["accepter", "signaler", "refuser"] = "signaler"

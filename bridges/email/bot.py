@@ -44,6 +44,7 @@ class Relay:
     security: str
     user: str
     password: str
+    ca: str = ""
 
 
 def relay_of(bot: Bot) -> Relay:
@@ -51,8 +52,10 @@ def relay_of(bot: Bot) -> Relay:
     config, password = bot.context.config, bot.context.secrets.smtp_password
     mail = config.courriel
     if mail.relais_hote:
-        return Relay(mail.relais_hote, mail.relais_port, mail.relais_securite, mail.relais_utilisateur, password)
-    return Relay(config.smtp.hote, config.smtp.port, config.smtp.securite, config.smtp.utilisateur, password)
+        return Relay(mail.relais_hote, mail.relais_port, mail.relais_securite, mail.relais_utilisateur, password,
+                     mail.relais_ca)
+    smtp = config.smtp
+    return Relay(smtp.hote, smtp.port, smtp.securite, smtp.utilisateur, password, smtp.ca)
 
 
 def mail_domain(bot: Bot) -> str:
@@ -83,6 +86,7 @@ class CourrielBot(Bot):
         self.ghosts = Ghosts(config.bots_homeserver_url, self.context.secrets.courriel_as_token,
                              config.collectivite.nom_serveur, self)
         self.relay = relay_of(self)
+        log.info("replies leave through %s:%s (%s)", self.relay.host or "-", self.relay.port, self.relay.security)
         self.arrived, self.to_send = asyncio.Event(), asyncio.Event()
         self.client.add_event_handler(MAILBOX_EVENT, self.on_mailbox_state, wait_sync=True)
         self._work = [asyncio.create_task(self.deliver_forever()), asyncio.create_task(self.send_forever())]

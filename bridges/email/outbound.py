@@ -115,7 +115,12 @@ async def send_one(bot: CourrielBot, outgoing: Outgoing) -> None:
     try:
         await aiosmtplib.send(build(outgoing), hostname=relay.host, port=relay.port, username=relay.user or None,
                               password=relay.password or None, use_tls=relay.security == "tls",
-                              start_tls=relay.security == "starttls", timeout=60)
+                              start_tls=relay.security == "starttls", cert_bundle=relay.ca or None, timeout=60)
+    except aiosmtplib.SMTPAuthenticationError as error:  # the configuration's fault: kept, told once
+        if outgoing.attempts == 0:
+            told = t("mail.relay_login_refused", to=str(outgoing.content.get("a", "?")), code=error.code)
+            await bot.send_about(outgoing.room_id, outgoing.event_id, thread_notice(outgoing, told), key="identifiant")
+        await later(bot, outgoing, f"{error.code} {t('mail.relay_login_refused_short')}")
     except aiosmtplib.SMTPRecipientsRefused as refused:
         await refusal(bot, outgoing, "; ".join(f"{r.code} {r.message}" for r in refused.recipients))
     except aiosmtplib.SMTPResponseException as error:
@@ -124,7 +129,7 @@ async def send_one(bot: CourrielBot, outgoing: Outgoing) -> None:
         else:
             await later(bot, outgoing, f"{error.code} {error.message}")
     except (aiosmtplib.SMTPException, OSError) as error:
-        await later(bot, outgoing, type(error).__name__)
+        await later(bot, outgoing, f"{type(error).__name__}: {str(error)[:200]}")
     else:
         await bot.mail.sent(outgoing.event_id)
         await bot.send_about(outgoing.room_id, outgoing.event_id, {"m.relates_to": {

@@ -6,24 +6,32 @@ starts a conversation."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email
 import email.policy
 import io
+import re
 import smtplib
 import sqlite3
+import ssl
 import time
 import uuid
 from collections.abc import Iterator
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from maillage.config import load_config
+from maillage.deploy.tls import issue_server_certificate
+from maillage.secretstore import load_secrets, update_secrets
 from tests.bridges.test_email_inbound import COURRIEL, DOMAIN, JEAN, mail, room_with_mailbox, smtp_send
 from tests.conftest import ServerStack, ServiceProcess
 from tests.harness.matrix import Agent, AgentFactory, bot_reply
+from tests.harness.servers import free_port
 
 pytestmark = pytest.mark.usefixtures("in_french")
 
@@ -209,3 +217,70 @@ async def test_without_a_relay_configured_the_answer_waits_and_the_thread_is_tol
     finally:
         bridge.stop()
         bridge.start()
+
+
+RELAY_USER, RELAY_PASSWORD = "passerelle", "Mot-de-passe-relais-8c1d"
+
+
+@contextlib.contextmanager
+def guarded_relay(tmp_path: Path) -> Iterator[tuple[Relay, int, Path]]:
+    """The collectivité's relay as production has it: STARTTLS required (a certificate of the
+    collectivité's own authority), then a login, before any mail; its port and the CA file."""
+    certificate = issue_server_certificate(tmp_path / "ca", tmp_path / "relais", "localhost")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certificate.certificate, certificate.key)
+
+    def authenticate(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
+        accepted = isinstance(data, LoginPassword) and data.login == RELAY_USER.encode() \
+            and data.password == RELAY_PASSWORD.encode()
+        return AuthResult(success=accepted, handled=False)  # handled=False: aiosmtpd answers 535 itself
+
+    handler, port = Relay(), free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port, tls_context=context, require_starttls=True,
+                            auth_required=True, authenticator=authenticate)
+    controller.start()
+    try:
+        yield handler, port, tmp_path / "ca" / "ca.pem"
+    finally:
+        controller.stop()
+
+
+async def test_answers_go_through_a_relay_that_wants_starttls_and_a_password_and_a_wrong_one_is_told(
+        synapse: ServerStack, bridge: ServiceProcess, agents: AgentFactory, tmp_path: Path) -> None:
+    data_dir = synapse.config.data_dir
+    before = load_secrets(data_dir).smtp_password
+    with guarded_relay(tmp_path) as (relay_seen, port, ca):
+        text = synapse.config.source.read_text()
+        text = re.sub(r"relais_port = \d+", f"relais_port = {port}", text)
+        text = text.replace('relais_securite = "aucune"', 'relais_securite = "starttls"')
+        text = text.replace("[courriel]", f'[courriel]\nrelais_utilisateur = "{RELAY_USER}"\nrelais_ca = "{ca}"')
+        variant = synapse.config.source.with_name("maillage-courriel-relais-tls.toml")
+        variant.write_text(text)
+        update_secrets(data_dir, smtp_password="Pas-le-bon-mot-de-passe-1")
+        bridge.stop()
+        try:
+            bridge.start(load_config(variant))
+            address = f"tls-{uuid.uuid4().hex[:6]}"
+            owner, room = await room_with_mailbox(agents, synapse, "Relais protégé", address)
+            to = f"{address}@{DOMAIN}"
+            await asyncio.to_thread(smtp_send, synapse, mail("Demande", "Bonjour.", to=to), "jean.dupont@exemple.fr",
+                                    [to])
+            shown = await owner.wait_for_text(room, lambda m: m.sender == JEAN, timeout=60)
+            await owner.send_text(room, "Réponse par le relais protégé.", in_thread=shown.event_id)
+            told = await owner.wait_for_text(
+                room, lambda m: m.sender == COURRIEL and m.thread_root == shown.event_id, timeout=60)
+            assert "le relais de messagerie refuse l’identifiant de la passerelle (535)" in told.body, told.body
+            assert "Pas-le-bon" not in told.body and not relay_seen.received
+
+            # The password corrected and the bridge restarted: the kept answer goes, over TLS.
+            update_secrets(data_dir, smtp_password=RELAY_PASSWORD)
+            bridge.stop()
+            bridge.start(load_config(variant))
+            answer = await asyncio.to_thread(relay_seen.wait_for, lambda m: "relais protégé" in plain(m), 90)
+            assert answer["To"] == "jean.dupont@exemple.fr"
+            log = (data_dir / "logs" / "courriel.log").read_text()
+            assert "Pas-le-bon-mot-de-passe-1" not in log and RELAY_PASSWORD not in log
+        finally:
+            update_secrets(data_dir, smtp_password=before)
+            bridge.stop()
+            bridge.start()

@@ -190,3 +190,9 @@ def test_config_values_are_frozen(tmp_path: Path) -> None:
 def test_toml_dump_round_trips() -> None:
     document = config_document(federation={"partenaires": ["a.fr", "b.fr"]})
     assert tomllib.loads(toml_dump(document)) == document
+
+
+@pytest.mark.parametrize(("section", "key"), [("smtp", "ca"), ("courriel", "relais_ca")])
+def test_a_relay_authority_file_that_does_not_exist_is_refused(tmp_path: Path, section: str, key: str) -> None:
+    message = _problems(tmp_path, config_document(**{section: {key: "/nulle/part/ca.pem"}}))
+    assert f"{section}.{key}" in message and "un fichier qui existe" in message
