@@ -14,6 +14,7 @@ import os
 import re
 import tomllib
 import zoneinfo
+from collections.abc import Callable
 from datetime import date
 from importlib import resources
 from pathlib import Path
@@ -364,6 +365,44 @@ class Courriel(_Section):
     base_de_donnees: str = ""
 
 
+def _check_service_url(schemes: tuple[str, ...]) -> Callable[[str], str]:
+    """A server's URL (« postgresql://utilisateur@hôte:port »): no database, no password (it
+    belongs in secrets/secrets.toml)."""
+    def check(value: str) -> str:
+        try:
+            parts = urlsplit(value)
+            port = parts.port
+        except ValueError:
+            parts, port = None, None
+        if parts is None or parts.scheme not in schemes or not parts.hostname or parts.path.strip("/") \
+                or parts.query or (port is not None and not 1 <= port <= 65535):
+            raise ValueError(t("config.expected.service_url", example=f"{schemes[0]}://127.0.0.1"))
+        if parts.password:
+            raise ValueError(t("config.expected.no_password_in_url"))
+        return value.rstrip("/")
+    return check
+
+
+class Deploiement(_Section):
+    """How the stack runs: « simple » (SQLite, one Synapse process: a commune on one small
+    server) or « reparti » (PostgreSQL, Redis and Synapse workers: a département). The same
+    config takes both; ``maillage up --profile scaled`` picks the second for one run."""
+
+    profil: Literal["simple", "reparti"] = "simple"
+    # The PostgreSQL server, without a database and without a password (the password, if
+    # any: postgresql_password in secrets/secrets.toml). Each part has its own database,
+    # « <prefixe_bases>_synapse », « _bots », « _courriel », « _portail », made at first start.
+    postgresql: Annotated[str, AfterValidator(_check_service_url(("postgresql", "postgres")))] = (
+        "postgresql://postgres@127.0.0.1:5432")
+    prefixe_bases: str = Field(default="maillage", pattern=r"^[a-z][a-z0-9_]{0,40}$")
+    redis: Annotated[str, AfterValidator(_check_service_url(("redis",)))] = "redis://127.0.0.1:6379"
+    # Synapse workers answering sync and the client's reads (one process each).
+    lecteurs: int = Field(default=1, ge=1, le=32)
+    # The first of the ports the Synapse processes use among themselves, on loopback (the
+    # main process's own client port, replication, then one per worker).
+    port_interne: Port = 18400
+
+
 class Demo(_Section):
     activee: bool = False
     # Which fictitious collectivité: a town hall, or an intercommunalité (the neighbour).
@@ -387,6 +426,7 @@ class Config(_Section):
     portail: Portail = Portail()
     courriel: Courriel = Courriel()
     demo: Demo = Demo()
+    deploiement: Deploiement = Deploiement()
     externes: list[Externe] = []
 
     # Where the file was read from; relative paths in it are relative to its folder.
@@ -491,6 +531,26 @@ def url_host(address: str) -> str:
 
 
 # --- loading ------------------------------------------------------------------
+
+
+PROFILES = {"simple": "simple", "single": "simple", "reparti": "reparti", "réparti": "reparti",
+            "scaled": "reparti"}
+SCALED_DATABASES = ("bots", "courriel", "portail")  # Maillage's own, beside « synapse »
+
+
+def with_profile(config: Config, profile: str | None) -> Config:
+    """The config as ``profile`` runs it (``maillage up --profile scaled`` for one run; None:
+    the file's own). Scaled, the bots, the bridge and the portal use PostgreSQL too: their own
+    database on ``[deploiement] postgresql`` unless their ``base_de_donnees`` names one."""
+    chosen = PROFILES[profile] if profile else config.deploiement.profil
+    update: dict[str, Any] = {"deploiement": config.deploiement.model_copy(update={"profil": chosen})}
+    if chosen == "reparti":
+        for part in SCALED_DATABASES:
+            section = getattr(config, part)
+            if not section.base_de_donnees:
+                url = f"{config.deploiement.postgresql}/{config.deploiement.prefixe_bases}_{part}"
+                update[part] = section.model_copy(update={"base_de_donnees": url})
+    return config.model_copy(update=update)
 
 
 def config_path(config: str | os.PathLike[str] | None, data_dir: str | os.PathLike[str] | None) -> Path:

@@ -38,8 +38,11 @@ class Secrets:
     admin_access_token: str = ""
     # Encrypts the bots' end-to-end keys at rest in their database.
     bots_pickle_key: str = ""
-    # Given by the admin, never generated: the SMTP relay's password.
+    # Given by the admin, never generated: the SMTP relay's password, the PostgreSQL
+    # server's (scaled profile; empty: trust or peer authentication), Redis's.
     smtp_password: str = ""
+    postgresql_password: str = ""
+    redis_password: str = ""
     # The portal's client secret at the bundled development OIDC provider, or at
     # ProConnect/Keycloak when the admin writes it here (``maillage`` never prints it).
     portal_oidc_secret: str = ""

@@ -11,12 +11,14 @@ from pathlib import Path
 
 from maillage.config import (
     CONFIG_FILENAME,
+    PROFILES,
     Config,
     ConfigError,
     config_path,
     load_config,
     parse_config,
     render_config_template,
+    with_profile,
 )
 from maillage.deploy import launcher
 from maillage.deploy.neighbour import prepare_neighbour
@@ -34,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="maillage", description=t("cli.description"))
     parser.add_argument("-c", "--config", help=t("cli.config"))
     parser.add_argument("-d", "--data-dir", help=t("cli.data_dir"))
+    parser.add_argument("--profil", "--profile", dest="profile", choices=sorted(PROFILES), help=t("cli.profile"))
     commands = parser.add_subparsers(dest="command", required=True)
 
     init = commands.add_parser("init", help=t("cli.init"))
@@ -45,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--detach", action="store_true", help=t("cli.up.detach"))
     up.add_argument("--with-neighbour", "--avec-voisin", action="store_true", help=t("cli.up.neighbour"))
     up.add_argument("--no-summary", action="store_true", help=argparse.SUPPRESS)
+    up.add_argument("--profil", "--profile", dest="up_profile", choices=sorted(PROFILES), help=t("cli.profile"))
 
     partner = commands.add_parser("partenaire", aliases=["partner"], help=t("cli.partner"))
     partner_actions = partner.add_subparsers(dest="action", required=True)
@@ -128,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "init":
             return init(path, name=args.nom, server_name=args.nom_serveur, demo=args.demo)
-        config = _load(path, create_demo=args.command == "up" and default_place)
+        config = with_profile(_load(path, create_demo=args.command == "up" and default_place),
+                              getattr(args, "up_profile", None) or args.profile)
         if args.command == "up":
             if args.with_neighbour:
                 config = _start_neighbour(config)

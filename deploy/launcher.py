@@ -22,6 +22,7 @@ import datetime
 import fcntl
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,7 +34,7 @@ from types import FrameType
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
-from maillage.config import Config, ConfigError, check_data_dir, load_config
+from maillage.config import Config, ConfigError, check_data_dir, load_config, with_profile
 from maillage.deploy import processes
 from maillage.deploy.neighbour import SHARED_ROOM, neighbour_config, seed_shared_room
 from maillage.deploy.processes import RunningService, StartError
@@ -44,6 +45,7 @@ from maillage.deploy.provisioning import (
     ensure_admin_token,
     seed_demo,
 )
+from maillage.deploy.scaled import scaled_servers_problem
 from maillage.deploy.services import HealthCheck, Service, log_path, stack_services
 from maillage.deploy.supervisor import STARTING, WAITING, Supervisor, redactor, seconds_until
 from maillage.i18n import t
@@ -130,12 +132,21 @@ def up(config: Config, *, out: TextIO = sys.stdout, show_summary: bool = True) -
                     pid=read_state(config).get("pid", "?")), file=out)
             return EXIT_ALREADY_RUNNING
         make_private_tree(config.data_dir, warn=lambda m: print(m, file=out))
+        if config.deploiement.profil == "reparti":
+            problem = scaled_servers_problem(config, stack_secrets) or _nginx_missing()
+            if problem:
+                print(problem, file=out)
+                return EXIT_FAILED
         services = stack_services(config, stack_secrets)
         busy = _busy_port(config, services)
         if busy:
             print(busy, file=out)
             return EXIT_FAILED
         return _supervise(config, stack_secrets, services, out, show_summary)
+
+
+def _nginx_missing() -> str | None:
+    return None if shutil.which("nginx") or Path("/usr/sbin/nginx").exists() else t("scaled.nginx_missing")
 
 
 def _busy_port(config: Config, services: list[Service]) -> str | None:
@@ -161,6 +172,7 @@ def _supervise(config: Config, stack_secrets: Secrets, services: list[Service],
     supervisor = Supervisor([], out=out, redact=redactor(_secret_values(stack_secrets)),
                             timezone=config.collectivite.fuseau_horaire)
     state: dict[str, Any] = {"pid": os.getpid(), "pret": False, "config": str(config.source),
+                             "profil": config.deploiement.profil,
                              "nom_serveur": config.collectivite.nom_serveur, "services": {}}
     try:
         print(t("up.starting", name=config.collectivite.nom,
@@ -265,7 +277,7 @@ def _reload(config: Config, supervisor: Supervisor, state: dict[str, Any], out: 
     """
     generation = state.get("rechargement", {}).get("generation", 0) + 1
     try:
-        fresh = load_config(config.source)
+        fresh = with_profile(load_config(config.source), config.deploiement.profil)
     except ConfigError as exc:
         print(t("reload.invalid", detail=exc), file=out, flush=True)
         state["rechargement"] = {"generation": generation, "erreur": str(exc)}
@@ -273,24 +285,33 @@ def _reload(config: Config, supervisor: Supervisor, state: dict[str, Any], out: 
         return config
     print(t("reload.start"), file=out, flush=True)
     started = time.monotonic()
-    record = supervisor.find("synapse")
-    if record.running is not None:
-        processes.stop(record.running)
-    record.service = next(s for s in stack_services(fresh, load_secrets(fresh.data_dir)) if s.name == "synapse")
-    try:
-        _start_one(fresh, record.service, state, out, on_started=lambda running: supervisor.replaced(record, running))
-    except StartError as exc:
+    # Synapse's processes (the main one, and its workers in the scaled profile) read the
+    # config: all are restarted, the workers stopped first and started after the main one.
+    fresh_services = [s for s in stack_services(fresh, load_secrets(fresh.data_dir)) if _is_synapse(s.name)]
+    records = [supervisor.find(service.name) for service in fresh_services]
+    for record in reversed(records):
         if record.running is not None:
-            processes.stop(record.running, grace=5.0)
-        supervisor.failed(record, str(exc), code=record.running.process.returncode if record.running else None)
-        state["rechargement"] = {"generation": generation, "erreur": str(exc)}
-        _write_state(fresh, state)
-        return fresh
+            processes.stop(record.running)
+    for record, service in zip(records, fresh_services, strict=True):
+        record.service = service
+        try:
+            _start_one(fresh, service, state, out, on_started=lambda running, r=record: supervisor.replaced(r, running))
+        except StartError as exc:
+            if record.running is not None:
+                processes.stop(record.running, grace=5.0)
+            supervisor.failed(record, str(exc), code=record.running.process.returncode if record.running else None)
+            state["rechargement"] = {"generation": generation, "erreur": str(exc)}
+            _write_state(fresh, state)
+            return fresh
     seconds = time.monotonic() - started
     state["rechargement"] = {"generation": generation, "secondes": round(seconds, 2)}
     _write_state(fresh, state)
     print(t("reload.done", seconds=f"{seconds:.1f}"), file=out, flush=True)
     return fresh
+
+
+def _is_synapse(name: str) -> bool:
+    return name == "synapse" or name.startswith("synapse-")
 
 
 def reload(config: Config, *, out: TextIO = sys.stdout, timeout: float = 240.0) -> int:
@@ -335,7 +356,8 @@ def up_detached(config: Config, *, out: TextIO = sys.stdout) -> int:
     start_offset = log.stat().st_size if log.exists() else 0
     with log.open("ab") as output:
         supervisor = subprocess.Popen(
-            [sys.executable, "-m", "maillage", "--config", str(config.source), "up", "--no-summary"],
+            [sys.executable, "-m", "maillage", "--config", str(config.source), "--profil", config.deploiement.profil,
+             "up", "--no-summary"],
             stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
@@ -398,6 +420,8 @@ def status(config: Config) -> dict[str, Any]:
     services = []
     ready = bool(state.get("pret"))
     # Same checks as at start, rebuilt from the config once (credentials are not in the state file).
+    # The profile the stack was started with (``up --profile scaled``), not only the file's.
+    config = with_profile(config, state.get("profil")) if state.get("profil") else config
     checks = {s.name: s.health for s in stack_services(config, load_secrets(config.data_dir))} if running else {}
     for name, info in state.get("services", {}).items():
         entry = {"nom": name, "libelle": info["libelle"], "url": info["url"], "pid": info.get("pid"),

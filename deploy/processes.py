@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from maillage.deploy.services import HealthCheck, Service
+from maillage.deploy.services import HealthCheck, PrepareError, Service
 from maillage.i18n import t
 
 _PR_SET_PDEATHSIG = 1
@@ -83,7 +83,10 @@ class RunningService:
 
 def start(service: Service, log: Path) -> RunningService:
     """Prepare the service's files and start it, its output going to ``log``."""
-    service.prepare()
+    try:
+        service.prepare()
+    except PrepareError as exc:
+        raise StartError(str(exc)) from None
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as output:
         process = subprocess.Popen(

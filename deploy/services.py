@@ -7,6 +7,7 @@ of Maillage (bots, bridge, portal) adds its own.
 
 from __future__ import annotations
 
+import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,8 +17,15 @@ import yaml
 
 from maillage.config import Config, url_host
 from maillage.deploy.dav_access import WSGIDAV_CONFIG_KEY, access_directory, publish_service_account
-from maillage.homeserver.render import render_synapse
+from maillage.deploy.scaled import ensure_databases, scaled_servers_problem
+from maillage.homeserver.render import pgpass_path, render_synapse
+from maillage.homeserver.workers import LOOPBACK, render_nginx, scaled_ports, workers_of
 from maillage.secretstore import Secrets, write_private
+
+
+class PrepareError(Exception):
+    """A service cannot be prepared (a server it needs does not answer…): the message says
+    which and what to do, for the admin."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,59 @@ def synapse_service(config: Config, secrets: Secrets, *, relaxed_rate_limits: bo
         prepare=prepare,
         startup_timeout=180.0,
     )
+
+
+def scaled_synapse_services(config: Config, secrets: Secrets) -> list[Service]:
+    """The scaled profile's Synapse: its databases checked or made, the main process, each
+    worker, then the front door (nginx) where clients reach Synapse."""
+    config_file = config.data_dir / "synapse" / "homeserver.yaml"
+    workers_dir = config.data_dir / "synapse" / "workers"
+
+    def prepare_main() -> None:
+        problem = scaled_servers_problem(config, secrets)
+        if problem:
+            raise PrepareError(problem)
+        ensure_databases(config, secrets)
+        render_synapse(config, secrets)
+
+    internal = scaled_ports(config).main_client
+    main = Service(
+        name="synapse", label="Synapse (processus principal)",
+        argv=[sys.executable, "-m", "synapse.app.homeserver", "--config-path", str(config_file)],
+        url=config.synapse_url, health=HealthCheck(url=f"http://{LOOPBACK}:{internal}/health"),
+        port=internal, port_key="deploiement.port_interne",
+        more_ports=((scaled_ports(config).replication, "deploiement.port_interne"),
+                    *(((config.federation.port, "federation.port"),) if config.federation.active else ())),
+        prepare=prepare_main, startup_timeout=240.0, env=pg_env(config))
+    workers = [Service(
+        name=f"synapse-{worker.name}", label=worker.label,
+        argv=[sys.executable, "-m", "synapse.app.generic_worker", "--config-path", str(config_file),
+              "--config-path", str(workers_dir / f"{worker.name}.yaml")],
+        url=worker.url, health=HealthCheck(url=f"{worker.url}/health"), port=worker.port,
+        port_key="deploiement.port_interne", startup_timeout=180.0, env=pg_env(config))
+        for worker in workers_of(config)]
+    nginx_dir = config.data_dir / "routeur"
+    router = Service(
+        name="routeur", label="Routeur Synapse (nginx)",
+        argv=[nginx_binary(), "-p", str(nginx_dir), "-c", str(nginx_dir / "nginx.conf"), "-e", "stderr"],
+        url=config.synapse_url, health=HealthCheck(url=f"{config.synapse_url}/health"),
+        port=config.reseau.port_synapse, port_key="reseau.port_synapse",
+        prepare=lambda: _write_nginx(config, nginx_dir), startup_timeout=30.0)
+    return [main, *workers, router]
+
+
+def _write_nginx(config: Config, directory: Path) -> None:
+    render_nginx(config, directory, config.data_dir / "logs")
+
+
+def nginx_binary() -> str:
+    return shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def pg_env(config: Config) -> dict[str, str]:
+    """Where libpq and asyncpg find the PostgreSQL password (a 0600 file), if there is one."""
+    path = pgpass_path(config)
+    return {"PGPASSFILE": str(path)} if path.exists() else {}
 
 
 def caldav_service(config: Config, secrets: Secrets) -> Service:
@@ -177,11 +238,12 @@ def _own_process(config: Config, verb: str, label: str, port: int, port_key: str
                  url: str = "", startup_timeout: float = 60.0) -> Service:
     """One of Maillage's own processes: ``maillage --config … <verb>``, healthy at ``health_path``."""
     local = f"http://{_host(config)}:{port}"
+    profile = ["--profil", config.deploiement.profil] if config.deploiement.profil != "simple" else []
     return Service(
         name=verb, label=label,
-        argv=[sys.executable, "-m", "maillage", "--config", str(config.source), verb],
+        argv=[sys.executable, "-m", "maillage", "--config", str(config.source), *profile, verb],
         url=url or local, health=HealthCheck(url=local + health_path), port=port, port_key=port_key,
-        startup_timeout=startup_timeout,
+        startup_timeout=startup_timeout, env=pg_env(config),
     )
 
 
@@ -212,7 +274,10 @@ def portal_service(config: Config) -> Service:
 def stack_services(config: Config, secrets: Secrets) -> list[Service]:
     """Every service the launcher starts, in order; an external DAV server is not started."""
     services = [] if config.portail.oidc_emetteur else [dev_idp_service(config)]
-    services.append(synapse_service(config, secrets))
+    if config.deploiement.profil == "reparti":
+        services += scaled_synapse_services(config, secrets)
+    else:
+        services.append(synapse_service(config, secrets))
     if not config.caldav.url:
         services.append(caldav_service(config, secrets))
     if not config.webdav.url:

@@ -9,11 +9,19 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import jinja2
 import yaml
 
 from maillage.config import Config
+from maillage.homeserver.workers import (
+    LOOPBACK,
+    main_process_settings,
+    scaled_ports,
+    synapse_database,
+    write_worker_configs,
+)
 from maillage.i18n import t
 from maillage.portal.matrix_sso import provider_settings
 from maillage.portal.partners import published_externals
@@ -53,6 +61,7 @@ def render_synapse(
     values = {
         "config_path": config.source,
         "profile": "single-process (SQLite)",
+        "scaled": False,
         "server_name": config.collectivite.nom_serveur,
         "public_baseurl": config.public_baseurl,
         "bind_address": config.reseau.adresse_ecoute,
@@ -77,10 +86,43 @@ def render_synapse(
         "sso_templates": write_sso_templates(directory / "modeles", config.collectivite.langue),
         "appservices": [str(write_email_registration(config, secrets))] if config.courriel.active else [],
     }
+    if config.deploiement.profil == "reparti":
+        values |= scaled_values(config, secrets, directory)
     config_file = directory / "homeserver.yaml"
     write_private(config_file, _TEMPLATES.get_template("homeserver.yaml.j2").render(values))
     (directory / "log.yaml").write_text(_TEMPLATES.get_template("log.yaml.j2").render(values))
     return RenderedSynapse(config_file=config_file, directory=directory)
+
+
+def scaled_values(config: Config, secrets: Secrets, directory: Path) -> dict[str, object]:
+    """The template's values for the scaled profile; the workers' own files written beside."""
+    ports = scaled_ports(config)
+    write_worker_configs(config, directory / "workers", directory / "log.yaml")
+    return {
+        "profile": "scaled (PostgreSQL, Redis, workers)",
+        "scaled": True,
+        "internal_port": ports.main_client,
+        "replication_port": ports.replication,
+        "loopback": LOOPBACK,
+        "database": synapse_database(config, write_pgpass(config, secrets)),
+        "scaled_settings": main_process_settings(config, secrets.redis_password),
+    }
+
+
+def write_pgpass(config: Config, secrets: Secrets) -> Path | None:
+    """libpq's password file (0600) when the PostgreSQL server wants a password: Synapse and
+    Maillage's own processes read it (PGPASSFILE), so it is never on a command line."""
+    if not secrets.postgresql_password:
+        return None
+    server = urlsplit(config.deploiement.postgresql)
+    escaped = secrets.postgresql_password.replace("\\", "\\\\").replace(":", "\\:")
+    path = pgpass_path(config)
+    write_private(path, f"{server.hostname}:{server.port or 5432}:*:{server.username or 'postgres'}:{escaped}\n")
+    return path
+
+
+def pgpass_path(config: Config) -> Path:
+    return secrets_dir(config.data_dir) / "pgpass"
 
 
 SSO_PAGES = {  # Synapse's own pages on an agent's way in (its own are English)

@@ -1,0 +1,91 @@
+"""The servers the scaled profile stands on — PostgreSQL and Redis, already running (the
+collectivité's or the hosting platform's) — checked before anything starts, and the stack's
+databases made on first start: Synapse's with the C collation it requires, then the bots',
+the bridge's and the portal's."""
+
+from __future__ import annotations
+
+import socket
+from urllib.parse import urlsplit
+
+import psycopg2
+from psycopg2 import sql
+
+from maillage.config import SCALED_DATABASES, Config
+from maillage.homeserver.workers import database_name
+from maillage.i18n import t
+from maillage.secretstore import Secrets
+
+TIMEOUT = 5.0
+
+
+def _postgres(config: Config, secrets: Secrets, database: str = "postgres") -> psycopg2.extensions.connection:
+    server = urlsplit(config.deploiement.postgresql)
+    return psycopg2.connect(host=server.hostname, port=server.port or 5432, user=server.username or "postgres",
+                            password=secrets.postgresql_password or None, dbname=database,
+                            connect_timeout=int(TIMEOUT))
+
+
+def scaled_servers_problem(config: Config, secrets: Secrets) -> str | None:
+    """None when PostgreSQL and Redis both answer; else what is wrong, naming which (French)."""
+    try:
+        _postgres(config, secrets).close()
+    except psycopg2.Error as exc:
+        return t("scaled.postgresql_unreachable", url=config.deploiement.postgresql,
+                 detail=_first_line(str(exc)))
+    detail = _redis_problem(config.deploiement.redis, secrets.redis_password)
+    if detail:
+        return t("scaled.redis_unreachable", url=config.deploiement.redis, detail=detail)
+    return None
+
+
+def _redis_problem(url: str, password: str) -> str | None:
+    server = urlsplit(url)
+    try:
+        with socket.create_connection((server.hostname or "127.0.0.1", server.port or 6379), timeout=TIMEOUT) as conn:
+            if password:
+                conn.sendall(_resp("AUTH", password))
+                if not conn.recv(512).startswith(b"+OK"):
+                    return t("scaled.redis_password_refused")
+            conn.sendall(_resp("PING"))
+            answer = conn.recv(512)
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    if answer.startswith(b"-NOAUTH"):
+        return t("scaled.redis_password_needed")
+    return None if answer.startswith(b"+PONG") else answer.decode(errors="replace").strip()[:120]
+
+
+def _resp(*words: str) -> bytes:
+    encoded = [word.encode() for word in words]
+    return f"*{len(encoded)}\r\n".encode() + b"".join(b"$%d\r\n%s\r\n" % (len(w), w) for w in encoded)
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0][:200] if text.strip() else "?"
+
+
+def ensure_databases(config: Config, secrets: Secrets) -> list[str]:
+    """The stack's databases, made when missing (Synapse's in UTF-8 with the C collation, as
+    it requires); the names made."""
+    wanted = [database_name(config, "synapse")]
+    wanted += [database_name(config, part) for part in SCALED_DATABASES
+               if getattr(config, part).base_de_donnees.endswith(f"/{database_name(config, part)}")]
+    made = []
+    connection = _postgres(config, secrets)
+    try:
+        connection.autocommit = True  # CREATE DATABASE cannot run inside a transaction
+        with connection.cursor() as cursor:
+            for name in wanted:
+                cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+                if cursor.fetchone():
+                    continue
+                statement = sql.SQL("CREATE DATABASE {} ENCODING 'UTF8' TEMPLATE template0").format(
+                    sql.Identifier(name))
+                if name.endswith("_synapse"):
+                    statement = sql.SQL("{} LC_COLLATE 'C' LC_CTYPE 'C'").format(statement)
+                cursor.execute(statement)
+                made.append(name)
+    finally:
+        connection.close()
+    return made

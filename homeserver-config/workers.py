@@ -1,0 +1,208 @@
+"""The scaled profile (``[deploiement] profil = "reparti"``): Synapse's own worker model on
+PostgreSQL and Redis, rendered from the same collectivité config as the single process.
+
+- the main process keeps the admin API, event creation, inbound federation (its TLS
+  listener, as in the single profile) and background jobs; its client listener and its
+  replication listener move to loopback ports of their own;
+- workers (``synapse.app.generic_worker``): readers answering sync and the client's reads
+  (``lecteurs`` of them), the event persister, the federation sender, the media
+  repository, the appservice notifier and pusher;
+- the front door (nginx, ``routing_table`` → ``nginx.conf``) listens where Synapse did
+  (``reseau.port_synapse``) and sends each endpoint to its process: clients, bots, the
+  bridge and the portal see one Synapse as before.
+
+Every internal port — replication included — listens on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import yaml
+
+from maillage.config import Config
+from maillage.secretstore import write_private
+
+LOOPBACK = "127.0.0.1"
+
+SYNC_ROUTES = (
+    r"^/_matrix/client/(r0|v3)/sync$",
+    r"^/_matrix/client/(api/v1|r0|v3)/events$",
+    r"^/_matrix/client/(api/v1|r0|v3)/initialSync$",
+    r"^/_matrix/client/(api/v1|r0|v3)/rooms/[^/]+/initialSync$",
+)
+# Reads a generic worker answers (Synapse's worker documentation): what a client asks
+# most after sync.
+CLIENT_READ_ROUTES = (
+    r"^/_matrix/client/(api/v1|r0|v3|unstable)/rooms/.*/(messages|members|joined_members|state|context/.*)$",
+    r"^/_matrix/client/(api/v1|r0|v3|unstable)/rooms/.*/event/",
+    r"^/_matrix/client/(v1|unstable)/rooms/.*/(relations/|threads$|hierarchy$)",
+    r"^/_matrix/client/(api/v1|r0|v3|unstable)/(joined_rooms|publicRooms)$",
+    r"^/_matrix/client/(api/v1|r0|v3|unstable)/account/whoami$",
+    r"^/_matrix/client/(r0|v3|unstable)/(capabilities|notifications|password_policy)$",
+    r"^/_matrix/client/versions$",
+    r"^/_matrix/client/(api/v1|r0|v3|unstable)/keys/(query|changes)$",
+    r"^/_matrix/client/(api/v1|r0|v3|unstable)/search$",
+    r"^/_matrix/client/(r0|v3|unstable)/user/.*/filter(/|$)",
+)
+MEDIA_ROUTES = (
+    r"^/_matrix/media/",
+    r"^/_matrix/client/v1/media/",
+    r"^/_synapse/admin/v1/(media|quarantine_media|purge_media_cache)",
+    r"^/_synapse/admin/v1/(room|user)/.*/media",
+)
+
+
+@dataclass(frozen=True)
+class Worker:
+    name: str  # Synapse's worker_name; the service is « synapse-<name> »
+    label: str  # shown to people (French, like the other services' labels)
+    port: int
+    resources: tuple[str, ...]
+    routes: tuple[str, ...] = ()
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+
+@dataclass(frozen=True)
+class ScaledPorts:
+    main_client: int
+    replication: int
+
+
+def scaled_ports(config: Config) -> ScaledPorts:
+    base = config.deploiement.port_interne
+    return ScaledPorts(main_client=base, replication=base + 1)
+
+
+def workers_of(config: Config) -> list[Worker]:
+    base = config.deploiement.port_interne
+    readers = [Worker(f"lecteur{i}", f"Synapse — lecture {i}", base + 9 + i, ("client", "metrics"),
+                      SYNC_ROUTES + CLIENT_READ_ROUTES) for i in range(1, config.deploiement.lecteurs + 1)]
+    return [
+        Worker("evenements", "Synapse — écriture des événements", base + 2, ("replication", "metrics")),
+        Worker("federation_envoi", "Synapse — envoi de fédération", base + 3, ("metrics",)),
+        Worker("medias", "Synapse — médias", base + 4, ("media", "client", "metrics"), MEDIA_ROUTES),
+        Worker("appservice_pousse", "Synapse — passerelles et notifications", base + 5, ("metrics",)),
+        *readers,
+    ]
+
+
+def main_process_settings(config: Config, password: str) -> dict[str, object]:
+    """What the shared homeserver.yaml says in the scaled profile, beyond the single one."""
+    workers = {worker.name: worker for worker in workers_of(config)}
+    redis = urlsplit(config.deploiement.redis)
+    return {
+        "redis": {"enabled": True, "host": redis.hostname, "port": redis.port or 6379,
+                  **({"password": password} if password else {})},
+        "instance_map": {
+            "main": {"host": LOOPBACK, "port": scaled_ports(config).replication},
+            "evenements": {"host": LOOPBACK, "port": workers["evenements"].port},
+        },
+        "stream_writers": {"events": ["evenements"]},
+        "federation_sender_instances": ["federation_envoi"],
+        "enable_media_repo": False,
+        "media_instance_running_background_jobs": "medias",
+        "notify_appservices_from_worker": "appservice_pousse",
+        "pusher_instances": ["appservice_pousse"],
+    }
+
+
+def synapse_database(config: Config, passfile: Path | None) -> dict[str, object]:
+    """Synapse on PostgreSQL: its own database (C collation, made by ``ensure_databases``)."""
+    server = urlsplit(config.deploiement.postgresql)
+    args: dict[str, object] = {"user": server.username or "postgres", "host": server.hostname,
+                               "port": server.port or 5432, "database": database_name(config, "synapse"),
+                               "cp_min": 2, "cp_max": 10}
+    if passfile is not None:
+        args["passfile"] = str(passfile)
+    return {"name": "psycopg2", "allow_unsafe_locale": False, "args": args}
+
+
+def database_name(config: Config, part: str) -> str:
+    return f"{config.deploiement.prefixe_bases}_{part}"
+
+
+def write_worker_configs(config: Config, directory: Path, log_config: Path) -> dict[str, Path]:
+    """One small YAML per worker, read after the shared homeserver.yaml."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for worker in workers_of(config):
+        document = {
+            "worker_app": "synapse.app.generic_worker",
+            "worker_name": worker.name,
+            "worker_listeners": [{
+                "type": "http", "port": worker.port, "bind_addresses": [LOOPBACK], "x_forwarded": True,
+                "resources": [{"names": list(worker.resources), "compress": False}]}],
+            "worker_log_config": str(log_config),
+            **({"enable_media_repo": True} if worker.name == "medias" else {}),
+        }
+        path = directory / f"{worker.name}.yaml"
+        write_private(path, yaml.safe_dump(document, sort_keys=False))
+        written[worker.name] = path
+    return written
+
+
+def routing_table(config: Config) -> list[tuple[str, str]]:
+    """(pattern, upstream) in the order the front door tries them; the rest goes to « principal »."""
+    table = []
+    for worker in workers_of(config):
+        upstream = "lecteurs" if worker.name.startswith("lecteur") else worker.name
+        table += [(route, upstream) for route in worker.routes if (route, upstream) not in table]
+    return table
+
+
+def render_nginx(config: Config, directory: Path, logs_dir: Path) -> Path:
+    """The front door's nginx.conf (run by the launcher as the stack's own user, no daemon)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for temp in ("corps", "mandataire", "fastcgi", "uwsgi", "scgi"):
+        (directory / "temp" / temp).mkdir(parents=True, exist_ok=True)
+    workers = workers_of(config)
+    readers = [w for w in workers if w.name.startswith("lecteur")]
+    upstreams = {"principal": [scaled_ports(config).main_client], "lecteurs": [w.port for w in readers],
+                 **{w.name: [w.port] for w in workers if w.routes and w not in readers}}
+    listen = config.reseau.adresse_ecoute
+    listen = f"[{listen}]" if ":" in listen else listen
+    lines = [
+        "# Rendered by Maillage from maillage.toml at every start (scaled profile); do not edit.",
+        "daemon off;",
+        "worker_processes auto;",
+        *(["user root;"] if os.geteuid() == 0 else []),  # the stack's own user, whoever runs it
+        f"pid {directory / 'nginx.pid'};",
+        "error_log stderr warn;",
+        "events { worker_connections 4096; }",
+        "http {",
+        "    access_log off;",
+        f"    client_body_temp_path {directory / 'temp' / 'corps'};",
+        f"    proxy_temp_path {directory / 'temp' / 'mandataire'};",
+        f"    fastcgi_temp_path {directory / 'temp' / 'fastcgi'};",
+        f"    uwsgi_temp_path {directory / 'temp' / 'uwsgi'};",
+        f"    scgi_temp_path {directory / 'temp' / 'scgi'};",
+        f"    client_max_body_size {config.synapse.taille_max_fichier_mo + 1}m;",
+        "    proxy_http_version 1.1;",
+        "    proxy_read_timeout 180s;",  # a sync waits up to 30 s; a large upload longer
+        "    proxy_request_buffering off;",
+        "    proxy_buffering off;",
+        "    proxy_set_header Host $host;",
+        "    proxy_set_header X-Forwarded-For $remote_addr;",
+        "    proxy_set_header X-Forwarded-Proto $scheme;",
+        '    proxy_set_header Connection "";',
+    ]
+    for name, ports in upstreams.items():
+        lines.append(f"    upstream {name} {{")
+        if name == "lecteurs":  # one agent's syncs to one reader: its caches stay warm
+            lines.append("        hash $http_authorization$arg_access_token consistent;")
+        lines += [f"        server {LOOPBACK}:{port};" for port in ports]
+        lines += ["        keepalive 32;", "    }"]
+    lines += ["    server {", f"        listen {listen}:{config.reseau.port_synapse};"]
+    for pattern, upstream in routing_table(config):
+        lines += [f'        location ~ "{pattern}" {{ proxy_pass http://{upstream}; }}']
+    lines += ["        location / { proxy_pass http://principal; }", "    }", "}", ""]
+    path = directory / "nginx.conf"
+    path.write_text("\n".join(lines))
+    return path
