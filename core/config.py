@@ -604,8 +604,14 @@ def _key_part(part: object) -> str:
     return text if _BARE_KEY.fullmatch(text) else json.dumps(text, ensure_ascii=False)
 
 
+_URL_PASSWORD = re.compile(r"(://[^/@:\s]*):[^/@\s]*@")
+
+
 def _show(value: Any) -> str:
-    # quoted and escaped as in TOML: a line break or a control character in a value stays visible
+    # quoted and escaped as in TOML: a line break or a control character in a value stays visible;
+    # a password written into a URL is not repeated
+    if isinstance(value, str):
+        value = _URL_PASSWORD.sub(r"\1:***@", value)
     text = repr(value) if not isinstance(value, str) else json.dumps(value, ensure_ascii=False)
     return text if len(text) <= 80 else text[:77] + "…"
 

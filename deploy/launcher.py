@@ -295,7 +295,7 @@ def _reload(config: Config, supervisor: Supervisor, state: dict[str, Any], out: 
     for record, service in zip(records, fresh_services, strict=True):
         record.service = service
         try:
-            _start_one(fresh, service, state, out, on_started=lambda running, r=record: supervisor.replaced(r, running))
+            _start_one(fresh, service, state, out, on_started=_replacer(supervisor, record))
         except StartError as exc:
             if record.running is not None:
                 processes.stop(record.running, grace=5.0)
@@ -308,6 +308,10 @@ def _reload(config: Config, supervisor: Supervisor, state: dict[str, Any], out: 
     _write_state(fresh, state)
     print(t("reload.done", seconds=f"{seconds:.1f}"), file=out, flush=True)
     return fresh
+
+
+def _replacer(supervisor: Supervisor, record: Any) -> Callable[[RunningService], object]:
+    return lambda running: supervisor.replaced(record, running)
 
 
 def _is_synapse(name: str) -> bool:

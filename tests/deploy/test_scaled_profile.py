@@ -1,0 +1,260 @@
+"""The scaled profile (issue 14): the same collectivité config on PostgreSQL and Redis (the
+servers running on this machine and CI's, 127.0.0.1:5432 and :6379) with Synapse's workers
+behind nginx — the files checked by Synapse's and nginx's own checks, the servers it needs
+named when they do not answer, and the end-to-end core through ``maillage up --profile
+scaled``: messages, a bot command, an email, a federation exchange, workers killed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import secrets
+import signal
+import smtplib
+import subprocess
+import time
+from collections.abc import Iterator
+from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
+from pathlib import Path
+
+import httpx
+import psycopg2
+import pytest
+
+from maillage.config import load_config, with_profile
+from maillage.deploy.neighbour import SHARED_ROOM
+from maillage.homeserver.render import render_synapse
+from maillage.homeserver.workers import routing_table, workers_of
+from maillage.secretstore import ensure_secrets
+from tests.conftest import IN_CI
+from tests.deploy.test_federation_launcher import _agent, _room_named
+from tests.deploy.test_launcher import init_stack, maillage
+from tests.harness.servers import SERVER_LOGS, free_port
+
+
+def _postgres_available() -> str | None:
+    try:
+        psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", connect_timeout=3).close()
+    except psycopg2.Error as exc:
+        return str(exc).strip().splitlines()[0]
+    return None
+
+
+@pytest.fixture
+def postgres() -> Iterator[str]:
+    """A database prefix of its own on the PostgreSQL server; its databases dropped after."""
+    problem = _postgres_available()
+    if problem:
+        if IN_CI:
+            raise AssertionError(f"CI always has PostgreSQL at 127.0.0.1:5432: {problem}")
+        pytest.skip(f"PostgreSQL unavailable at 127.0.0.1:5432 ({problem}); CI runs this test")
+    prefix = f"essai_{secrets.token_hex(4)}"
+    yield prefix
+    connection = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        for part in ("synapse", "bots", "courriel", "portail"):
+            cursor.execute(f'DROP DATABASE IF EXISTS "{prefix}_{part}" WITH (FORCE)')
+    connection.close()
+
+
+def scaled_stack(data_dir: Path, prefix: str, **deploiement: str) -> dict[str, int]:
+    ports = init_stack(data_dir)
+    internal = free_port()
+    settings = {"prefixe_bases": f'"{prefix}"', "port_interne": str(internal), **deploiement}
+    path = data_dir / "maillage.toml"
+    text = path.read_text()
+    for key, value in settings.items():
+        text = re.sub(rf"^{key} = .*$", f"{key} = {value}", text, count=1, flags=re.M)
+    path.write_text(text)
+    for name in ("synapse-evenements", "synapse-federation_envoi", "synapse-medias", "synapse-appservice_pousse",
+                 "synapse-lecteur1", "routeur"):
+        SERVER_LOGS.append(data_dir / "logs" / f"{name}.log")
+    return ports | {"port_interne": internal}
+
+
+def test_the_rendered_files_are_what_synapse_and_nginx_accept(tmp_path: Path) -> None:
+    from synapse.config.homeserver import HomeServerConfig
+
+    data_dir = tmp_path / "pile"
+    scaled_stack(data_dir, "essai_rendu")
+    config = with_profile(load_config(data_dir / "maillage.toml"), "scaled")
+    rendered = render_synapse(config, ensure_secrets(data_dir))
+    main = HomeServerConfig.load_config("Synapse", ["--config-path", str(rendered.config_file)])
+    assert main.database.databases[0].config["name"] == "psycopg2"
+    assert main.database.databases[0].config["args"]["database"] == "essai_rendu_synapse"
+    assert main.redis.redis_enabled and main.worker.writers.events == ["evenements"]
+    assert main.worker.federation_shard_config.instances == ["federation_envoi"]
+    assert {name: getattr(location, "host", None) for name, location in main.worker.instance_map.items()} == {
+        "main": "127.0.0.1", "evenements": "127.0.0.1"}  # replication on loopback only
+    for worker in workers_of(config):
+        loaded = HomeServerConfig.load_config("Synapse", [
+            "--config-path", str(rendered.config_file),
+            "--config-path", str(rendered.directory / "workers" / f"{worker.name}.yaml")])
+        assert loaded.worker.worker_name == worker.name
+        assert all(getattr(listener, "bind_addresses", None) == ["127.0.0.1"]
+                   for listener in loaded.worker.worker_listeners)
+
+    from maillage.homeserver.workers import render_nginx
+
+    conf = render_nginx(config, data_dir / "routeur", data_dir / "logs")
+    checked = subprocess.run(["/usr/sbin/nginx", "-t", "-p", str(data_dir / "routeur"), "-c", str(conf)],
+                             capture_output=True, text=True, timeout=30)
+    assert checked.returncode == 0, checked.stderr
+    table = dict(routing_table(config))
+    assert table[r"^/_matrix/client/(r0|v3)/sync$"] == "lecteurs"
+    assert table[r"^/_matrix/media/"] == "medias"
+    assert oct(rendered.config_file.stat().st_mode & 0o777) == "0o600"
+
+
+def test_postgresql_or_redis_not_answering_is_named_and_nothing_starts(stack_dir: Path, postgres: str) -> None:
+    closed = free_port()
+    scaled_stack(stack_dir, postgres, postgresql=f'"postgresql://postgres@127.0.0.1:{closed}"')
+    refused = maillage(stack_dir, "up", "--profile", "scaled", "--detach")
+    assert refused.returncode == 1
+    assert f"PostgreSQL ne répond pas à postgresql://postgres@127.0.0.1:{closed}" in refused.stdout, refused.stdout
+    assert not (stack_dir / "logs" / "synapse.log").exists()
+
+    path = stack_dir / "maillage.toml"
+    path.write_text(re.sub(r"^postgresql = .*$", 'postgresql = "postgresql://postgres@127.0.0.1:5432"',
+                           path.read_text(), count=1, flags=re.M)
+                    .replace('redis = "redis://127.0.0.1:6379"', f'redis = "redis://127.0.0.1:{closed}"'))
+    refused = maillage(stack_dir, "up", "--profile", "scaled", "--detach")
+    assert refused.returncode == 1
+    assert f"Redis ne répond pas à redis://127.0.0.1:{closed}" in refused.stdout, refused.stdout
+
+    path.write_text(path.read_text().replace(f'redis = "redis://127.0.0.1:{closed}"',
+                                             'redis = "redis://127.0.0.1:6379"')
+                    .replace('postgresql = "postgresql://postgres@127.0.0.1:5432"',
+                             'postgresql = "postgresql://postgres:secret@127.0.0.1:5432"'))
+    refused = maillage(stack_dir, "up", "--profile", "scaled", "--detach")
+    assert refused.returncode == 2 and "deploiement.postgresql" in refused.stdout + refused.stderr
+    assert "secrets/secrets.toml" in refused.stdout + refused.stderr
+    assert "secret@" not in refused.stdout + refused.stderr  # the password is never repeated
+
+
+def metric(url: str, name: str) -> float:
+    """The sum of a Prometheus counter over its labels, as a worker exposes it."""
+    text = httpx.get(f"{url}/_synapse/metrics", timeout=10).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name + "{") or line.startswith(name + " "))
+
+
+@pytest.mark.slow
+async def test_the_scaled_profile_runs_the_core_end_to_end(tmp_path: Path, postgres: str) -> None:
+    data_dir = tmp_path / "departement"
+    ports = scaled_stack(data_dir, postgres)
+    federation_port = free_port()
+    path = data_dir / "maillage.toml"
+    path.write_text(re.sub(r'^nom_serveur = "localhost"$', f'nom_serveur = "localhost:{federation_port}"',
+                           path.read_text(), flags=re.M).replace("port = 8448", f"port = {federation_port}"))
+    server = f"localhost:{federation_port}"
+    try:
+        started = maillage(data_dir, "up", "--profile", "scaled", "--with-neighbour", "--detach", timeout=600)
+        assert started.returncode == 0, started.stdout + started.stderr
+        report = json.loads(maillage(data_dir, "status", "--json").stdout)
+        states = {s["nom"]: s["etat"] for s in report["services"]}
+        assert report["sain"], states
+        assert {"synapse", "synapse-evenements", "synapse-federation_envoi", "synapse-medias",
+                "synapse-appservice_pousse", "synapse-lecteur1", "routeur"} <= set(states)
+        config = with_profile(load_config(path), "scaled")
+        workers = {w.name: w.url for w in workers_of(config)}
+        homeserver = f"http://127.0.0.1:{ports['port_synapse']}"
+        accounts = data_dir / "demo" / "comptes.json"
+        claire = await _agent(homeserver, accounts, "claire.martin", tmp_path / "c")
+        thomas = await _agent(homeserver, accounts, "thomas.bernard", tmp_path / "t")
+        neighbour = load_config(data_dir / "voisin" / "maillage.toml")
+        helene = await _agent(neighbour.synapse_url, data_dir / "voisin" / "demo" / "comptes.json", "helene.roux",
+                              tmp_path / "h")
+        try:
+            # Messages, through the front door: synced by the reader, written by the persister.
+            team = _room_named(claire, "Direction générale — équipe")
+            await claire.send_text(team, "Point budget lundi 9 h.")
+            heard = await thomas.wait_for_text(team, "Point budget lundi 9 h.", timeout=60)
+            assert heard.encrypted and heard.sender == f"@claire.martin:{server}"
+            assert metric(workers["lecteur1"], "synapse_http_server_requests_received_total") > 0
+            assert metric(workers["evenements"], "synapse_storage_events_persisted_events_total") > 0
+
+            # A bot command, its answer.
+            since = len(claire.received)
+            await claire.send_text(team, "!agenda ajoute Conseil le 3/12/2027 18h salle du conseil")
+            added = await claire.wait_for_text(team, lambda m: m.sender == f"@agenda:{server}", since=since,
+                                               timeout=90)
+            assert added.body.startswith("Ajouté : n°1 — Conseil"), added.body
+
+            # An email to the demo mailbox, through the bridge on PostgreSQL.
+            citizen = EmailMessage()
+            citizen["From"], citizen["To"], citizen["Subject"] = "luc@exemple.fr", "urbanisme@localhost", "Permis"
+            citizen.set_content("Où en est mon permis ?")
+
+            def send_email() -> None:
+                with smtplib.SMTP("127.0.0.1", ports["port_smtp"], timeout=60) as outside:
+                    outside.sendmail("luc@exemple.fr", ["urbanisme@localhost"], citizen.as_bytes(policy=SMTP_POLICY))
+
+            await asyncio.to_thread(send_email)
+            urbanisme = _room_named(claire, "Urbanisme — équipe")
+            await claire.wait_for_text(urbanisme, lambda m: "Où en est mon permis" in m.body, timeout=90)
+
+            # Federation: both ways with the neighbour (outbound by the federation sender).
+            shared = _room_named(claire, SHARED_ROOM)
+            await claire.send_text(shared, "Travaux rue des Écoles mardi.")
+            await helene.wait_for_text(shared, "Travaux rue des Écoles mardi.", timeout=120)
+            await helene.send_text(shared, "Bien reçu, merci.")
+            await claire.wait_for_text(shared, "Bien reçu, merci.", timeout=120)
+            assert metric(workers["federation_envoi"], "synapse_federation_client_sent_transactions_total") > 0
+
+            # Workers killed (SIGKILL): started again by the launcher; nothing sent is lost.
+            for name in ("synapse-lecteur1", "synapse-evenements"):
+                pid = json.loads(maillage(data_dir, "status", "--json").stdout)
+                victim = next(s["pid"] for s in pid["services"] if s["nom"] == name)
+                os.kill(victim, signal.SIGKILL)
+                sent = [f"Pendant l’arrêt de {name} — {i}" for i in range(3)]
+                for body in sent:
+                    await send_until_accepted(claire, team, body)
+                for body in sent:
+                    await thomas.wait_for_text(team, body, timeout=120)
+                assert sum(m.body in sent for m in thomas.received) == len(sent)  # once each
+            restarted = {s["nom"]: s for s in json.loads(maillage(data_dir, "status", "--json").stdout)["services"]}
+            assert restarted["synapse-lecteur1"]["redemarrages"] >= 1
+            assert restarted["synapse-evenements"]["redemarrages"] >= 1
+
+            # Everything is in PostgreSQL: Synapse's events, the bots', the bridge's and the portal's tables.
+            with psycopg2.connect(host="127.0.0.1", user="postgres", dbname=f"{postgres}_synapse") as db, \
+                    db.cursor() as cursor:
+                cursor.execute("SELECT count(*) FROM events")
+                assert (cursor.fetchone() or [0])[0] > 100
+            for part, table in (("bots", "maillage_handled_event"), ("courriel", "courriel_entrant"),
+                                ("portail", "alembic_version")):
+                with psycopg2.connect(host="127.0.0.1", user="postgres", dbname=f"{postgres}_{part}") as db, \
+                        db.cursor() as cursor:
+                    cursor.execute("SELECT to_regclass(%s)", (table,))
+                    assert (cursor.fetchone() or [None])[0] is not None, (part, table)
+        finally:
+            await claire.close()
+            await thomas.close()
+            await helene.close()
+    finally:
+        maillage(data_dir, "down")
+
+
+async def send_until_accepted(agent: object, room: str, body: str) -> None:
+    """As a client does while its server answers 5xx: the same transaction id again until the
+    event is accepted (Synapse gives the same event back if the first try went through)."""
+    from nio import RoomSendResponse
+
+    client = agent.client  # type: ignore[attr-defined]
+    txn = f"essai-{secrets.token_hex(8)}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            answer = await client.room_send(room, "m.room.message", {"msgtype": "m.text", "body": body},
+                                            tx_id=txn, ignore_unverified_devices=True)
+        except Exception:
+            answer = None
+        if isinstance(answer, RoomSendResponse):
+            return
+        await asyncio.sleep(1)
+    raise AssertionError(f"« {body} » never accepted")
