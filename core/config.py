@@ -403,6 +403,15 @@ class Deploiement(_Section):
     port_interne: Port = 18400
 
 
+class Sauvegarde(_Section):
+    """``maillage sauvegarde``: where archives go and how many are kept."""
+
+    # Relative to the data directory's folder… or absolute (another disk, a mounted share).
+    repertoire: str = "sauvegardes"
+    quotidiennes: int = Field(default=7, ge=1, le=366)
+    hebdomadaires: int = Field(default=4, ge=0, le=520)
+
+
 class Demo(_Section):
     activee: bool = False
     # Which fictitious collectivité: a town hall, or an intercommunalité (the neighbour).
@@ -427,6 +436,7 @@ class Config(_Section):
     courriel: Courriel = Courriel()
     demo: Demo = Demo()
     deploiement: Deploiement = Deploiement()
+    sauvegarde: Sauvegarde = Sauvegarde()
     externes: list[Externe] = []
 
     # Where the file was read from; relative paths in it are relative to its folder.

@@ -21,6 +21,7 @@ from maillage.config import (
     with_profile,
 )
 from maillage.deploy import launcher
+from maillage.deploy.backup import BackupError, back_up, prune, restore
 from maillage.deploy.neighbour import prepare_neighbour
 from maillage.deploy.partners import PartnerError, change_partners
 from maillage.i18n import set_language, t
@@ -66,6 +67,12 @@ def _parser() -> argparse.ArgumentParser:
     portal.add_argument("--réparer", "--reparer", "--repair", dest="repair", action="store_true",
                         help=t("cli.portal.repair"))
     commands.add_parser("idp-dev", help=t("cli.idp_dev"))
+    backup = commands.add_parser("sauvegarde", aliases=["backup"], help=t("cli.backup"))
+    backup.add_argument("--vers", "--to", dest="destination", help=t("cli.backup.destination"))
+    restore = commands.add_parser("restaure", aliases=["restore"], help=t("cli.restore"))
+    restore.add_argument("archive", help=t("cli.restore.archive"))
+    restore.add_argument("--ecraser", "--écraser", "--overwrite", dest="overwrite", action="store_true",
+                         help=t("cli.restore.overwrite"))
     status = commands.add_parser("status", help=t("cli.status"))
     status.add_argument("--json", action="store_true", help=t("cli.status.json"))
     return parser
@@ -104,6 +111,30 @@ def _start_neighbour(config: Config) -> Config:
     return main_config
 
 
+def _backup(config: Config, destination: str | None) -> int:
+    folder = Path(destination) if destination else config.resolve(config.sauvegarde.repertoire)
+    try:
+        archive = back_up(config, folder)
+    except BackupError as exc:
+        print(exc, file=sys.stderr)
+        return launcher.EXIT_FAILED
+    print(t("backup.done", path=archive, size=f"{archive.stat().st_size / 2**20:.1f}"))
+    for removed in prune(folder, daily=config.sauvegarde.quotidiennes, weekly=config.sauvegarde.hebdomadaires):
+        print(t("backup.pruned", path=removed.name))
+    return launcher.EXIT_OK
+
+
+def _restore(archive: Path, target: Path, overwrite: bool) -> int:
+    try:
+        manifest = restore(archive, target, overwrite=overwrite)
+    except BackupError as exc:
+        print(exc, file=sys.stderr)
+        return launcher.EXIT_FAILED
+    print(t("backup.restored", path=target, date=manifest.get("cree_le", "?"),
+            files=len(manifest.get("fichiers", {}))))  # type: ignore[arg-type]
+    return launcher.EXIT_OK
+
+
 def _partners(config: Config, action: str, server: str | None) -> int:
     if action in ("liste", "list"):
         if config.federation.ouverte:
@@ -132,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "init":
             return init(path, name=args.nom, server_name=args.nom_serveur, demo=args.demo)
+        if args.command in ("restaure", "restore"):
+            return _restore(Path(args.archive), path.parent, args.overwrite)
         config = with_profile(_load(path, create_demo=args.command == "up" and default_place),
                               getattr(args, "up_profile", None) or args.profile)
         if args.command == "up":
@@ -148,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
             from maillage.bots.main import main as run_bots
 
             return run_bots(config)
+        if args.command in ("sauvegarde", "backup"):
+            return _backup(config, args.destination)
         if args.command == "courriel":
             from maillage.bridges.email.main import main as run_bridge
 
