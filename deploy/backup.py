@@ -304,7 +304,7 @@ def restore(archive: Path, target: Path, *, overwrite: bool = False) -> dict[str
         raise BackupError(t("backup.target_running", path=target))
     if target.exists() and any(target.iterdir()) and not overwrite:
         raise BackupError(t("backup.target_not_empty", path=target))
-    config = _archived_config(archive, target)
+    config = _archived_config(archive, target, str(manifest.get("profil", "simple")))
     databases = _databases_to_restore(config, manifest)
     for database in databases:
         if not overwrite and _has_tables(config, database):
@@ -333,8 +333,9 @@ def restore(archive: Path, target: Path, *, overwrite: bool = False) -> dict[str
     return manifest
 
 
-def _archived_config(archive: Path, target: Path) -> Config:
-    """The archive's config as it will be read from ``target``."""
+def _archived_config(archive: Path, target: Path, profile: str) -> Config:
+    """The archive's config as it will be read from ``target``, in the profile it was backed
+    up in (``up --profile scaled`` included)."""
     from maillage.config import ConfigError, parse_config, with_profile
 
     with tarfile.open(archive, mode="r:") as tar:
@@ -345,7 +346,7 @@ def _archived_config(archive: Path, target: Path) -> Config:
         config = parse_config(raw, source=target / "maillage.toml")
     except ConfigError as exc:
         raise BackupError(t("backup.config_invalid", detail=exc)) from None
-    return with_profile(config, None)
+    return with_profile(config, profile)
 
 
 def _databases_to_restore(config: Config, manifest: dict[str, object]) -> list[Database]:

@@ -102,6 +102,12 @@ def _load(path: Path, *, create_demo: bool) -> Config:
     return config
 
 
+def _running_profile(config: Config) -> str | None:
+    """The profile a running stack was started with (``up --profile scaled``): what a backup
+    or a check of it must follow."""
+    return str(launcher.read_state(config).get("profil") or "") or None if launcher.is_running(config) else None
+
+
 def _start_neighbour(config: Config) -> Config:
     main_config, neighbour = prepare_neighbour(config)
     if not launcher.is_running(neighbour):
@@ -132,6 +138,8 @@ def _restore(archive: Path, target: Path, overwrite: bool) -> int:
         return launcher.EXIT_FAILED
     print(t("backup.restored", path=target, date=manifest.get("cree_le", "?"),
             files=len(manifest.get("fichiers", {}))))  # type: ignore[arg-type]
+    if manifest.get("profil") == "reparti":
+        print(t("backup.restored_scaled", path=target))
     return launcher.EXIT_OK
 
 
@@ -165,8 +173,8 @@ def main(argv: list[str] | None = None) -> int:
             return init(path, name=args.nom, server_name=args.nom_serveur, demo=args.demo)
         if args.command in ("restaure", "restore"):
             return _restore(Path(args.archive), path.parent, args.overwrite)
-        config = with_profile(_load(path, create_demo=args.command == "up" and default_place),
-                              getattr(args, "up_profile", None) or args.profile)
+        config = _load(path, create_demo=args.command == "up" and default_place)
+        config = with_profile(config, getattr(args, "up_profile", None) or args.profile or _running_profile(config))
         if args.command == "up":
             if args.with_neighbour:
                 config = _start_neighbour(config)

@@ -14,6 +14,7 @@ import secrets
 import signal
 import smtplib
 import subprocess
+import tarfile
 import time
 from collections.abc import Iterator
 from email.message import EmailMessage
@@ -32,6 +33,7 @@ from maillage.secretstore import ensure_secrets
 from tests.conftest import IN_CI
 from tests.deploy.test_federation_launcher import _agent, _room_named
 from tests.deploy.test_launcher import init_stack, maillage
+from tests.harness.matrix import restore_agent
 from tests.harness.servers import SERVER_LOGS, free_port
 
 
@@ -232,12 +234,37 @@ async def test_the_scaled_profile_runs_the_core_end_to_end(tmp_path: Path, postg
                         db.cursor() as cursor:
                     cursor.execute("SELECT to_regclass(%s)", (table,))
                     assert (cursor.fetchone() or [None])[0] is not None, (part, table)
+            # A backup while it runs: PostgreSQL dumped; restored on an empty machine, refused
+            # while the databases still hold the running stack's tables, then replaced on request.
+            backed_up = maillage(data_dir, "--profil", "scaled", "sauvegarde", "--vers", str(tmp_path / "sauv"))
+            assert backed_up.returncode == 0, backed_up.stderr
+            archive = next((tmp_path / "sauv").glob("maillage-*.tar"))
+            with tarfile.open(archive) as tar:
+                assert {f"postgresql/{p}.dump" for p in ("synapse", "bots", "courriel", "portail")} <= set(
+                    tar.getnames())
         finally:
             await claire.close()
             await thomas.close()
             await helene.close()
     finally:
         maillage(data_dir, "down")
+    target = tmp_path / "nouvelle-machine"
+    refused = maillage(target, "restaure", str(archive))
+    assert refused.returncode == 1 and "contient déjà des tables" in refused.stderr, refused.stderr
+    assert not target.exists()
+    restored = maillage(target, "restaure", str(archive), "--ecraser")
+    assert restored.returncode == 0, restored.stderr
+    assert "up --profile scaled" in restored.stdout
+    try:
+        again = maillage(target, "up", "--profile", "scaled", "--detach", timeout=600)
+        assert again.returncode == 0, again.stdout + again.stderr
+        thomas = await restore_agent(homeserver, thomas, tmp_path / "t")
+        history = await thomas.client.room_messages(team, start="", limit=50)
+        assert "Point budget lundi 9 h." in [getattr(event, "body", None) for event in history.chunk]
+    finally:
+        await thomas.close()
+        maillage(target, "down")
+        maillage(data_dir / "voisin", "down")
 
 
 async def send_until_accepted(agent: object, room: str, body: str) -> None:
