@@ -22,6 +22,7 @@ from maillage.config import (
 )
 from maillage.deploy import launcher
 from maillage.deploy.backup import BackupError, back_up, prune, restore
+from maillage.deploy.migrate import MigrationError, migrate_to_postgresql, set_scaled_profile
 from maillage.deploy.neighbour import prepare_neighbour
 from maillage.deploy.partners import PartnerError, change_partners
 from maillage.i18n import set_language, t
@@ -67,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     portal.add_argument("--réparer", "--reparer", "--repair", dest="repair", action="store_true",
                         help=t("cli.portal.repair"))
     commands.add_parser("idp-dev", help=t("cli.idp_dev"))
+    commands.add_parser("migre-postgresql", aliases=["migrate-postgresql"], help=t("cli.migrate"))
     backup = commands.add_parser("sauvegarde", aliases=["backup"], help=t("cli.backup"))
     backup.add_argument("--vers", "--to", dest="destination", help=t("cli.backup.destination"))
     restore = commands.add_parser("restaure", aliases=["restore"], help=t("cli.restore"))
@@ -130,6 +132,20 @@ def _backup(config: Config, destination: str | None) -> int:
     return launcher.EXIT_OK
 
 
+def _migrate(config: Config) -> int:
+    if launcher.is_running(config):
+        print(t("migrate.running"), file=sys.stderr)
+        return launcher.EXIT_FAILED
+    try:
+        migrate_to_postgresql(config, ensure_secrets(config.data_dir), print)
+    except MigrationError as exc:
+        print(exc, file=sys.stderr)
+        return launcher.EXIT_FAILED
+    set_scaled_profile(config.source)
+    print(t("migrate.done", path=config.source))
+    return launcher.EXIT_OK
+
+
 def _restore(archive: Path, target: Path, overwrite: bool) -> int:
     try:
         manifest = restore(archive, target, overwrite=overwrite)
@@ -189,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
             from maillage.bots.main import main as run_bots
 
             return run_bots(config)
+        if args.command in ("migre-postgresql", "migrate-postgresql"):
+            return _migrate(config)
         if args.command in ("sauvegarde", "backup"):
             return _backup(config, args.destination)
         if args.command == "courriel":

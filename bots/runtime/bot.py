@@ -33,7 +33,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -563,12 +563,7 @@ class BotRuntime:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        self.db = Database.create(self.database, upgrade_table=upgrade_table)
-        await self.db.start()
-        await PgStateStore.upgrade_table.upgrade(self.db)
-        await PgCryptoStore.upgrade_table.upgrade(self.db)
-        for table in dict.fromkeys(table for bot_class in self.bot_classes for table in bot_class.tables):
-            await table.upgrade(self.db)
+        self.db = await open_database(self.database, self.bot_classes)
         context = BotContext(self.config, self.secrets, self.db, self.metrics)
         for bot_class in self.bot_classes:
             bot = bot_class(context)
@@ -741,6 +736,18 @@ async def homeserver_answers(url: str) -> bool:
             return (await http.get("/_matrix/client/versions")).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+async def open_database(url: str, bot_classes: Sequence[type[Bot]]) -> Database:
+    """The bots' (or the bridge's) database, every table at its latest version: the runtime's,
+    mautrix's state and crypto stores, each bot's own."""
+    db = Database.create(url, upgrade_table=upgrade_table)
+    await db.start()
+    await PgStateStore.upgrade_table.upgrade(db)
+    await PgCryptoStore.upgrade_table.upgrade(db)
+    for table in dict.fromkeys(table for bot_class in bot_classes for table in bot_class.tables):
+        await table.upgrade(db)
+    return db
 
 
 def database_url(config: Config) -> str:

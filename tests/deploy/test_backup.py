@@ -27,7 +27,9 @@ from webdav3.client import Client as WebDavClient
 from maillage.deploy.backup import prune
 from tests.bots.test_documents import post_file
 from tests.deploy.test_launcher import init_stack, maillage
+from tests.deploy.test_scaled_profile import postgres  # noqa: F401 — the fixture
 from tests.harness.matrix import Received, login_agent, restore_agent
+from tests.harness.servers import free_port
 
 
 def small_data_dir(data_dir: Path) -> None:
@@ -159,7 +161,8 @@ def test_retention_keeps_the_latest_of_each_recent_day_and_week(tmp_path: Path) 
 
 @pytest.mark.slow
 async def test_a_backup_made_while_the_stack_runs_brings_everything_back_on_an_empty_machine(
-        tmp_path: Path) -> None:
+        tmp_path: Path, postgres: str) -> None:  # noqa: F811
+    """…then the restored commune moves from SQLite to PostgreSQL and runs the scaled profile."""
     source = tmp_path / "mairie"
     ports = init_stack(source)
     started = maillage(source, "up", "--detach")
@@ -234,6 +237,31 @@ async def test_a_backup_made_while_the_stack_runs_brings_everything_back_on_an_e
         calendars: Any = caldav.davclient.DAVClient(url=caldav_url, username="maillage", password=dav_password[1])
         calendar = calendars.calendar(url=f"{caldav_url}maillage/dg/")
         assert any("SUMMARY:Conseil" in item.data for item in await asyncio.to_thread(calendar.events))
+    finally:
+        await claire.close()
+        maillage(target, "down")
+
+    # The commune outgrows SQLite: the restored stack moves to PostgreSQL and the scaled profile.
+    config_file = target / "maillage.toml"
+    config_file.write_text(config_file.read_text().replace('prefixe_bases = "maillage"', f'prefixe_bases = "{postgres}"')
+                    .replace("port_interne = 18400", f"port_interne = {free_port()}"))
+    migrated = maillage(target, "migre-postgresql", timeout=900)
+    assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+    assert "Migration terminée" in migrated.stdout and 'profil = "reparti"' in config_file.read_text()
+    assert "# « simple » : SQLite" in config_file.read_text()  # the file's comments kept
+    scaled = maillage(target, "up", "--detach", timeout=600)
+    assert scaled.returncode == 0, scaled.stdout + scaled.stderr
+    try:
+        status = {s["nom"]: s["etat"] for s in json.loads(maillage(target, "status", "--json").stdout)["services"]}
+        assert status.get("synapse-evenements") == "ok" and status.get("routeur") == "ok", status
+        claire = await restore_agent(homeserver, claire, tmp_path / "nio-c")
+        history = await claire.client.room_messages(team, start="", limit=50)
+        assert "Avant la sauvegarde : budget voté." in [getattr(e, "body", None) for e in history.chunk]
+        since = len(claire.received)
+        await claire.send_text(project, "!tâche liste")
+        listing = await claire.wait_for_text(project, lambda m: m.sender == "@projets:localhost", since=since,
+                                             timeout=120)
+        assert "Chiffrer la toiture" in listing.body
     finally:
         await claire.close()
         maillage(target, "down")
