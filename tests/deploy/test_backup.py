@@ -243,8 +243,8 @@ async def test_a_backup_made_while_the_stack_runs_brings_everything_back_on_an_e
 
     # The commune outgrows SQLite: the restored stack moves to PostgreSQL and the scaled profile.
     config_file = target / "maillage.toml"
-    config_file.write_text(config_file.read_text().replace('prefixe_bases = "maillage"', f'prefixe_bases = "{postgres}"')
-                    .replace("port_interne = 18400", f"port_interne = {free_port()}"))
+    text = config_file.read_text().replace('prefixe_bases = "maillage"', f'prefixe_bases = "{postgres}"')
+    config_file.write_text(text.replace("port_interne = 18400", f"port_interne = {free_port()}"))
     migrated = maillage(target, "migre-postgresql", timeout=900)
     assert migrated.returncode == 0, migrated.stdout + migrated.stderr
     assert "Migration terminée" in migrated.stdout and 'profil = "reparti"' in config_file.read_text()
