@@ -205,8 +205,17 @@ class Externe(_Section):
     expire_le: date
 
 
+def _check_turn_uri(value: str) -> str:
+    if not re.fullmatch(r"turns?:[A-Za-z0-9.-]+(:\d{1,5})?(\?transport=(udp|tcp))?", value):
+        raise ValueError(t("config.expected.turn_uri"))
+    return value
+
+
 class Synapse(_Section):
     taille_max_fichier_mo: int = Field(default=100, ge=1, le=4096)
+    # The TURN server that relays calls through NAT (coturn, whose recipe « maillage
+    # deploiement » writes), e.g. "turn:turn.mairie.example.fr:3478?transport=udp".
+    turn: list[Annotated[str, AfterValidator(_check_turn_uri)]] = []
 
 
 def _check_name_pattern(value: str) -> str:

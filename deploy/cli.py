@@ -25,6 +25,8 @@ from maillage.deploy.backup import BackupError, back_up, prune, restore
 from maillage.deploy.migrate import MigrationError, migrate_to_postgresql, set_scaled_profile
 from maillage.deploy.neighbour import prepare_neighbour
 from maillage.deploy.partners import PartnerError, change_partners
+from maillage.deploy.recipes import RecipeError, write_recipes
+from maillage.deploy.services import PrepareError, stack_services
 from maillage.i18n import set_language, t
 from maillage.secretstore import SecretsError, ensure_secrets, private_umask
 
@@ -68,6 +70,12 @@ def _parser() -> argparse.ArgumentParser:
     portal.add_argument("--réparer", "--reparer", "--repair", dest="repair", action="store_true",
                         help=t("cli.portal.repair"))
     commands.add_parser("idp-dev", help=t("cli.idp_dev"))
+    recipes = commands.add_parser("deploiement", aliases=["deploy"], help=t("cli.recipes"))
+    recipes.add_argument("--vers", "--to", dest="destination", required=True, help=t("cli.recipes.destination"))
+    recipes.add_argument("--certificat", default="", help=t("cli.recipes.certificate"))
+    recipes.add_argument("--cle", default="", help=t("cli.recipes.key"))
+    prepare = commands.add_parser("preparer", aliases=["prepare"], help=t("cli.prepare"))
+    prepare.add_argument("service", help=t("cli.prepare.service"))
     commands.add_parser("migre-postgresql", aliases=["migrate-postgresql"], help=t("cli.migrate"))
     backup = commands.add_parser("sauvegarde", aliases=["backup"], help=t("cli.backup"))
     backup.add_argument("--vers", "--to", dest="destination", help=t("cli.backup.destination"))
@@ -129,6 +137,30 @@ def _backup(config: Config, destination: str | None) -> int:
     print(t("backup.done", path=archive, size=f"{archive.stat().st_size / 2**20:.1f}"))
     for removed in prune(folder, daily=config.sauvegarde.quotidiennes, weekly=config.sauvegarde.hebdomadaires):
         print(t("backup.pruned", path=removed.name))
+    return launcher.EXIT_OK
+
+
+def _recipes(config: Config, destination: Path, certificate: str, key: str) -> int:
+    try:
+        written = write_recipes(config, ensure_secrets(config.data_dir), destination, certificate=certificate, key=key)
+    except RecipeError as exc:
+        print(exc, file=sys.stderr)
+        return launcher.EXIT_FAILED
+    print(t("recipes.written", count=len(written), path=destination))
+    return launcher.EXIT_OK
+
+
+def _prepare(config: Config, name: str) -> int:
+    """What ``maillage up`` does before starting one service (a systemd unit's ExecStartPre)."""
+    services = {s.name: s for s in stack_services(config, ensure_secrets(config.data_dir))}
+    if name not in services:
+        print(t("prepare.unknown", name=name, names=", ".join(services)), file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        services[name].prepare()
+    except PrepareError as exc:
+        print(exc, file=sys.stderr)
+        return launcher.EXIT_FAILED
     return launcher.EXIT_OK
 
 
@@ -205,6 +237,10 @@ def main(argv: list[str] | None = None) -> int:
             from maillage.bots.main import main as run_bots
 
             return run_bots(config)
+        if args.command in ("deploiement", "deploy"):
+            return _recipes(config, Path(args.destination), args.certificat, args.cle)
+        if args.command in ("preparer", "prepare"):
+            return _prepare(config, args.service)
         if args.command in ("migre-postgresql", "migrate-postgresql"):
             return _migrate(config)
         if args.command in ("sauvegarde", "backup"):

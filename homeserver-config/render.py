@@ -71,6 +71,7 @@ def render_synapse(
         "signing_key_path": secrets_dir(config.data_dir) / "signing.key",
         "secrets": secrets,
         "max_upload_size": f"{config.synapse.taille_max_fichier_mo}M",
+        "turn": config.synapse.turn,
         "federation": config.federation,
         "federation_certificate": config.resolve(config.federation.certificat),
         "federation_key": config.resolve(config.federation.cle),
