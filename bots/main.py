@@ -17,6 +17,7 @@ from maillage.bots.runtime.metrics import Metrics, serve_health
 from maillage.config import Config
 from maillage.deploy.provisioning import ADMIN_LOCALPART, ensure_admin_token, user_id
 from maillage.i18n import set_language
+from maillage.logs import configure_logging
 from maillage.secretstore import load_secrets
 
 BOTS: list[type[Bot]] = [DocumentsBot, AgendaBot, ProjetsBot]
@@ -54,7 +55,7 @@ def _without_per_message_trust_warnings(record: logging.LogRecord) -> bool:
 
 
 def main(config: Config) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(config, "bots")
     logging.getLogger("mau").setLevel(logging.WARNING)
     logging.getLogger("fontTools").setLevel(logging.WARNING)  # one line per receipt's font subset otherwise
     logging.getLogger("mau.crypto").addFilter(_without_per_message_trust_warnings)

@@ -421,6 +421,13 @@ class Sauvegarde(_Section):
     hebdomadaires: int = Field(default=4, ge=0, le=520)
 
 
+class Journaux(_Section):
+    """The logs of Maillage's own processes: lines for people, or JSON for a log collector."""
+
+    format: Literal["texte", "json"] = "texte"
+    niveau: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
 class Demo(_Section):
     activee: bool = False
     # Which fictitious collectivité: a town hall, or an intercommunalité (the neighbour).
@@ -446,6 +453,7 @@ class Config(_Section):
     demo: Demo = Demo()
     deploiement: Deploiement = Deploiement()
     sauvegarde: Sauvegarde = Sauvegarde()
+    journaux: Journaux = Journaux()
     externes: list[Externe] = []
 
     # Where the file was read from; relative paths in it are relative to its folder.

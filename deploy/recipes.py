@@ -20,6 +20,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from maillage.config import Config
+from maillage.deploy.grafana import dashboard
 from maillage.deploy.services import Service, stack_services
 from maillage.homeserver.workers import routing_table, scaled_ports, workers_of
 from maillage.i18n import t
@@ -55,6 +56,8 @@ def write_recipes(config: Config, secrets: Secrets, directory: Path, *, certific
         written.append(turn)
     written.append(_write(directory / "docker" / "compose.yaml", compose_file(config)))
     written.append(_write(directory / "docker" / "Dockerfile", DOCKERFILE))
+    written.append(_write(directory / "grafana" / "maillage.json",
+                          json.dumps(dashboard(), indent=2, ensure_ascii=False) + "\n"))
     written.append(_write(directory / "LISEZMOI.md", guide(config, host)))
     return written
 

@@ -31,6 +31,7 @@ from maillage.portal.db import Database, database_urls, migrate
 from maillage.portal.idp_dev import Directory
 from maillage.portal.links import ShareLinks
 from maillage.portal.matrix_sso import MatrixSso
+from maillage.portal.metrics import PortalMetrics, add_metrics
 from maillage.portal.organisation import Organisation
 from maillage.portal.pages import STATIC_DIR
 from maillage.portal.partners import Partners
@@ -114,6 +115,8 @@ def create_app(config: Config, stack_secrets: Secrets) -> FastAPI:
                   openapi_url="/api/openapi.json")
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     add_refusals(app)
+    app.state.metrics = PortalMetrics()
+    add_metrics(app, app.state.metrics)
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next: Any) -> Response:

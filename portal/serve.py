@@ -6,6 +6,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from maillage.config import Config, url_host
+from maillage.logs import configure_logging
 from maillage.portal.idp_dev import Client, DevProvider, Directory, create_app, signing_key
 from maillage.secretstore import Secrets, secrets_dir
 
@@ -27,6 +28,7 @@ def serve(app: FastAPI, host: str, port: int) -> int:
 
 
 def serve_portal(config: Config, stack_secrets: Secrets) -> int:
+    configure_logging(config, "portail")
     from maillage.portal.app import create_app as portal_app
 
     return serve(portal_app(config, stack_secrets), url_host(config.reseau.adresse_ecoute), config.portail.port)

@@ -20,6 +20,13 @@ class Metrics:
         self.backlog = Gauge("maillage_bot_backlog", "Events waiting to be handled", ["bot"], registry=self.registry)
         self.dav_requests = Counter("maillage_bot_dav_requests_total", "Requests made to a DAV server",
                                     ["bot", "method"], registry=self.registry)
+        # The email bridge (same process model): SMTP answers, deliveries to rooms, replies out.
+        self.mail_smtp = Counter("maillage_courriel_smtp_total", "SMTP answers to DATA by kind", ["resultat"],
+                                 registry=self.registry)
+        self.mail_delivered = Counter("maillage_courriel_livres_total", "Emails shown in their room",
+                                      registry=self.registry)
+        self.mail_sent = Counter("maillage_courriel_envoyes_total", "Replies handed to the relay, by outcome",
+                                 ["resultat"], registry=self.registry)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

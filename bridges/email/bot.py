@@ -238,6 +238,7 @@ class CourrielBot(Bot):
                 "info": {"mimetype": attachment.mimetype, "size": len(attachment.data)}, **media,
                 "m.relates_to": {"rel_type": "m.thread", "event_id": root, "is_falling_back": True,
                                  "m.in_reply_to": {"event_id": str(event_id)}}})
+        self.context.metrics.mail_delivered.inc()
         await self.mail.delivered(received.id, Seen(
             room_id, message.message_id or f"sans-identifiant-{received.id}", str(event_id), root,
             message.thread_subject, message.subject, message.sender_address, received.address))

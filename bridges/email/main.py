@@ -15,6 +15,7 @@ from maillage.bridges.email.smtp import MailHandler, serve
 from maillage.config import Config, url_host
 from maillage.deploy.provisioning import ensure_admin_token
 from maillage.i18n import set_language
+from maillage.logs import configure_logging
 from maillage.secretstore import load_secrets
 
 
@@ -46,7 +47,8 @@ async def run_bridge(config: Config) -> None:
         if config.courriel.serveur_dns:
             use_nameserver(config.courriel.serveur_dns)
         handler = MailHandler(bot.mail, bot.domain, config.courriel.limite_par_heure, bot.arrived,
-                              policy=config.courriel.politique_expediteur, relays=config.courriel.relais_entrants)
+                              policy=config.courriel.politique_expediteur, relays=config.courriel.relais_entrants,
+                              metrics=metrics)
         servers = await serve(handler, host, config.courriel.port_smtp, config.courriel.port_lmtp,
                               config.courriel.taille_max_mo * 1024 * 1024, bot.domain)
         await stop.wait()
@@ -58,7 +60,7 @@ async def run_bridge(config: Config) -> None:
 
 
 def main(config: Config) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(config, "courriel")
     logging.getLogger("mau").setLevel(logging.WARNING)
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd: one line per command otherwise
     asyncio.run(run_bridge(config))

@@ -131,6 +131,7 @@ async def send_one(bot: CourrielBot, outgoing: Outgoing) -> None:
     except (aiosmtplib.SMTPException, OSError) as error:
         await later(bot, outgoing, f"{type(error).__name__}: {str(error)[:200]}")
     else:
+        bot.context.metrics.mail_sent.labels("envoye").inc()
         await bot.mail.sent(outgoing.event_id)
         await bot.send_about(outgoing.room_id, outgoing.event_id, {"m.relates_to": {
             "rel_type": "m.annotation", "event_id": outgoing.event_id, "key": "📨"}}, key="envoye",
@@ -141,6 +142,7 @@ async def refusal(bot: CourrielBot, outgoing: Outgoing, detail: str) -> None:
     """Refused for good by the relay (an address that does not exist…): said in the thread."""
     await bot.send_about(outgoing.room_id, outgoing.event_id, thread_notice(outgoing, t(
         "mail.send_refused", to=str(outgoing.content.get("a", "?")), detail=detail[:300])), key="refus")
+    bot.context.metrics.mail_sent.labels("refuse").inc()
     await bot.mail.sent(outgoing.event_id, "refuse")
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from maillage.bots.runtime.metrics import Metrics
 from maillage.bridges.email import senders
 from maillage.bridges.email.store import MailStore, now_ms
 
@@ -27,9 +28,10 @@ HOUR_MS = 3_600_000
 
 class MailHandler:
     def __init__(self, store: MailStore, domain: str, per_hour: int, arrived: asyncio.Event, *,
-                 policy: str = "signaler", relays: list[str] | None = None) -> None:
+                 policy: str = "signaler", relays: list[str] | None = None, metrics: Metrics | None = None) -> None:
         self.store, self.domain, self.per_hour, self.arrived = store, domain, per_hour, arrived
         self.policy, self.relays = policy, relays or []
+        self.metrics = metrics or Metrics()
 
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope, address: str,
                           mail_options: list[str]) -> str:
@@ -56,14 +58,17 @@ class MailHandler:
         sender = await senders.check(raw, peer, str(envelope.mail_from or ""), str(session.host_name or ""),
                                      self.relays)
         if self.policy == "refuser" and sender.forged:
+            self.metrics.mail_smtp.labels("refuse_expediteur").inc()
             return _each(server, count, f"550 5.7.26 Expediteur non authentifie (SPF {sender.spf}, DKIM {sender.dkim})")
         try:
             await self.store.accept(str(envelope.mail_from or ""), list(envelope.rcpt_tos), raw, sender.spf,
                                     sender.dkim)
         except Exception:  # the database: the sender's server keeps the message and tries again
             log.exception("message from %s not stored; answered 451", envelope.mail_from)
+            self.metrics.mail_smtp.labels("stockage_impossible").inc()
             return _each(server, count, "451 4.3.0 Stockage momentanement impossible : reessayez plus tard")
         self.arrived.set()
+        self.metrics.mail_smtp.labels("accepte").inc(count)
         return _each(server, count, "250 2.0.0 Message recu")
 
 

@@ -62,6 +62,7 @@ async def login_back(request: Request, code: str = "", state: str = "", error: s
                                              "message": t("portal.login_unknown_agent", email=identity.email)},
                     status=403)
     token = await open_session(portal.database, identity, id_token, admin_rights)
+    request.app.state.metrics.sign_ins.inc()
     response = RedirectResponse(next_page, status_code=303)
     response.set_cookie(SESSION_COOKIE, token, max_age=SESSION_HOURS * 3600, httponly=True,
                         secure=secure_cookie(portal.config), samesite="lax", path="/")
