@@ -34,7 +34,7 @@ from tests.conftest import IN_CI
 from tests.deploy.test_federation_launcher import _agent, _room_named
 from tests.deploy.test_launcher import init_stack, maillage
 from tests.harness.matrix import restore_agent
-from tests.harness.servers import SERVER_LOGS, free_port
+from tests.harness.servers import SERVER_LOGS, free_port, free_port_range
 
 
 def _postgres_available() -> str | None:
@@ -65,7 +65,7 @@ def postgres() -> Iterator[str]:
 
 def scaled_stack(data_dir: Path, prefix: str, **deploiement: str) -> dict[str, int]:
     ports = init_stack(data_dir)
-    internal = free_port()
+    internal = free_port_range(32)
     settings = {"prefixe_bases": f'"{prefix}"', "port_interne": str(internal), **deploiement}
     path = data_dir / "maillage.toml"
     text = path.read_text()

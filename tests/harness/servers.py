@@ -33,6 +33,24 @@ def free_port() -> int:
             return port
 
 
+def free_port_range(count: int) -> int:
+    """The first of ``count`` consecutive loopback ports, all free now and never handed out
+    (the scaled profile's internal ports follow one another)."""
+    for start in range(20_000, 60_000, count):
+        ports = range(start, start + count)
+        if any(port in _HANDED_OUT for port in ports):
+            continue
+        try:
+            for port in ports:
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                    probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        _HANDED_OUT.update(ports)
+        return start
+    raise RuntimeError("no range of free ports")
+
+
 def toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
