@@ -70,19 +70,14 @@ def test_backup_and_restore_time_per_gb_against_tar(tmp_path: Path) -> None:
         target, plain_target = tmp_path / f"restauree-{index}", tmp_path / f"tar-{index}"
         plain = tmp_path / f"tar-{index}.tar"
         plain_target.mkdir()
-
-        def ours() -> None:
-            ours_backup.append(timed([*maillage, str(data_dir), "sauvegarde", "--vers", str(out)]))
-            archive = next(out.glob("maillage-*.tar"))
-            ours_restore.append(timed([*maillage, str(target), "restaure", str(archive)]))
-
-        def floor() -> None:
-            tar_backup.append(timed(["tar", "-cf", str(plain), "-C", str(data_dir), "."]))
-            tar_restore.append(timed(["tar", "-xf", str(plain), "-C", str(plain_target)]))
-
-        first, second = (ours, floor) if index % 2 == 0 else (floor, ours)
-        first()
-        second()
+        for side in (("maillage", "tar") if index % 2 == 0 else ("tar", "maillage")):
+            if side == "maillage":
+                ours_backup.append(timed([*maillage, str(data_dir), "sauvegarde", "--vers", str(out)]))
+                archive = next(out.glob("maillage-*.tar"))
+                ours_restore.append(timed([*maillage, str(target), "restaure", str(archive)]))
+            else:
+                tar_backup.append(timed(["tar", "-cf", str(plain), "-C", str(data_dir), "."]))
+                tar_restore.append(timed(["tar", "-xf", str(plain), "-C", str(plain_target)]))
         order.append("maillage, tar" if index % 2 == 0 else "tar, maillage")
         for folder in (out, target, plain_target):
             shutil.rmtree(folder, ignore_errors=True)
