@@ -224,8 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         config = _load(path, create_demo=args.command == "up" and default_place)
         config = with_profile(config, getattr(args, "up_profile", None) or args.profile or _running_profile(config))
         if args.command == "up":
-            if args.with_neighbour:
-                config = _start_neighbour(config)
+            if args.with_neighbour:  # the file is read again there: the profile chosen stays
+                config = with_profile(_start_neighbour(config), config.deploiement.profil)
             if args.detach:
                 return launcher.up_detached(config)
             return launcher.up(config, show_summary=not args.no_summary)
