@@ -55,7 +55,9 @@ def migrate_to_postgresql(config: Config, secrets: Secrets, report: Callable[[st
     ensure_databases(scaled, secrets)
     targets = {database.part: database.url for database in postgresql_databases(scaled)}
     report(t("migrate.synapse"))
+    _finish_background_updates(config, secrets)
     _port_synapse(scaled, secrets, sources["synapse"])
+    _align_sequences(scaled, secrets)
     for part in ("bots", "courriel", "portail"):
         if sources[part].exists():
             report(t("migrate.part", part=part))
@@ -64,14 +66,63 @@ def migrate_to_postgresql(config: Config, secrets: Secrets, report: Callable[[st
     return scaled
 
 
-def _port_synapse(scaled: Config, secrets: Secrets, source: Path) -> None:
-    rendered = render_synapse(scaled, secrets)  # the scaled homeserver.yaml: its database section
-    script = Path(sys.executable).with_name("synapse_port_db")
-    done = subprocess.run([str(script), "--sqlite-database", str(source), "--postgres-config",
-                           str(rendered.config_file)], capture_output=True, text=True, timeout=24 * 3600)
+def _finish_background_updates(config: Config, secrets: Secrets) -> None:
+    """Synapse's background updates of the SQLite database run to their end (synapse_port_db
+    refuses a database with updates pending: a stack stopped soon after an upgrade has some)."""
+    rendered = render_synapse(with_profile(config, "simple"), secrets)
+    _synapse_script("update_synapse_database", ["--database-config", str(rendered.config_file),
+                                                "--run-background-updates"])
+
+
+def _synapse_script(name: str, arguments: list[str]) -> None:
+    script = Path(sys.executable).with_name(name)
+    done = subprocess.run([str(script), *arguments], capture_output=True, text=True, timeout=24 * 3600)
     if done.returncode != 0:
         lines = (done.stderr or done.stdout).strip().splitlines() or ["?"]
         raise MigrationError(t("migrate.synapse_failed", detail=lines[-1][:300]))
+
+
+def _port_synapse(scaled: Config, secrets: Secrets, source: Path) -> None:
+    rendered = render_synapse(scaled, secrets)  # the scaled homeserver.yaml: its database section
+    _synapse_script("synapse_port_db", ["--sqlite-database", str(source), "--postgres-config",
+                                        str(rendered.config_file)])
+
+
+# Synapse's streams and the PostgreSQL sequences that number them (synapse/storage/…).
+STREAM_SEQUENCES = {
+    "events": "events_stream_seq", "to_device": "device_inbox_sequence", "account_data": "account_data_sequence",
+    "receipts": "receipts_sequence", "presence_stream": "presence_stream_sequence",
+    "device_lists_stream": "device_lists_sequence", "push_rules_stream": "push_rules_stream_sequence",
+    "pushers": "pushers_sequence", "thread_subscriptions": "thread_subscriptions_sequence",
+    "un_partial_stated_event_stream": "un_partial_stated_event_stream_sequence",
+    "un_partial_stated_room_stream": "un_partial_stated_room_stream_sequence",
+    "profile_updates": "profile_updates_sequence", "sticky_events": "sticky_events_sequence",
+}
+
+
+def _align_sequences(scaled: Config, secrets: Secrets) -> None:
+    """Each sequence at least at its stream's recorded position: on SQLite a stream position
+    may pass the highest id in the stream's own table (to-device messages sent to other servers
+    count too), and Synapse on PostgreSQL refuses to start when a sequence lags behind it."""
+    from maillage.deploy.scaled import _postgres
+    from maillage.homeserver.workers import database_name
+
+    connection = _postgres(scaled, secrets, database_name(scaled, "synapse"))
+    connection.autocommit = True
+    try:
+        with connection.cursor() as cursor:
+            for stream, sequence in STREAM_SEQUENCES.items():
+                cursor.execute("SELECT to_regclass(%s)", (sequence,))
+                row = cursor.fetchone()
+                if row is None or row[0] is None:
+                    continue
+                cursor.execute("SELECT MAX(stream_id) FROM stream_positions WHERE stream_name = %s", (stream,))
+                position = (cursor.fetchone() or [None])[0]
+                if position is not None:
+                    cursor.execute(f"SELECT setval(%s, GREATEST(%s, (SELECT last_value FROM {sequence})))",
+                                   (sequence, position))
+    finally:
+        connection.close()
 
 
 async def _make_schema(part: str, url: str) -> None:
