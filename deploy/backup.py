@@ -13,9 +13,11 @@ a full disk or a crash leaves the previous backups as they were and no half arch
 Retention keeps the latest backup of each of the last N days and of each of the last M
 weeks.
 
-A restore checks the whole archive first (every member against the manifest, no path
-outside the data directory), refuses a data directory that is not empty — or PostgreSQL
-databases that already hold tables — unless told ``--ecraser``, and only then writes.
+A restore checks the archive's structure first (the manifest, no path outside the data
+directory), refuses a data directory that is not empty — or PostgreSQL databases that
+already hold tables — unless told ``--ecraser``, then extracts into a temporary folder
+beside the target, checking every byte against the manifest on the way: only a complete,
+matching archive takes the target's place.
 """
 
 from __future__ import annotations
@@ -102,6 +104,7 @@ def back_up(config: Config, destination: Path, *, now: datetime.datetime | None 
             fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as handle, \
                     tarfile.open(fileobj=handle, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                tar.copybufsize = CHUNK  # type: ignore[attr-defined]  # what addfile copies at a time (16 KB)
                 files: dict[str, dict[str, object]] = {}
                 for relative, source in _data_files(config.data_dir, staging):
                     files[relative] = _add(tar, f"donnees/{relative}", source)
@@ -252,7 +255,9 @@ def prune(directory: Path, *, daily: int, weekly: int) -> list[Path]:
 
 
 def verify(archive: Path) -> dict[str, object]:
-    """The archive's manifest, once every member is found whole; else BackupError."""
+    """The archive's manifest, once its structure is sound: every file it names present as a
+    regular member at a safe place, nothing else. The bytes are checked against their SHA-256
+    as a restore reads them (``restore``), before anything reaches the data directory."""
     try:
         with tarfile.open(archive, mode="r:") as tar:
             members = {member.name: member for member in tar.getmembers()}
@@ -262,24 +267,23 @@ def verify(archive: Path) -> dict[str, object]:
             extracted = tar.extractfile(manifest_member)
             assert extracted is not None
             manifest = json.loads(extracted.read())
-            files = manifest.get("fichiers") if isinstance(manifest, dict) else None
-            if manifest.get("format") != FORMAT or not isinstance(files, dict):
-                raise BackupError(t("backup.unknown_format", path=archive))
-            for relative, expected in files.items():
-                name = f"postgresql/{relative.split('/', 1)[1]}" if relative.startswith("postgresql/") \
-                    else f"donnees/{relative}"
-                member = members.get(name)
-                if member is None or not member.isfile() or not _safe(relative):
-                    raise BackupError(t("backup.damaged", path=archive, member=relative))
-                if _sha256(tar, member) != expected.get("sha256"):
-                    raise BackupError(t("backup.damaged", path=archive, member=relative))
-            unexpected = set(members) - {MANIFEST} - {f"donnees/{r}" for r in files} \
-                - {f"postgresql/{r.split('/', 1)[1]}" for r in files if r.startswith("postgresql/")}
-            if unexpected:
-                raise BackupError(t("backup.damaged", path=archive, member=sorted(unexpected)[0][:120]))
-            return dict(manifest)
     except (tarfile.TarError, EOFError, OSError, ValueError, UnicodeDecodeError) as exc:
         raise BackupError(t("backup.unreadable", path=archive, detail=type(exc).__name__)) from None
+    files = manifest.get("fichiers") if isinstance(manifest, dict) else None
+    if manifest.get("format") != FORMAT or not isinstance(files, dict):
+        raise BackupError(t("backup.unknown_format", path=archive))
+    for relative in files:
+        member = members.get(_member_name(relative))
+        if member is None or not member.isfile() or not _safe(relative):
+            raise BackupError(t("backup.damaged", path=archive, member=relative))
+    unexpected = set(members) - {MANIFEST} - {_member_name(relative) for relative in files}
+    if unexpected:
+        raise BackupError(t("backup.damaged", path=archive, member=sorted(unexpected)[0][:120]))
+    return dict(manifest)
+
+
+def _member_name(relative: str) -> str:
+    return f"postgresql/{relative.split('/', 1)[1]}" if relative.startswith("postgresql/") else f"donnees/{relative}"
 
 
 def _safe(relative: str) -> bool:
@@ -287,18 +291,9 @@ def _safe(relative: str) -> bool:
     return not path.is_absolute() and ".." not in path.parts and relative == path.as_posix()
 
 
-def _sha256(tar: tarfile.TarFile, member: tarfile.TarInfo) -> str:
-    handle = tar.extractfile(member)
-    assert handle is not None
-    digest = hashlib.sha256()
-    while chunk := handle.read(CHUNK):
-        digest.update(chunk)
-    return digest.hexdigest()
-
-
 def restore(archive: Path, target: Path, *, overwrite: bool = False) -> dict[str, object]:
     """The archive's data directory at ``target`` (and its PostgreSQL databases); its manifest.
-    Everything is checked before anything is written."""
+    Everything is checked before the target or a database is written to."""
     manifest = verify(archive)
     if (target / "run" / "etat.json").exists():
         raise BackupError(t("backup.target_running", path=target))
@@ -312,12 +307,7 @@ def restore(archive: Path, target: Path, *, overwrite: bool = False) -> dict[str
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.restauration-", dir=target.parent))
     try:
-        with tarfile.open(archive, mode="r:") as tar:
-            for member in tar.getmembers():
-                if member.name.startswith("donnees/"):
-                    _extract(tar, member, staging / member.name.removeprefix("donnees/"))
-                elif member.name.startswith("postgresql/"):
-                    _extract(tar, member, staging / ".postgresql" / member.name.removeprefix("postgresql/"))
+        _extract_checked(archive, manifest, staging)
         for database in databases:
             _recreate(config, database)
             _run_pg(config, ["pg_restore", "--no-owner", "--exit-on-error", "--dbname", database.url,
@@ -359,13 +349,40 @@ def _databases_to_restore(config: Config, manifest: dict[str, object]) -> list[D
     return wanted
 
 
-def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, path: Path) -> None:
+def _extract_checked(archive: Path, manifest: dict[str, object], staging: Path) -> None:
+    """Every member into ``staging`` (a temporary folder beside the target), hashed as it is
+    read, in one pass; a byte that differs from the manifest: refused, the folder removed by
+    the caller — the target is never touched."""
+    files: dict[str, Any] = manifest["fichiers"]  # type: ignore[assignment]
+    try:
+        with tarfile.open(archive, mode="r:") as tar:
+            for member in tar:
+                if member.name == MANIFEST:
+                    continue
+                relative = member.name.removeprefix("donnees/")
+                path = staging / (".postgresql/" + member.name.removeprefix("postgresql/")
+                                  if member.name.startswith("postgresql/") else relative)
+                relative = member.name if member.name.startswith("postgresql/") else relative
+                if _extract(tar, member, path) != files[relative].get("sha256"):
+                    raise BackupError(t("backup.damaged", path=archive, member=relative))
+    except (tarfile.TarError, EOFError) as exc:
+        raise BackupError(t("backup.unreadable", path=archive, detail=type(exc).__name__)) from None
+
+
+def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, path: Path) -> str:
+    """The member written at ``path`` (0600); its SHA-256."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     source = tar.extractfile(member)
     assert source is not None
+    digest = hashlib.sha256()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as handle:
-        shutil.copyfileobj(source, handle, CHUNK)
+        while chunk := source.read(CHUNK):
+            digest.update(chunk)
+            handle.write(chunk)
+    if source.tell() != member.size:  # the archive ended inside this member
+        raise EOFError(member.name)
+    return digest.hexdigest()
 
 
 def _connect(config: Config, url: str, database: str | None = None) -> Any:
