@@ -27,8 +27,9 @@ import asyncpg
 
 from maillage.config import Config, with_profile
 from maillage.deploy.backup import postgresql_databases
-from maillage.deploy.scaled import ensure_databases, scaled_servers_problem
+from maillage.deploy.scaled import ensure_databases, postgres_connection, scaled_servers_problem
 from maillage.homeserver.render import render_synapse
+from maillage.homeserver.workers import database_name
 from maillage.i18n import t
 from maillage.secretstore import Secrets
 
@@ -104,10 +105,7 @@ def _align_sequences(scaled: Config, secrets: Secrets) -> None:
     """Each sequence at least at its stream's recorded position: on SQLite a stream position
     may pass the highest id in the stream's own table (to-device messages sent to other servers
     count too), and Synapse on PostgreSQL refuses to start when a sequence lags behind it."""
-    from maillage.deploy.scaled import _postgres
-    from maillage.homeserver.workers import database_name
-
-    connection = _postgres(scaled, secrets, database_name(scaled, "synapse"))
+    connection = postgres_connection(scaled, secrets, database_name(scaled, "synapse"))
     connection.autocommit = True
     try:
         with connection.cursor() as cursor:

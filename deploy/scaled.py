@@ -19,7 +19,7 @@ from maillage.secretstore import Secrets
 TIMEOUT = 5.0
 
 
-def _postgres(config: Config, secrets: Secrets, database: str = "postgres") -> psycopg2.extensions.connection:
+def postgres_connection(config: Config, secrets: Secrets, database: str = "postgres") -> psycopg2.extensions.connection:
     server = urlsplit(config.deploiement.postgresql)
     return psycopg2.connect(host=server.hostname, port=server.port or 5432, user=server.username or "postgres",
                             password=secrets.postgresql_password or None, dbname=database,
@@ -29,7 +29,7 @@ def _postgres(config: Config, secrets: Secrets, database: str = "postgres") -> p
 def scaled_servers_problem(config: Config, secrets: Secrets) -> str | None:
     """None when PostgreSQL and Redis both answer; else what is wrong, naming which (French)."""
     try:
-        _postgres(config, secrets).close()
+        postgres_connection(config, secrets).close()
     except psycopg2.Error as exc:
         return t("scaled.postgresql_unreachable", url=config.deploiement.postgresql,
                  detail=_first_line(str(exc)))
@@ -72,7 +72,7 @@ def ensure_databases(config: Config, secrets: Secrets) -> list[str]:
     wanted += [database_name(config, part) for part in SCALED_DATABASES
                if getattr(config, part).base_de_donnees.endswith(f"/{database_name(config, part)}")]
     made = []
-    connection = _postgres(config, secrets)
+    connection = postgres_connection(config, secrets)
     try:
         connection.autocommit = True  # CREATE DATABASE cannot run inside a transaction
         with connection.cursor() as cursor:
