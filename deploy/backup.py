@@ -106,7 +106,7 @@ def back_up(config: Config, destination: Path, *, now: datetime.datetime | None 
                     tarfile.open(fileobj=handle, mode="w", format=tarfile.PAX_FORMAT) as tar:
                 tar.copybufsize = CHUNK  # type: ignore[attr-defined]  # what addfile copies at a time (16 KB)
                 files: dict[str, dict[str, object]] = {}
-                for relative, source in _data_files(config.data_dir, staging):
+                for relative, source in _data_files(config.data_dir, staging, destination):
                     files[relative] = _add(tar, f"donnees/{relative}", source)
                 for part, dump in dumps.items():
                     files[f"postgresql/{part}.dump"] = _add(tar, f"postgresql/{part}.dump", dump)
@@ -130,12 +130,15 @@ def back_up(config: Config, destination: Path, *, now: datetime.datetime | None 
     return final
 
 
-def _data_files(data_dir: Path, staging: Path) -> Iterator[tuple[str, Path]]:
+def _data_files(data_dir: Path, staging: Path, destination: Path) -> Iterator[tuple[str, Path]]:
     """Each file to keep, relative to the data directory, and where to read it from (a SQLite
-    database is first copied through the online backup API into ``staging``)."""
+    database is first copied through the online backup API into ``staging``). The backups'
+    own folder is left out wherever it is (an archive never holds the previous ones)."""
+    archives = destination.resolve()
     for root, dirs, names in os.walk(data_dir):
         here = Path(root).relative_to(data_dir)
-        dirs[:] = sorted(d for d in dirs if (here / d).as_posix() not in SKIPPED_DIRS)
+        dirs[:] = sorted(d for d in dirs if (here / d).as_posix() not in SKIPPED_DIRS
+                         and (Path(root) / d).resolve() != archives)
         for name in sorted(names):
             relative = (here / name).as_posix()
             path = Path(root) / name

@@ -124,6 +124,17 @@ def test_a_damaged_truncated_or_misplaced_restore_is_refused_before_anything_is_
     assert oct((target / "secrets" / "secrets.toml").stat().st_mode & 0o777) == "0o600"
 
 
+def test_backups_kept_inside_the_data_directory_are_not_backed_up_again(tmp_path: Path) -> None:
+    source = tmp_path / "mairie"
+    small_data_dir(source)
+    for _ in range(2):
+        assert maillage(source, "sauvegarde", "--vers", str(source / "archives")).returncode == 0
+    with tarfile.open(archives(source / "archives")[-1]) as tar:
+        names = tar.getnames()
+    assert not [name for name in names if name.startswith("donnees/archives")], names
+    assert "donnees/bots/bots.db" in names
+
+
 def test_a_full_disk_during_a_backup_leaves_the_previous_ones_intact(tmp_path: Path) -> None:
     source = tmp_path / "mairie"
     small_data_dir(source)
