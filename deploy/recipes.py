@@ -165,6 +165,7 @@ def nginx_site(config: Config, host: str, certificate: str, key: str) -> str:
     if portal_host:
         lines += ["server {", "    listen 443 ssl http2;", "    listen [::]:443 ssl http2;",
                   f"    server_name {portal_host};", tls.rstrip("\n"), "    client_max_body_size 20m;",
+                  "    location = /metrics { return 404; }  # for Prometheus on loopback, not the world",
                   f"    location / {{ {_proxy('portail')} }}", "}", ""]
     return "\n".join(lines)
 

@@ -52,6 +52,7 @@ def test_the_recipes_are_what_nginx_systemd_and_synapse_accept(tmp_path: Path) -
     assert checked.returncode == 0, checked.stderr
     site = (out / "nginx" / "maillage.conf").read_text()
     assert "location ^~ /_synapse/admin { return 404; }" in site  # before any regex: never exposed
+    assert "location = /metrics { return 404; }" in site  # the portal's metrics stay on loopback
     bodies = dict(re.findall(r"location = (/\.well-known/matrix/\w+) \{[^}]*return 200 '([^']+)'", site))
     assert json.loads(bodies["/.well-known/matrix/server"]) == {"m.server": f"{PUBLIC}:443"}
     assert json.loads(bodies["/.well-known/matrix/client"]) == {"m.homeserver": {"base_url": f"https://{PUBLIC}"}}
