@@ -23,7 +23,6 @@ from maillage.config import (
 from maillage.deploy import launcher
 from maillage.deploy.backup import BackupError, back_up, prune, restore
 from maillage.deploy.migrate import MigrationError, migrate_to_postgresql, set_scaled_profile
-from maillage.deploy.neighbour import prepare_neighbour
 from maillage.deploy.partners import PartnerError, change_partners
 from maillage.deploy.recipes import RecipeError, write_recipes
 from maillage.deploy.services import PrepareError, stack_services
@@ -119,6 +118,8 @@ def _running_profile(config: Config) -> str | None:
 
 
 def _start_neighbour(config: Config) -> Config:
+    from maillage.deploy.neighbour import prepare_neighbour
+
     main_config, neighbour = prepare_neighbour(config)
     if not launcher.is_running(neighbour):
         print(t("neighbour.starting", path=neighbour.data_dir))

@@ -36,20 +36,11 @@ from zoneinfo import ZoneInfo
 
 from maillage.config import Config, ConfigError, check_data_dir, load_config, with_profile
 from maillage.deploy import processes
-from maillage.deploy.neighbour import SHARED_ROOM, neighbour_config, seed_shared_room
 from maillage.deploy.processes import RunningService, StartError
-from maillage.deploy.provisioning import (
-    demo_accounts,
-    demo_dir,
-    demo_seeded,
-    ensure_admin_token,
-    seed_demo,
-)
 from maillage.deploy.scaled import scaled_servers_problem
 from maillage.deploy.services import HealthCheck, Service, log_path, stack_services
 from maillage.deploy.supervisor import STARTING, WAITING, Supervisor, redactor, seconds_until
 from maillage.i18n import t
-from maillage.portal.idp_dev import ensure_admin_accounts
 from maillage.secretstore import (
     Secrets,
     ensure_secrets,
@@ -233,6 +224,12 @@ def _start_one(config: Config, service: Service, state: dict[str, Any], out: Tex
 
 def _after_start(config: Config, stack_secrets: Secrets, out: TextIO) -> None:
     """Provisioning that needs the homeserver up: the admin account, the demo."""
+    # Imported here: they bring in the bots and the portal, which `status` or `sauvegarde`
+    # have no use for (the command starts in a fraction of the time).
+    from maillage.deploy.neighbour import SHARED_ROOM, neighbour_config, seed_shared_room
+    from maillage.deploy.provisioning import demo_seeded, ensure_admin_token, seed_demo
+    from maillage.portal.idp_dev import ensure_admin_accounts
+
     token = asyncio.run(ensure_admin_token(config, stack_secrets))
     if not config.portail.oidc_emetteur:
         ensure_admin_accounts(config.data_dir, config.portail.administrateurs)
@@ -393,6 +390,9 @@ def _follow(log: Path, offset: int, supervisor: subprocess.Popen[bytes], config:
 
 
 def print_summary(config: Config, *, out: TextIO, detached: bool) -> None:
+    from maillage.deploy.provisioning import demo_accounts, demo_dir
+    from maillage.portal.idp_dev import ensure_admin_accounts
+
     state = read_state(config)
     services = state.get("services", {})
     lines = ["", t("summary.title", name=config.collectivite.nom),
@@ -483,6 +483,8 @@ def print_status(report: dict[str, Any], *, out: TextIO) -> None:
 
 
 def down(config: Config, *, out: TextIO = sys.stdout, timeout: float = 90.0) -> int:
+    from maillage.deploy.neighbour import neighbour_config
+
     neighbour = neighbour_config(config)
     if neighbour is not None and is_running(neighbour):
         down(neighbour, out=out, timeout=timeout)

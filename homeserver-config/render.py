@@ -23,8 +23,6 @@ from maillage.homeserver.workers import (
     write_worker_configs,
 )
 from maillage.i18n import t
-from maillage.portal.matrix_sso import provider_settings
-from maillage.portal.partners import published_externals
 from maillage.secretstore import Secrets, secrets_dir, write_private
 
 _TEMPLATES = jinja2.Environment(
@@ -56,6 +54,11 @@ def render_synapse(
     ``relaxed_rate_limits`` exists for the test harness only, which logs in many
     accounts from one address within seconds.
     """
+    # The portal's parts Synapse's config names (its OpenID provider, the external accounts it
+    # publishes), imported here: the portal's modules weigh on every `maillage` command.
+    from maillage.portal.matrix_sso import provider_settings
+    from maillage.portal.partners import published_externals
+
     directory = synapse_dir(config)
     (directory / "media").mkdir(parents=True, exist_ok=True)
     values = {
