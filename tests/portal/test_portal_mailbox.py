@@ -48,6 +48,10 @@ async def test_a_service_gets_its_mailbox_from_the_portal(
         refused = await agent.post(f"{portal.url}/services/cimetiere-ml/courriel",
                                    data={"csrf": csrf_of(own), "adresse": "cimetiere-ml"})
         assert refused.status_code == 403
+        # …nor take one away, even from their own service.
+        removal = await agent.post(f"{portal.url}/services/etat-civil-ml/courriel/retirer",
+                                   data={"csrf": csrf_of(own), "adresse": f"etat-civil-ml@{DOMAIN}"})
+        assert removal.status_code == 403
     finally:
         await agent.close()
 
