@@ -13,6 +13,7 @@ import re
 import smtplib
 import time
 import uuid
+from typing import Any
 
 import pytest
 
@@ -25,6 +26,26 @@ pytestmark = pytest.mark.usefixtures("in_french")
 log = logging.getLogger(__name__)
 MESSAGES = 30
 MIN_KILLS = 3
+
+
+def seeded() -> tuple[int, random.Random]:
+    """The kill moments' random source, its seed in the log (MAILLAGE_KILL_SEED replays it)."""
+    seed = int(os.environ.get("MAILLAGE_KILL_SEED", random.randrange(1_000_000)))
+    log.warning("kill test seed: %s (MAILLAGE_KILL_SEED=%s reproduces the same moments)", seed, seed)
+    return seed, random.Random(seed)
+
+
+async def kill_until_done(bridge: ServiceProcess, work: asyncio.Future[Any], rng: random.Random) -> int:
+    """SIGKILL the bridge at random moments until ``work`` is done (at least MIN_KILLS times),
+    start it again each time; ready at the end. How many kills."""
+    kills = 0
+    while kills < MIN_KILLS or not work.done():
+        await asyncio.sleep(rng.uniform(0.5, 3.0))
+        await asyncio.to_thread(bridge.kill)
+        kills += 1
+        bridge.launch()  # from this thread: see ServiceProcess.launch
+    await asyncio.to_thread(bridge.wait_ready)
+    return kills
 
 
 def send_until_accepted(synapse: ServerStack, index: int, to: str) -> int:
@@ -41,9 +62,7 @@ def send_until_accepted(synapse: ServerStack, index: int, to: str) -> int:
 
 async def test_sigkill_of_the_bridge_at_random_moments_loses_no_email_and_shows_none_twice(
         synapse: ServerStack, bridge: ServiceProcess, agents: AgentFactory) -> None:
-    seed = int(os.environ.get("MAILLAGE_KILL_SEED", random.randrange(1_000_000)))
-    rng = random.Random(seed)
-    log.warning("kill test seed: %s (MAILLAGE_KILL_SEED=%s reproduces the same moments)", seed, seed)
+    seed, rng = seeded()
     address = f"accueil-{uuid.uuid4().hex[:6]}"
     owner, room = await room_with_mailbox(agents, synapse, "Accueil", address)
     to = f"{address}@{DOMAIN}"
@@ -56,13 +75,7 @@ async def test_sigkill_of_the_bridge_at_random_moments_loses_no_email_and_shows_
         return attempts
 
     sending = asyncio.ensure_future(send_all())
-    kills = 0
-    while kills < MIN_KILLS or not sending.done():
-        await asyncio.sleep(rng.uniform(0.5, 3.0))
-        await asyncio.to_thread(bridge.kill)
-        kills += 1
-        bridge.launch()  # from this thread: see ServiceProcess.launch
-    await asyncio.to_thread(bridge.wait_ready)
+    kills = await kill_until_done(bridge, sending, rng)
     attempts = await sending
 
     def shown() -> collections.Counter[str]:
@@ -87,9 +100,7 @@ async def test_sigkill_while_replies_go_out_sends_each_one_under_a_single_messag
     """Every reply an agent writes reaches the relay; a reply sent again because the bridge died
     between the relay's answer and its record carries the same Message-ID (mail clients show
     it once), and none is lost."""
-    seed = int(os.environ.get("MAILLAGE_KILL_SEED", random.randrange(1_000_000)))
-    rng = random.Random(seed)
-    log.warning("kill test seed: %s (MAILLAGE_KILL_SEED=%s reproduces the same moments)", seed, seed)
+    seed, rng = seeded()
     address = f"reponses-{uuid.uuid4().hex[:6]}"
     owner, room = await room_with_mailbox(agents, synapse, "Réponses", address)
     to = f"{address}@{DOMAIN}"
@@ -103,13 +114,7 @@ async def test_sigkill_while_replies_go_out_sends_each_one_under_a_single_messag
             await asyncio.sleep(rng.uniform(0, 0.6))
 
     answering = asyncio.ensure_future(answer_all())
-    kills = 0
-    while kills < MIN_KILLS or not answering.done():
-        await asyncio.sleep(rng.uniform(0.5, 3.0))
-        await asyncio.to_thread(bridge.kill)
-        kills += 1
-        bridge.launch()
-    await asyncio.to_thread(bridge.wait_ready)
+    kills = await kill_until_done(bridge, answering, rng)
     await answering
 
     def ids_per_reply() -> dict[str, set[str]]:
