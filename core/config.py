@@ -408,8 +408,13 @@ class Deploiement(_Section):
     # Synapse workers answering sync and the client's reads (one process each).
     lecteurs: int = Field(default=1, ge=1, le=32)
     # The first of the ports the Synapse processes use among themselves, on loopback (the
-    # main process's own client port, replication, then one per worker).
+    # main process's own client port, replication, the bots' door, then one per worker).
     port_interne: Port = 18400
+
+    @property
+    def port_robots(self) -> int:
+        """The front door's loopback port for the bots: their syncs go to a reader of their own."""
+        return self.port_interne + 7
 
 
 class Sauvegarde(_Section):
@@ -546,8 +551,15 @@ class Config(_Section):
 
     @property
     def bots_homeserver_url(self) -> str:
-        """Where the bots reach Synapse: ``[bots] url_serveur_matrix``, else the stack's own address."""
-        return self.bots.url_serveur_matrix.rstrip("/") or self.synapse_url
+        """Where the bots reach Synapse: ``[bots] url_serveur_matrix``, else the stack's own
+        address — in the scaled profile the front door's port for them, whose syncs go to a
+        reader of their own: an account in thousands of rooms makes every sync it asks for
+        long, and the agents' reader should not wait behind it."""
+        if self.bots.url_serveur_matrix:
+            return self.bots.url_serveur_matrix.rstrip("/")
+        if self.deploiement.profil == "reparti":
+            return f"http://127.0.0.1:{self.deploiement.port_robots}"
+        return self.synapse_url
 
 
 def url_host(address: str) -> str:

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from maillage.config import Config
 from maillage.deploy.grafana import dashboard
 from maillage.deploy.services import Service, stack_services
-from maillage.homeserver.workers import routing_table, scaled_ports, workers_of
+from maillage.homeserver.workers import routing_table, scaled_ports, upstreams
 from maillage.i18n import t
 from maillage.secretstore import Secrets, write_private
 
@@ -162,6 +162,13 @@ def nginx_site(config: Config, host: str, certificate: str, key: str) -> str:
     if server_name != host:
         lines += ["server {", "    listen 443 ssl http2;", "    listen [::]:443 ssl http2;",
                   f"    server_name {server_name};", tls.rstrip("\n"), *_well_known(host), "}", ""]
+    if config.deploiement.profil == "reparti":  # the bots' door, on loopback (see workers.py)
+        lines += ["server {", f"    listen 127.0.0.1:{scaled_ports(config).bots_door};",
+                  "    proxy_http_version 1.1;", "    proxy_read_timeout 180s;", "    proxy_buffering off;",
+                  '    proxy_set_header Connection "";',
+                  *(f'    location ~ "{pattern}" {{ {_proxy(upstream)} }}'
+                    for pattern, upstream in routing_table(config, for_bots=True)),
+                  f"    location / {{ {_proxy('principal')} }}", "}", ""]
     if portal_host:
         lines += ["server {", "    listen 443 ssl http2;", "    listen [::]:443 ssl http2;",
                   f"    server_name {portal_host};", tls.rstrip("\n"), "    client_max_body_size 20m;",
@@ -173,10 +180,7 @@ def nginx_site(config: Config, host: str, certificate: str, key: str) -> str:
 def _upstreams(config: Config) -> list[str]:
     blocks = {"portail": [config.portail.port]}
     if config.deploiement.profil == "reparti":
-        workers = workers_of(config)
-        blocks["principal"] = [scaled_ports(config).main_client]
-        blocks["lecteurs"] = [w.port for w in workers if w.name.startswith("lecteur")]
-        blocks |= {w.name: [w.port] for w in workers if w.routes and not w.name.startswith("lecteur")}
+        blocks |= upstreams(config)
     else:
         blocks["synapse"] = [config.reseau.port_synapse]
     lines = []

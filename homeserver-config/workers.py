@@ -8,8 +8,12 @@ PostgreSQL and Redis, rendered from the same collectivité config as the single 
   (``lecteurs`` of them), the event persister, the federation sender, the media
   repository, the appservice notifier and pusher;
 - the front door (nginx, ``routing_table`` → ``nginx.conf``) listens where Synapse did
-  (``reseau.port_synapse``) and sends each endpoint to its process: clients, bots, the
-  bridge and the portal see one Synapse as before.
+  (``reseau.port_synapse``) and sends each endpoint to its process: clients, the bridge
+  and the portal see one Synapse as before;
+- the bots come in through a door of their own on loopback (``deploiement.port_robots``),
+  the same table except that their syncs and reads go to a reader of their own
+  (``lecteur_robots``): a bot sits in every room of the collectivité, each of its syncs
+  walks them all, and the agents' readers should not queue behind it.
 
 Every internal port — replication included — listens on 127.0.0.1 only.
 """
@@ -69,15 +73,19 @@ class Worker:
         return f"http://{LOOPBACK}:{self.port}"
 
 
+BOTS_READER = "lecteur_robots"
+
+
 @dataclass(frozen=True)
 class ScaledPorts:
     main_client: int
     replication: int
+    bots_door: int
 
 
 def scaled_ports(config: Config) -> ScaledPorts:
     base = config.deploiement.port_interne
-    return ScaledPorts(main_client=base, replication=base + 1)
+    return ScaledPorts(main_client=base, replication=base + 1, bots_door=config.deploiement.port_robots)
 
 
 def workers_of(config: Config) -> list[Worker]:
@@ -89,6 +97,8 @@ def workers_of(config: Config) -> list[Worker]:
         Worker("federation_envoi", "Synapse — envoi de fédération", base + 3, ("metrics",)),
         Worker("medias", "Synapse — médias", base + 4, ("media", "client", "metrics"), MEDIA_ROUTES),
         Worker("appservice_pousse", "Synapse — passerelles et notifications", base + 5, ("metrics",)),
+        Worker(BOTS_READER, "Synapse — lecture des robots", base + 8, ("client", "metrics"),
+               SYNC_ROUTES + CLIENT_READ_ROUTES),
         *readers,
     ]
 
@@ -148,13 +158,30 @@ def write_worker_configs(config: Config, directory: Path, log_config: Path) -> d
     return written
 
 
-def routing_table(config: Config) -> list[tuple[str, str]]:
-    """(pattern, upstream) in the order the front door tries them; the rest goes to « principal »."""
-    table = []
+def routing_table(config: Config, *, for_bots: bool = False) -> list[tuple[str, str]]:
+    """(pattern, upstream) in the order the front door tries them; the rest goes to « principal ».
+    The bots' door sends what the agents' readers answer to the bots' own reader."""
+    table: list[tuple[str, str]] = []
     for worker in workers_of(config):
-        upstream = "lecteurs" if worker.name.startswith("lecteur") else worker.name
+        if worker.name == BOTS_READER:
+            continue
+        upstream = worker.name
+        if is_agents_reader(worker):
+            upstream = BOTS_READER if for_bots else "lecteurs"
         table += [(route, upstream) for route in worker.routes if (route, upstream) not in table]
     return table
+
+
+def is_agents_reader(worker: Worker) -> bool:
+    return worker.name.startswith("lecteur") and worker.name != BOTS_READER
+
+
+def upstreams(config: Config) -> dict[str, list[int]]:
+    """The front door's upstream blocks: name → loopback ports."""
+    workers = workers_of(config)
+    return {"principal": [scaled_ports(config).main_client],
+            "lecteurs": [w.port for w in workers if is_agents_reader(w)],
+            **{w.name: [w.port] for w in workers if w.routes and not is_agents_reader(w)}}
 
 
 def render_nginx(config: Config, directory: Path, logs_dir: Path) -> Path:
@@ -162,10 +189,6 @@ def render_nginx(config: Config, directory: Path, logs_dir: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     for temp in ("corps", "mandataire", "fastcgi", "uwsgi", "scgi"):
         (directory / "temp" / temp).mkdir(parents=True, exist_ok=True)
-    workers = workers_of(config)
-    readers = [w for w in workers if w.name.startswith("lecteur")]
-    upstreams = {"principal": [scaled_ports(config).main_client], "lecteurs": [w.port for w in readers],
-                 **{w.name: [w.port] for w in workers if w.routes and w not in readers}}
     listen = config.reseau.adresse_ecoute
     listen = f"[{listen}]" if ":" in listen else listen
     lines = [
@@ -193,16 +216,20 @@ def render_nginx(config: Config, directory: Path, logs_dir: Path) -> Path:
         "    proxy_set_header X-Forwarded-Proto $scheme;",
         '    proxy_set_header Connection "";',
     ]
-    for name, ports in upstreams.items():
+    for name, ports in upstreams(config).items():
         lines.append(f"    upstream {name} {{")
         if name == "lecteurs":  # one agent's syncs to one reader: its caches stay warm
             lines.append("        hash $http_authorization$arg_access_token consistent;")
         lines += [f"        server {LOOPBACK}:{port};" for port in ports]
         lines += ["        keepalive 32;", "    }"]
-    lines += ["    server {", f"        listen {listen}:{config.reseau.port_synapse};"]
-    for pattern, upstream in routing_table(config):
-        lines += [f'        location ~ "{pattern}" {{ proxy_pass http://{upstream}; }}']
-    lines += ["        location / { proxy_pass http://principal; }", "    }", "}", ""]
+    doors = ((f"{listen}:{config.reseau.port_synapse}", False),
+             (f"{LOOPBACK}:{scaled_ports(config).bots_door}", True))
+    for address, for_bots in doors:
+        lines += ["    server {", f"        listen {address};"]
+        for pattern, upstream in routing_table(config, for_bots=for_bots):
+            lines += [f'        location ~ "{pattern}" {{ proxy_pass http://{upstream}; }}']
+        lines += ["        location / { proxy_pass http://principal; }", "    }"]
+    lines += ["}", ""]
     path = directory / "nginx.conf"
     path.write_text("\n".join(lines))
     return path

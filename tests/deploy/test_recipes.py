@@ -58,6 +58,9 @@ def test_the_recipes_are_what_nginx_systemd_and_synapse_accept(tmp_path: Path) -
     assert json.loads(bodies["/.well-known/matrix/client"]) == {"m.homeserver": {"base_url": f"https://{PUBLIC}"}}
     assert "server_name mairie.example.fr;" in site and "server_name portail.mairie.example.fr;" in site
     assert 'location ~ "^/_matrix/client/(r0|v3)/sync$" { proxy_pass http://lecteurs;' in site
+    bots_door = site.split("listen 127.0.0.1:", 1)[1].split("\n}", 1)[0]  # the bots' own, on loopback only
+    assert 'location ~ "^/_matrix/client/(r0|v3)/sync$" { proxy_pass http://lecteur_robots;' in bots_door
+    assert "maillage-synapse-lecteur_robots.service" in {unit.name for unit in (out / "systemd").iterdir()}
 
     # systemd: every unit and the target, as systemd reads them (executables found, no warning).
     units = sorted((out / "systemd").iterdir())

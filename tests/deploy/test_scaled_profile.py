@@ -73,7 +73,7 @@ def scaled_stack(data_dir: Path, prefix: str, **deploiement: str) -> dict[str, i
         text = re.sub(rf"^{key} = .*$", f"{key} = {value}", text, count=1, flags=re.M)
     path.write_text(text)
     for name in ("synapse-evenements", "synapse-federation_envoi", "synapse-medias", "synapse-appservice_pousse",
-                 "synapse-lecteur1", "routeur"):
+                 "synapse-lecteur1", "synapse-lecteur_robots", "routeur"):
         SERVER_LOGS.append(data_dir / "logs" / f"{name}.log")
     return ports | {"port_interne": internal}
 
@@ -108,6 +108,11 @@ def test_the_rendered_files_are_what_synapse_and_nginx_accept(tmp_path: Path) ->
     assert checked.returncode == 0, checked.stderr
     table = dict(routing_table(config))
     assert table[r"^/_matrix/client/(r0|v3)/sync$"] == "lecteurs"
+    assert "lecteur_robots" not in table.values()  # agents never reach the bots' reader…
+    bots_table = dict(routing_table(config, for_bots=True))
+    assert bots_table[r"^/_matrix/client/(r0|v3)/sync$"] == "lecteur_robots"  # …and the bots reach only it
+    assert "lecteurs" not in bots_table.values()
+    assert config.bots_homeserver_url == f"http://127.0.0.1:{config.deploiement.port_robots}"
     assert table[r"^/_matrix/media/"] == "medias"
     assert oct(rendered.config_file.stat().st_mode & 0o777) == "0o600"
 
@@ -138,11 +143,12 @@ def test_postgresql_or_redis_not_answering_is_named_and_nothing_starts(stack_dir
     assert "secret@" not in refused.stdout + refused.stderr  # the password is never repeated
 
 
-def metric(url: str, name: str) -> float:
-    """The sum of a Prometheus counter over its labels, as a worker exposes it."""
+def metric(url: str, name: str, having: str = "") -> float:
+    """The sum of a Prometheus counter over its labels (those lines with ``having`` in them),
+    as a worker exposes it."""
     text = httpx.get(f"{url}/_synapse/metrics", timeout=10).text
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name + "{") or line.startswith(name + " "))
+               if (line.startswith(name + "{") or line.startswith(name + " ")) and having in line)
 
 
 @pytest.mark.slow
@@ -161,7 +167,7 @@ async def test_the_scaled_profile_runs_the_core_end_to_end(tmp_path: Path, postg
         states = {s["nom"]: s["etat"] for s in report["services"]}
         assert report["sain"], states
         assert {"synapse", "synapse-evenements", "synapse-federation_envoi", "synapse-medias",
-                "synapse-appservice_pousse", "synapse-lecteur1", "routeur"} <= set(states)
+                "synapse-appservice_pousse", "synapse-lecteur1", "synapse-lecteur_robots", "routeur"} <= set(states)
         config = with_profile(load_config(path), "scaled")
         workers = {w.name: w.url for w in workers_of(config)}
         homeserver = f"http://127.0.0.1:{ports['port_synapse']}"
@@ -186,6 +192,9 @@ async def test_the_scaled_profile_runs_the_core_end_to_end(tmp_path: Path, postg
             added = await claire.wait_for_text(team, lambda m: m.sender == f"@agenda:{server}", since=since,
                                                timeout=90)
             assert added.body.startswith("Ajouté : n°1 — Conseil"), added.body
+            # The bots heard it through their own reader (only the bots' door leads there).
+            assert metric(workers["lecteur_robots"], "synapse_http_server_requests_received_total",
+                          'servlet="SyncRestServlet"') > 0
 
             # An email to the demo mailbox, through the bridge on PostgreSQL.
             citizen = EmailMessage()
