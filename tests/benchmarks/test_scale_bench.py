@@ -1,0 +1,122 @@
+"""The bots at the scale of a département (issue 14, item 7): ``!aide`` ÷ the encrypted
+ping-pong floor with the bot in ``MAILLAGE_BENCH_ROOMS`` rooms (10,000 by default), on the
+single profile and on the scaled one (where the bots sync from a reader of their own,
+``lecteur_robots``), each ratio measured in its own run on its own stack.
+
+    ./maillage bench -k aide_many_rooms -s
+
+The stacks are kept in ``build/bench-stacks/<profil>`` (and the scaled one's PostgreSQL
+databases ``banc_reparti_*``): filling 10,000 rooms takes long, a second run reuses them.
+Remove them with ``maillage --data-dir build/bench-stacks/<profil> down``, then delete the
+directory and drop the databases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+
+from maillage.config import Config, load_config, with_profile
+from maillage.deploy.provisioning import ensure_admin_token
+from maillage.secretstore import ensure_secrets
+from maillage.synapse_admin import SynapseAdmin
+from tests.benchmarks.report import judge, record, summary
+from tests.benchmarks.test_bots_bench import ROUNDS, SERIES, HelpBench
+from tests.deploy.test_launcher import init_stack, maillage
+from tests.deploy.test_scaled_profile import scaled_stack
+from tests.harness.matrix import AgentFactory
+
+pytestmark = pytest.mark.benchmark
+
+ROOMS = int(os.environ.get("MAILLAGE_BENCH_ROOMS", "10000"))
+GOAL = 1.05  # issue 14: `!aide` ≤ 1.05× the floor with the bots in 10,000 rooms
+STACKS = Path(__file__).resolve().parents[2] / "build" / "bench-stacks"
+SETTLE_SECONDS = 60  # after thousands of joins Synapse still updates its directory and statistics
+FILL_AT_ONCE = {"simple": 4, "reparti": 12}  # SQLite writes alone; the scaled profile's hops are waits
+
+
+@asynccontextmanager
+async def profile_stack(profile: str) -> AsyncIterator[Config]:
+    """The demo stack of ``profile`` (simple or reparti), made once and kept; up for the test."""
+    data_dir = STACKS / profile
+    if not (data_dir / "maillage.toml").exists():
+        if profile == "reparti":
+            scaled_stack(data_dir, "banc_reparti")
+        else:
+            init_stack(data_dir)
+    args = ("up", "--detach", *(("--profile", "scaled") if profile == "reparti" else ()))
+    started = await asyncio.to_thread(maillage, data_dir, *args, timeout=900)
+    assert started.returncode == 0, started.stdout + started.stderr
+    config = load_config(data_dir / "maillage.toml")
+    try:
+        yield with_profile(config, "scaled") if profile == "reparti" else config
+    finally:
+        await asyncio.to_thread(maillage, data_dir, "down", timeout=300)
+
+
+async def bot_rooms(config: Config, admin_token: str, bot: str) -> int:
+    async with httpx.AsyncClient(base_url=config.synapse_url, timeout=120) as http:
+        response = await http.get(f"/_synapse/admin/v1/users/{quote(bot)}/joined_rooms",
+                                  headers={"Authorization": f"Bearer {admin_token}"})
+        response.raise_for_status()
+        return int(response.json()["total"])
+
+
+async def fill_until(config: Config, admin_token: str, bot: str, total: int, at_once: int) -> dict[str, Any]:
+    """Silent rooms, the bot joined to each by the Admin API, until it is in ``total``: how many
+    were added, and how fast (recorded: the cost of provisioning a département)."""
+    before = await bot_rooms(config, admin_token, bot)
+    missing = max(0, total - before)
+    limit = asyncio.Semaphore(at_once)
+    durations: list[float] = []
+
+    async def one(admin: SynapseAdmin, index: int) -> None:
+        async with limit:
+            started = time.perf_counter()
+            room = await admin.create_room({"name": f"Salon {before + index}", "preset": "private_chat"})
+            await admin.force_join(room, bot)
+            durations.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    async with SynapseAdmin(config.synapse_url, admin_token) as admin:
+        for start in range(0, missing, 500):  # in slices: a failure loses at most one slice's work
+            await asyncio.gather(*(one(admin, index) for index in range(start, min(missing, start + 500))))
+            print(f"  {before + min(missing, start + 500)} rooms", flush=True)
+    seconds = time.perf_counter() - started
+    return {"joined_before": before, "rooms_added": missing, "at_once": at_once, "seconds_to_add": seconds,
+            "rooms_per_second": missing / seconds if missing else None,
+            "per_room_s": summary(durations) if durations else None,
+            "joined": await bot_rooms(config, admin_token, bot)}
+
+
+@pytest.mark.parametrize("profile", ["simple", "reparti"])
+async def test_aide_many_rooms_over_the_floor(profile: str, tmp_path: Path) -> None:
+    async with profile_stack(profile) as config:
+        admin_token = await ensure_admin_token(config, ensure_secrets(config.data_dir))
+        server = config.collectivite.nom_serveur
+        bot = f"@documents:{server}"
+        filling = await fill_until(config, admin_token, bot, ROOMS, FILL_AT_ONCE[profile])
+        if filling["rooms_added"]:
+            await asyncio.sleep(SETTLE_SECONDS)
+        agents = AgentFactory(config.synapse_url, server, admin_token, tmp_path / "nio")
+        try:
+            bench = await HelpBench.make(agents, bot)
+            await bench.warm_up()
+            run = await bench.ratio_run()
+        finally:
+            await agents.close()
+    record(f"bots_aide_{ROOMS}_rooms_{profile}", {
+        "what": f"!aide reply (ms) over the encrypted ping-pong floor (ms), same stack, series alternated; the"
+                f" @documents bot in {ROOMS} silent rooms; profile « {profile} »"
+                + (" (the bots sync from lecteur_robots, the agents from lecteur1)" if profile == "reparti" else ""),
+        "profile": profile, "rounds_per_series": ROUNDS, "series": SERIES, "rooms": filling, **run,
+    }, judge(f"!aide ÷ floor, {ROOMS} rooms, {profile}", run["ratio"], GOAL))
