@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,6 +24,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import psycopg2
 import pytest
 
 from maillage.config import Config, load_config, with_profile
@@ -45,12 +47,18 @@ FILL_AT_ONCE = {"simple": 4, "reparti": 12}  # SQLite writes alone; the scaled p
 
 
 @asynccontextmanager
-async def profile_stack(profile: str) -> AsyncIterator[Config]:
-    """The demo stack of ``profile`` (simple or reparti), made once and kept; up for the test."""
-    data_dir = STACKS / profile
+async def profile_stack(profile: str, name: str = "", *, fresh: bool = False) -> AsyncIterator[Config]:
+    """The demo stack of ``profile`` (simple or reparti), made once and kept in
+    build/bench-stacks/<name or profile> (made anew if ``fresh``); up for the test."""
+    data_dir = STACKS / (name or profile)
+    prefix = f"banc_{name or profile}".replace("-", "_")
+    if fresh and data_dir.exists():
+        await asyncio.to_thread(maillage, data_dir, "down", timeout=300)
+        shutil.rmtree(data_dir)
+        drop_databases(prefix)
     if not (data_dir / "maillage.toml").exists():
         if profile == "reparti":
-            scaled_stack(data_dir, "banc_reparti")
+            scaled_stack(data_dir, prefix)
         else:
             init_stack(data_dir)
     args = ("up", "--detach", *(("--profile", "scaled") if profile == "reparti" else ()))
@@ -61,6 +69,15 @@ async def profile_stack(profile: str) -> AsyncIterator[Config]:
         yield with_profile(config, "scaled") if profile == "reparti" else config
     finally:
         await asyncio.to_thread(maillage, data_dir, "down", timeout=300)
+
+
+def drop_databases(prefix: str) -> None:
+    connection = psycopg2.connect(host="127.0.0.1", user="postgres", dbname="postgres")
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        for part in ("synapse", "bots", "courriel", "portail"):
+            cursor.execute(f'DROP DATABASE IF EXISTS "{prefix}_{part}" WITH (FORCE)')
+    connection.close()
 
 
 async def bot_rooms(config: Config, admin_token: str, bot: str) -> int:

@@ -1,0 +1,212 @@
+"""A load of scripted agents (issue 14): 200 matrix-nio agents in 50 encrypted rooms (4 each),
+the @documents bot in 10 of them answering ``!aide`` (one message in ten there), the offered
+rate raised step by step; for each step the messages a second delivered, the p95 latency
+from send to each other member's sync, the bot's reply time — single profile and scaled
+profile, each on its own stack, on the same machine.
+
+    ./maillage bench -k load -s
+
+Where a profile saturates: the first step where fewer than 95 % of the offered messages
+reach every member within the step (plus a grace of ``GRACE_SECONDS``), or where the p95
+latency passes one second. The agents run in ``PROCESSES`` processes of their own (their
+encryption would otherwise be the bottleneck); on this 2-core machine they share the
+cores with the stack, as a test machine's clients do — the figures compare the profiles,
+they are not a server's capacity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import secrets
+import statistics
+import time
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from maillage.config import Config
+from maillage.deploy.provisioning import ensure_admin_token
+from maillage.secretstore import ensure_secrets
+from maillage.synapse_admin import SynapseAdmin
+from tests.benchmarks.report import percentile, record
+from tests.benchmarks.test_scale_bench import profile_stack
+from tests.harness.matrix import Agent, login_agent
+
+pytestmark = pytest.mark.benchmark
+
+AGENTS, ROOMS, BOT_ROOMS, PROCESSES = 200, 50, 10, 4
+STEPS = (10.0, 20.0, 40.0, 80.0, 160.0)  # messages a second offered, in total
+STEP_SECONDS, GRACE_SECONDS = 30.0, 15.0
+HELP_EVERY = 10  # in the bot's rooms, one message in ten is « !aide »
+SATURATED_DELIVERY, SATURATED_P95_S = 0.95, 1.0
+
+
+async def provision(config: Config, admin_token: str, bot: str) -> list[list[tuple[str, str, str]]]:
+    """The accounts and rooms (made once per stack): per process, its (user id, password, room)."""
+    server = config.collectivite.nom_serveur
+    password = f"Charge-{secrets.token_hex(8)}-A1"
+    members: list[list[tuple[str, str, str]]] = [[] for _ in range(PROCESSES)]
+    async with SynapseAdmin(config.synapse_url, admin_token) as admin:
+        for index in range(AGENTS):
+            user_id = f"@charge{index:03d}:{server}"
+            await admin.put_user(user_id, password=password, displayname=f"Agent {index:03d}")
+            await admin.override_ratelimit(user_id)
+        per_room = AGENTS // ROOMS
+        for room_index in range(ROOMS):
+            room = await admin.create_room({
+                "name": f"Charge {room_index:02d}", "preset": "private_chat",
+                "initial_state": [{"type": "m.room.encryption", "state_key": "",
+                                   "content": {"algorithm": "m.megolm.v1.aes-sha2"}}]})
+            users = [f"@charge{room_index * per_room + k:03d}:{server}" for k in range(per_room)]
+            for user_id in users + ([bot] if room_index < BOT_ROOMS else []):
+                await admin.force_join(room, user_id)
+            # a room's members live in one process: a message and its readers share a clock
+            members[room_index % PROCESSES] += [(user_id, password, room) for user_id in users]
+    return members
+
+
+def _agents_process(homeserver: str, bot: str, accounts: list[tuple[str, str, str]], stores: str,
+                    conn: Connection) -> None:
+    asyncio.run(_agents(homeserver, bot, accounts, Path(stores), conn))
+
+
+async def _agents(homeserver: str, bot: str, accounts: list[tuple[str, str, str]], stores: Path,
+                  conn: Connection) -> None:
+    agents: list[tuple[Agent, str]] = []
+    try:
+        for user_id, password, room in accounts:
+            agents.append((await login_agent(homeserver, user_id, password, stores / user_id[1:].split(":")[0]), room))
+        for agent, room in agents:  # each room's key reaches its members (and the bot) once, now
+            await agent.send_text(room, "Bonjour")
+        await asyncio.sleep(5)
+        conn.send("prêt")
+        while (order := await asyncio.to_thread(conn.recv)) != "fin":
+            rate, seconds = order
+            conn.send(await _step(agents, bot, rate, seconds))
+    finally:
+        for agent, _ in agents:
+            await agent.close()
+
+
+async def _step(agents: list[tuple[Agent, str]], bot: str, rate: float, seconds: float) -> dict[str, Any]:
+    """Open-loop load: a message every 1/rate s round-robin over the agents (each send its own
+    task, so a slow server does not slow the offer); then each (message, other member) pair's
+    latency, and the bot's replies."""
+    marks = {id(agent): len(agent.received) for agent, _ in agents}
+    sent: dict[str, tuple[float, str, str]] = {}  # body → (when, room, sender)
+    helps: dict[str, float] = {}  # the command's event id → when it was sent
+    failures = 0
+    bot_rooms = {room for agent, room in agents if bot in agent.client.rooms[room].users}
+
+    async def send(agent: Agent, room: str, body: str, is_help: bool) -> None:
+        nonlocal failures
+        before = time.perf_counter()
+        try:
+            event_id = await agent.send_text(room, "!aide" if is_help else body)
+        except Exception:  # a refused or timed-out send: counted, the load goes on
+            failures += 1
+            return
+        if is_help:
+            helps[event_id] = before
+        else:
+            sent[body] = (before, room, agent.user_id)
+
+    tasks = []
+    started, count = time.perf_counter(), 0
+    while time.perf_counter() - started < seconds:
+        agent, room = agents[count % len(agents)]
+        is_help = room in bot_rooms and count % HELP_EVERY == 0
+        tasks.append(asyncio.create_task(send(agent, room, f"Charge {id(agents)}-{count}", is_help)))
+        count += 1
+        await asyncio.sleep(max(0.0, started + count / rate - time.perf_counter()))
+    await asyncio.gather(*tasks)
+    await asyncio.sleep(GRACE_SECONDS)
+    latencies, delivered_to = [], dict.fromkeys(sent, 0)
+    replies = []
+    for agent, _ in agents:
+        for message in agent.received[marks[id(agent)]:]:
+            if message.body in sent and message.sender != agent.user_id:
+                latencies.append(message.arrived - sent[message.body][0])
+                delivered_to[message.body] += 1
+            elif message.sender == bot and message.reply_to in helps:
+                replies.append(message.arrived - helps[message.reply_to])
+    readers = {room: sum(1 for _, r in agents if r == room) - 1 for _, room in agents}
+    fully = sum(1 for body, n in delivered_to.items() if n >= readers[sent[body][1]])
+    return {"offered": count, "sent": len(sent) + len(helps), "failures": failures, "fully_delivered": fully,
+            "latencies": latencies, "help_commands": len(helps), "help_replies": replies}
+
+
+def summarise(rate: float, parts: list[dict[str, Any]]) -> dict[str, Any]:
+    latencies = [t for part in parts for t in part["latencies"]]
+    replies = [t for part in parts for t in part["help_replies"]]
+    offered = sum(p["offered"] for p in parts)
+    plain = offered - sum(p["help_commands"] for p in parts) - sum(p["failures"] for p in parts)
+    fully = sum(p["fully_delivered"] for p in parts)
+    step = {
+        "offered_per_s": rate, "offered": offered, "failures": sum(p["failures"] for p in parts),
+        "delivered_per_s": fully / STEP_SECONDS, "delivery_ratio": fully / max(1, plain),
+        "latency_ms": {"median": 1000 * statistics.median(latencies), "p95": 1000 * percentile(latencies, 0.95),
+                       "n": len(latencies)} if latencies else None,
+        "aide": {"commands": sum(p["help_commands"] for p in parts), "answered": len(replies),
+                 "median_ms": 1000 * statistics.median(replies) if replies else None,
+                 "p95_ms": 1000 * percentile(replies, 0.95) if replies else None},
+    }
+    step["saturated"] = (step["delivery_ratio"] < SATURATED_DELIVERY
+                         or not latencies or percentile(latencies, 0.95) > SATURATED_P95_S)
+    return step
+
+
+@pytest.mark.parametrize("profile", ["simple", "reparti"])
+async def test_load_of_200_agents_in_50_rooms(profile: str, tmp_path: Path) -> None:
+    async with profile_stack(profile, f"charge-{profile}", fresh=True) as config:
+        admin_token = await ensure_admin_token(config, ensure_secrets(config.data_dir))
+        bot = f"@documents:{config.collectivite.nom_serveur}"
+        started = time.perf_counter()
+        members = await provision(config, admin_token, bot)
+        setup_s = time.perf_counter() - started
+        spawn = multiprocessing.get_context("spawn")
+        pipes, processes = [], []
+        for index, accounts in enumerate(members):
+            conn, child_end = spawn.Pipe()
+            process = spawn.Process(target=_agents_process, daemon=True, args=(
+                config.synapse_url, bot, accounts, str(tmp_path / f"p{index}"), child_end))
+            process.start()
+            pipes.append(conn)
+            processes.append(process)
+        steps = []
+        try:
+            for conn in pipes:
+                assert await asyncio.to_thread(conn.poll, 900), "the agents did not log in within 15 min"
+                conn.recv()
+            for rate in STEPS:
+                for conn in pipes:
+                    conn.send((rate / PROCESSES, STEP_SECONDS))
+                parts = []
+                for conn in pipes:
+                    assert await asyncio.to_thread(conn.poll, STEP_SECONDS * 4 + 120), "a step never ended"
+                    parts.append(conn.recv())
+                steps.append(summarise(rate, parts))
+                print(f"  {profile} {rate:g}/s: {steps[-1]['delivered_per_s']:.1f}/s delivered,"
+                      f" p95 {steps[-1]['latency_ms'] and round(steps[-1]['latency_ms']['p95'])} ms", flush=True)
+                if steps[-1]["saturated"] and len(steps) > 1 and steps[-2]["saturated"]:
+                    break  # two saturated steps: the rest would only say it louder
+            for conn in pipes:
+                conn.send("fin")
+        finally:
+            for process in processes:
+                process.join(timeout=60)
+                with contextlib.suppress(Exception):
+                    process.kill()
+    sustained = [s for s in steps if not s["saturated"]]
+    record(f"load_200_agents_{profile}", {
+        "what": f"{AGENTS} matrix-nio agents in {ROOMS} encrypted rooms ({AGENTS // ROOMS} each), the @documents"
+                f" bot in {BOT_ROOMS} of them answering !aide (one message in {HELP_EVERY} there); the offered rate"
+                f" raised by steps of {STEP_SECONDS:g} s; profile « {profile} »",
+        "profile": profile, "setup_s": setup_s, "steps": steps,
+        "sustained_per_s": max((s["delivered_per_s"] for s in sustained), default=0.0),
+        "saturates_at_offered_per_s": next((s["offered_per_s"] for s in steps if s["saturated"]), None),
+    })
