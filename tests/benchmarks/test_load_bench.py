@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import multiprocessing
 import secrets
 import statistics
@@ -26,6 +27,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from maillage.config import Config
@@ -34,6 +36,7 @@ from maillage.secretstore import ensure_secrets
 from maillage.synapse_admin import SynapseAdmin
 from tests.benchmarks.report import percentile, record
 from tests.benchmarks.test_scale_bench import profile_stack
+from tests.deploy.test_launcher import maillage
 from tests.harness.matrix import Agent, login_agent
 
 pytestmark = pytest.mark.benchmark
@@ -98,7 +101,7 @@ async def _step(agents: list[tuple[Agent, str]], bot: str, rate: float, seconds:
     latency, and the bot's replies."""
     marks = {id(agent): len(agent.received) for agent, _ in agents}
     sent: dict[str, tuple[float, str, str]] = {}  # body → (when, room, sender)
-    helps: dict[str, float] = {}  # the command's event id → when it was sent
+    helps: dict[str, tuple[float, str]] = {}  # the command's event id → when it was sent, by whom
     failures = 0
     bot_rooms = {room for agent, room in agents if bot in agent.client.rooms[room].users}
 
@@ -111,7 +114,7 @@ async def _step(agents: list[tuple[Agent, str]], bot: str, rate: float, seconds:
             failures += 1
             return
         if is_help:
-            helps[event_id] = before
+            helps[event_id] = (before, agent.user_id)
         else:
             sent[body] = (before, room, agent.user_id)
 
@@ -132,12 +135,41 @@ async def _step(agents: list[tuple[Agent, str]], bot: str, rate: float, seconds:
             if message.body in sent and message.sender != agent.user_id:
                 latencies.append(message.arrived - sent[message.body][0])
                 delivered_to[message.body] += 1
-            elif message.sender == bot and message.reply_to in helps:
-                replies.append(message.arrived - helps[message.reply_to])
+            elif message.sender == bot and message.reply_to in helps:  # as its sender saw it
+                when, by = helps[message.reply_to]
+                if by == agent.user_id:
+                    replies.append(message.arrived - when)
     readers = {room: sum(1 for _, r in agents if r == room) - 1 for _, room in agents}
     fully = sum(1 for body, n in delivered_to.items() if n >= readers[sent[body][1]])
     return {"offered": count, "sent": len(sent) + len(helps), "failures": failures, "fully_delivered": fully,
             "latencies": latencies, "help_commands": len(helps), "help_replies": replies}
+
+
+def service_processes(config: Config) -> dict[str, list[psutil.Process]]:
+    """Each service of the running stack, with its children (nginx's workers), from ``status``."""
+    report = json.loads(maillage(config.data_dir, "status", "--json").stdout)
+    found = {}
+    for service in report["services"]:
+        with contextlib.suppress(psutil.Error, TypeError, ValueError):
+            process = psutil.Process(int(service["pid"]))
+            found[service["nom"]] = [process, *process.children(recursive=True)]
+    return found
+
+
+def cpu_seconds(processes: dict[str, list[psutil.Process]]) -> dict[str, float]:
+    times = {}
+    for name, members in processes.items():
+        with contextlib.suppress(psutil.Error):
+            times[name] = sum(sum(p.cpu_times()[:2]) for p in members)
+    return times
+
+
+def rss_mb(processes: dict[str, list[psutil.Process]]) -> dict[str, float]:
+    sizes = {}
+    for name, members in processes.items():
+        with contextlib.suppress(psutil.Error):
+            sizes[name] = sum(p.memory_info().rss for p in members) / 1e6
+    return sizes
 
 
 def summarise(rate: float, parts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -182,14 +214,20 @@ async def test_load_of_200_agents_in_50_rooms(profile: str, tmp_path: Path) -> N
             for conn in pipes:
                 assert await asyncio.to_thread(conn.poll, 900), "the agents did not log in within 15 min"
                 conn.recv()
+            services = service_processes(config)
             for rate in STEPS:
+                cpu_before, started = cpu_seconds(services), time.perf_counter()
                 for conn in pipes:
                     conn.send((rate / PROCESSES, STEP_SECONDS))
                 parts = []
                 for conn in pipes:
                     assert await asyncio.to_thread(conn.poll, STEP_SECONDS * 4 + 120), "a step never ended"
                     parts.append(conn.recv())
-                steps.append(summarise(rate, parts))
+                elapsed, cpu_after = time.perf_counter() - started, cpu_seconds(services)
+                steps.append(summarise(rate, parts) | {
+                    "cpu_share_by_service": {name: (cpu_after[name] - cpu_before[name]) / elapsed
+                                             for name in cpu_after if name in cpu_before},
+                    "rss_mb_by_service": rss_mb(services)})
                 print(f"  {profile} {rate:g}/s: {steps[-1]['delivered_per_s']:.1f}/s delivered,"
                       f" p95 {steps[-1]['latency_ms'] and round(steps[-1]['latency_ms']['p95'])} ms", flush=True)
                 if steps[-1]["saturated"] and len(steps) > 1 and steps[-2]["saturated"]:
