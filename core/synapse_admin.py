@@ -7,12 +7,17 @@ homeserver's error code only.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 from typing import Any
 from urllib.parse import quote
 
 import httpx
+
+# A join refused while the main process has not yet heard of the invitation (workers): asked
+# again after these pauses (s).
+JOIN_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0)
 
 
 class AdminApiError(Exception):
@@ -122,12 +127,23 @@ class SynapseAdmin:
         return str((await self._call("POST", "/_matrix/client/v3/createRoom", body))["room_id"])
 
     async def force_join(self, room_id: str, user_id: str) -> None:
-        """Join a local user to a room the admin account is in (Admin API); already in, nothing to do."""
-        try:
-            await self._call("POST", f"/_synapse/admin/v1/join/{_q(room_id)}", {"user_id": user_id})
-        except AdminApiError as exc:
-            if exc.status != 403 or not await self._member(room_id, user_id, ("join",)):
-                raise
+        """Join a local user to a room the admin account is in (Admin API); already in, nothing to do.
+
+        Synapse invites, then joins. With workers the invitation is written by the event
+        persister and the join checked by the main process, which may not have heard of it yet
+        (« You are not invited to this room »): asked again a moment later, it has."""
+        for delay in (*JOIN_RETRY_DELAYS, None):
+            try:
+                await self._call("POST", f"/_synapse/admin/v1/join/{_q(room_id)}", {"user_id": user_id})
+                return
+            except AdminApiError as exc:
+                if exc.status != 403:
+                    raise
+                if await self._member(room_id, user_id, ("join",)):
+                    return
+                if delay is None:
+                    raise
+                await asyncio.sleep(delay)
 
     async def send_state(self, room_id: str, event_type: str, state_key: str,
                          content: dict[str, Any]) -> str:
