@@ -102,9 +102,18 @@ STREAM_SEQUENCES = {
 
 
 def _align_sequences(scaled: Config, secrets: Secrets) -> None:
-    """Each sequence at least at its stream's recorded position: on SQLite a stream position
-    may pass the highest id in the stream's own table (to-device messages sent to other servers
-    count too), and Synapse on PostgreSQL refuses to start when a sequence lags behind it."""
+    """Each sequence at least at its stream's recorded position, its last value marked as
+    given out.
+
+    - On SQLite a stream position may pass the highest id in the stream's own table
+      (to-device messages sent to other servers count too), and Synapse on PostgreSQL
+      refuses to start when a sequence lags behind it.
+    - synapse_port_db leaves a sequence « not yet called » at the next free id, but a writer
+      starting on PostgreSQL takes the sequence's ``last_value`` as its current position
+      (``MultiWriterIdGenerator._load_current_ids``): the next id handed out would equal the
+      position already announced, so the first event written after the move would never reach
+      any sync (seen: the first command after a migration went unanswered, for ever). Marked
+      as given out, that id becomes a gap, which streams allow."""
     connection = postgres_connection(scaled, secrets, database_name(scaled, "synapse"))
     connection.autocommit = True
     try:
@@ -115,10 +124,9 @@ def _align_sequences(scaled: Config, secrets: Secrets) -> None:
                 if row is None or row[0] is None:
                     continue
                 cursor.execute("SELECT MAX(stream_id) FROM stream_positions WHERE stream_name = %s", (stream,))
-                position = (cursor.fetchone() or [None])[0]
-                if position is not None:
-                    cursor.execute(f"SELECT setval(%s, GREATEST(%s, (SELECT last_value FROM {sequence})))",
-                                   (sequence, position))
+                position = (cursor.fetchone() or [None])[0] or 0
+                cursor.execute(f"SELECT setval(%s, GREATEST(%s, (SELECT last_value FROM {sequence})), true)",
+                               (sequence, position))
     finally:
         connection.close()
 

@@ -12,11 +12,14 @@ import psycopg2
 from psycopg2 import sql
 
 from maillage.config import SCALED_DATABASES, Config
-from maillage.homeserver.workers import database_name
+from maillage.homeserver.workers import database_name, synapse_connections
 from maillage.i18n import t
 from maillage.secretstore import Secrets
 
 TIMEOUT = 5.0
+# The most connections the bots, the bridge and the portal open (their pools: 10, 10, 5 + 10
+# overflow, and the portal's migrations), beside Synapse's.
+MAILLAGE_CONNECTIONS = 40
 
 
 def postgres_connection(config: Config, secrets: Secrets, database: str = "postgres") -> psycopg2.extensions.connection:
@@ -29,10 +32,21 @@ def postgres_connection(config: Config, secrets: Secrets, database: str = "postg
 def scaled_servers_problem(config: Config, secrets: Secrets) -> str | None:
     """None when PostgreSQL and Redis both answer; else what is wrong, naming which (French)."""
     try:
-        postgres_connection(config, secrets).close()
+        connection = postgres_connection(config, secrets)
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT current_setting('max_connections')::int"
+                               " - current_setting('superuser_reserved_connections')::int")
+                row = cursor.fetchone()
+        finally:
+            connection.close()
     except psycopg2.Error as exc:
         return t("scaled.postgresql_unreachable", url=config.deploiement.postgresql,
                  detail=_first_line(str(exc)))
+    needed = synapse_connections(config) + MAILLAGE_CONNECTIONS
+    if row is not None and row[0] < needed:
+        return t("scaled.postgresql_too_few_connections", url=config.deploiement.postgresql, accepted=row[0],
+                 needed=needed)
     detail = _redis_problem(config.deploiement.redis, secrets.redis_password)
     if detail:
         return t("scaled.redis_unreachable", url=config.deploiement.redis, detail=detail)

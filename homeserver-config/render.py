@@ -101,14 +101,15 @@ def render_synapse(
 def scaled_values(config: Config, secrets: Secrets, directory: Path) -> dict[str, object]:
     """The template's values for the scaled profile; the workers' own files written beside."""
     ports = scaled_ports(config)
-    write_worker_configs(config, directory / "workers", directory / "log.yaml")
+    passfile = write_pgpass(config, secrets)
+    write_worker_configs(config, directory / "workers", directory / "log.yaml", passfile)
     return {
         "profile": "scaled (PostgreSQL, Redis, workers)",
         "scaled": True,
         "internal_port": ports.main_client,
         "replication_port": ports.replication,
         "loopback": LOOPBACK,
-        "database": synapse_database(config, write_pgpass(config, secrets)),
+        "database": synapse_database(config, passfile),
         "scaled_settings": main_process_settings(config, secrets.redis_password),
     }
 

@@ -123,12 +123,20 @@ def main_process_settings(config: Config, password: str) -> dict[str, object]:
     }
 
 
-def synapse_database(config: Config, passfile: Path | None) -> dict[str, object]:
+# Connections each Synapse process may open to PostgreSQL: the main process and the event
+# persister write the most; a worker needs few. With the defaults (10 each) one stack with two
+# readers would take 90 of PostgreSQL's 100 (its default max_connections) before the bots,
+# the bridge and the portal; seen: a worker refused at start with « too many clients ».
+POOL_SIZES = {"main": 10, "evenements": 8}
+WORKER_POOL_SIZE = 4
+
+
+def synapse_database(config: Config, passfile: Path | None, process: str = "main") -> dict[str, object]:
     """Synapse on PostgreSQL: its own database (C collation, made by ``ensure_databases``)."""
     server = urlsplit(config.deploiement.postgresql)
     args: dict[str, object] = {"user": server.username or "postgres", "host": server.hostname,
                                "port": server.port or 5432, "database": database_name(config, "synapse"),
-                               "cp_min": 2, "cp_max": 10}
+                               "cp_min": 1, "cp_max": POOL_SIZES.get(process, WORKER_POOL_SIZE)}
     if passfile is not None:
         args["passfile"] = str(passfile)
     return {"name": "psycopg2", "allow_unsafe_locale": False, "args": args}
@@ -138,8 +146,15 @@ def database_name(config: Config, part: str) -> str:
     return f"{config.deploiement.prefixe_bases}_{part}"
 
 
-def write_worker_configs(config: Config, directory: Path, log_config: Path) -> dict[str, Path]:
-    """One small YAML per worker, read after the shared homeserver.yaml."""
+def synapse_connections(config: Config) -> int:
+    """The most connections the Synapse processes may hold at once (for max_connections)."""
+    return POOL_SIZES["main"] + sum(POOL_SIZES.get(w.name, WORKER_POOL_SIZE) for w in workers_of(config))
+
+
+def write_worker_configs(config: Config, directory: Path, log_config: Path,
+                         passfile: Path | None) -> dict[str, Path]:
+    """One small YAML per worker, read after the shared homeserver.yaml (its database
+    section replaces the shared one: a smaller pool)."""
     directory.mkdir(parents=True, exist_ok=True)
     written = {}
     for worker in workers_of(config):
@@ -150,6 +165,7 @@ def write_worker_configs(config: Config, directory: Path, log_config: Path) -> d
                 "type": "http", "port": worker.port, "bind_addresses": [LOOPBACK], "x_forwarded": True,
                 "resources": [{"names": list(worker.resources), "compress": False}]}],
             "worker_log_config": str(log_config),
+            "database": synapse_database(config, passfile, worker.name),
             **({"enable_media_repo": True} if worker.name == "medias" else {}),
         }
         path = directory / f"{worker.name}.yaml"

@@ -270,8 +270,11 @@ async def test_a_backup_made_while_the_stack_runs_brings_everything_back_on_an_e
         assert "Avant la sauvegarde : budget voté." in [getattr(e, "body", None) for e in history.chunk]
         mails = await claire.client.room_messages(urbanisme, start="", limit=50)
         assert any("demande de clôture" in str(getattr(event, "body", "")) for event in mails.chunk)
-        # Not checked yet: a new command answered after the move (see the closing note of
-        # 2026-12-06: the event persister was seen waiting on one event after a migration).
+        since = len(claire.received)
+        await claire.send_text(project, "!tâche liste")
+        listing = await claire.wait_for_text(project, lambda m: m.sender == "@projets:localhost", since=since,
+                                             timeout=90)
+        assert "Chiffrer la toiture" in listing.body
     finally:
         await claire.close()
         maillage(target, "down")

@@ -97,6 +97,8 @@ def test_the_rendered_files_are_what_synapse_and_nginx_accept(tmp_path: Path) ->
             "--config-path", str(rendered.config_file),
             "--config-path", str(rendered.directory / "workers" / f"{worker.name}.yaml")])
         assert loaded.worker.worker_name == worker.name
+        # each worker with a pool of its own, small: one stack fits PostgreSQL's default 100 connections
+        assert loaded.database.databases[0].config["args"]["cp_max"] <= 8
         assert all(getattr(listener, "bind_addresses", None) == ["127.0.0.1"]
                    for listener in loaded.worker.worker_listeners)
 
@@ -141,6 +143,17 @@ def test_postgresql_or_redis_not_answering_is_named_and_nothing_starts(stack_dir
     assert refused.returncode == 2 and "deploiement.postgresql" in refused.stdout + refused.stderr
     assert "secrets/secrets.toml" in refused.stdout + refused.stderr
     assert "secret@" not in refused.stdout + refused.stderr  # the password is never repeated
+
+    # More readers than PostgreSQL has connections for: said before anything starts, not as
+    # a worker crashing on « too many clients » halfway through the start.
+    path.write_text(path.read_text().replace('postgresql = "postgresql://postgres:secret@127.0.0.1:5432"',
+                                             'postgresql = "postgresql://postgres@127.0.0.1:5432"')
+                    .replace("lecteurs = 1", "lecteurs = 30"))
+    refused = maillage(stack_dir, "up", "--profile", "scaled", "--detach")
+    assert refused.returncode == 1
+    assert "PostgreSQL (postgresql://postgres@127.0.0.1:5432) accepte" in refused.stdout, refused.stdout
+    assert "Augmentez max_connections" in refused.stdout
+    assert not (stack_dir / "logs" / "synapse.log").exists()
 
 
 def metric(url: str, name: str, having: str = "") -> float:
