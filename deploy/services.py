@@ -120,6 +120,7 @@ def scaled_synapse_services(config: Config, secrets: Secrets) -> list[Service]:
         argv=[nginx_binary(), "-p", str(nginx_dir), "-c", str(nginx_dir / "nginx.conf"), "-e", "stderr"],
         url=config.synapse_url, health=HealthCheck(url=f"{config.synapse_url}/health"),
         port=config.reseau.port_synapse, port_key="reseau.port_synapse",
+        more_ports=((scaled_ports(config).bots_door, "deploiement.port_interne"),),
         prepare=lambda: _write_nginx(config, nginx_dir), startup_timeout=30.0)
     return [main, *workers, router]
 
