@@ -8,6 +8,7 @@ import json
 import sys
 import tomllib
 from pathlib import Path
+from typing import NoReturn
 
 from maillage.config import (
     CONFIG_FILENAME,
@@ -26,7 +27,7 @@ from maillage.deploy.migrate import MigrationError, migrate_to_postgresql, set_s
 from maillage.deploy.partners import PartnerError, change_partners
 from maillage.deploy.recipes import RecipeError, write_recipes
 from maillage.deploy.services import PrepareError, stack_services
-from maillage.i18n import set_language, t
+from maillage.i18n import catalogue, current_language, set_language, t
 from maillage.secretstore import SecretsError, ensure_secrets, private_umask
 
 EXIT_USAGE = 2
@@ -35,8 +36,32 @@ DEMO_NAME = "Mairie de Bourg-Vallon (démonstration)"
 DEMO_SERVER_NAME = "localhost"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse speaking the user's language: its own messages (« usage: », « invalid
+    choice »…) through the catalogue, and every mistake ending on what to do."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, t("cli.usage_error", prog=self.prog, message=message) + "\n")
+
+
+def _argparse_text(message: str) -> str:
+    """argparse's English message in the current language (itself when not in the catalogue)."""
+    return catalogue(current_language()).get(f"argparse.{message}", message)
+
+
+def _argparse_plural(singular: str, plural: str, count: int) -> str:
+    return _argparse_text(singular if count == 1 else plural)
+
+
+# argparse looks its messages up through these two module globals (gettext's functions, bound
+# when it is imported) at the moment it writes them.
+argparse._ = _argparse_text  # type: ignore[attr-defined]
+argparse.ngettext = _argparse_plural  # type: ignore[attr-defined]
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="maillage", description=t("cli.description"))
+    parser = _Parser(prog="maillage", description=t("cli.description"))
     parser.add_argument("-c", "--config", help=t("cli.config"))
     parser.add_argument("-d", "--data-dir", help=t("cli.data_dir"))
     parser.add_argument("--profil", "--profile", dest="profile", choices=sorted(PROFILES), help=t("cli.profile"))

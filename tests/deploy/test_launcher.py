@@ -266,6 +266,26 @@ def test_an_explicit_config_that_does_not_exist_is_not_created(tmp_path: Path) -
     assert not (tmp_path / "absente").exists()
 
 
+@pytest.mark.parametrize(("args", "french", "english"), [
+    (("nimportequoi",), "choix impossible : 'nimportequoi' (choisissez parmi 'init'", "invalid choice: 'nimportequoi'"),
+    (("restaure",), "maillage restaure : il manque : archive", "the following arguments are required: archive"),
+    (("up", "--profile", "bidon"), "argument --profil/--profile : choix impossible : 'bidon'",
+     "invalid choice: 'bidon'"),
+    (("status", "--en-trop"), "arguments inconnus : --en-trop", "unrecognized arguments: --en-trop"),
+])
+def test_a_mistyped_command_is_told_in_the_users_language_with_what_to_do(
+        tmp_path: Path, args: tuple[str, ...], french: str, english: str) -> None:
+    result = maillage(tmp_path / "pile", *args)
+    assert result.returncode == 2 and result.stdout == ""
+    assert french in result.stderr and "utilisation : maillage" in result.stderr, result.stderr
+    assert "Voyez « maillage" in result.stderr and "--help »." in result.stderr
+    assert "error" not in result.stderr and "usage:" not in result.stderr
+    in_english = subprocess.run([sys.executable, "-m", "maillage", "--data-dir", str(tmp_path / "pile"), *args],
+                                capture_output=True, text=True, timeout=60, env={**os.environ, "MAILLAGE_LANG": "en"})
+    assert in_english.returncode == 2 and english in in_english.stderr, in_english.stderr
+    assert not (tmp_path / "pile").exists()  # nothing made by a command that was not understood
+
+
 def test_init_refuses_to_overwrite_and_never_prints_a_secret(stack_dir: Path) -> None:
     init_stack(stack_dir, demo=False)
     secrets_text = (stack_dir / "secrets" / "secrets.toml").read_text()
