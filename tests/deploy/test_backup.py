@@ -154,6 +154,24 @@ def test_a_full_disk_during_a_backup_leaves_the_previous_ones_intact(tmp_path: P
     assert not [p for p in folder.iterdir() if p.name.startswith(".")], list(folder.iterdir())
 
 
+def test_moving_a_running_stack_to_postgresql_is_refused_and_changes_nothing(
+        stack_dir: Path, postgres: str) -> None:  # noqa: F811
+    init_stack(stack_dir, demo=False)
+    config_file = stack_dir / "maillage.toml"
+    text = config_file.read_text().replace('prefixe_bases = "maillage"', f'prefixe_bases = "{postgres}"')
+    config_file.write_text(text)
+    before = config_file.read_text()
+    started = maillage(stack_dir, "up", "--detach")
+    assert started.returncode == 0, started.stdout + started.stderr
+    refused = maillage(stack_dir, "migre-postgresql")
+    assert refused.returncode == 1
+    assert "La pile tourne : arrêtez-la (maillage down)" in refused.stderr, refused.stderr
+    assert config_file.read_text() == before  # still « simple », on SQLite
+    assert subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-Atc",
+                           f"SELECT count(*) FROM pg_database WHERE datname LIKE '{postgres}%'"],
+                          capture_output=True, text=True, timeout=30).stdout.strip() == "0"
+
+
 def test_retention_keeps_the_latest_of_each_recent_day_and_week(tmp_path: Path) -> None:
     stamps = ["2026-11-02_23h00m00", "2026-11-09_23h00m00", "2026-11-16_23h00m00", "2026-11-23_02h00m00",
               "2026-11-23_23h00m00", "2026-11-30_23h00m00", "2026-12-04_23h00m00", "2026-12-05_02h00m00",
