@@ -55,6 +55,7 @@ def write_recipes(config: Config, secrets: Secrets, directory: Path, *, certific
         write_private(turn, coturn_config(config, secrets, certificate, key))  # it holds the shared secret
         written.append(turn)
     written.append(_write(directory / "docker" / "compose.yaml", compose_file(config)))
+    written.append(_write(directory / "docker" / ".env", "COMPOSE_PROJECT_NAME=maillage\n"))
     written.append(_write(directory / "docker" / "Dockerfile", DOCKERFILE))
     written.append(_write(directory / "grafana" / "maillage.json",
                           json.dumps(dashboard(), indent=2, ensure_ascii=False) + "\n"))
@@ -221,7 +222,8 @@ def compose_file(config: Config) -> str:
 # (config, secrets, files) is the volume « donnees »: put maillage.toml there, with
 # [deploiement] postgresql = "postgresql://maillage@postgres:5432" and
 # redis = "redis://redis:6379", and postgresql_password in secrets/secrets.toml.
-name: maillage
+# The project's name (« maillage ») is in .env beside this file: Compose files without a
+# top-level « name » are read by every Compose, the old docker-compose 1.x included.
 services:
   postgres:
     image: postgres:15

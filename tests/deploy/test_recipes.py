@@ -91,7 +91,12 @@ def test_the_recipes_are_what_nginx_systemd_and_synapse_accept(tmp_path: Path) -
     assert oct(turn.stat().st_mode & 0o777) == "0o600"
     assert "denied-peer-ip=10.0.0.0-10.255.255.255" in turn.read_text()
 
-    # The compose file: its services and what they need (no Docker Compose on this machine to run it).
+    # The compose file, as Docker Compose reads it (Debian's docker-compose checks it against its
+    # schema without a Docker daemon), its services and what they need.
+    checked = subprocess.run(["docker-compose", "-f", "compose.yaml", "config", "-q"], capture_output=True,
+                             text=True, timeout=60, cwd=out / "docker")
+    assert checked.returncode == 0 and checked.stderr.strip() == "", checked.stderr
+    assert (out / "docker" / ".env").read_text() == "COMPOSE_PROJECT_NAME=maillage\n"
     compose = yaml.safe_load((out / "docker" / "compose.yaml").read_text())
     assert set(compose["services"]) == {"postgres", "redis", "maillage"}
     assert set(compose["services"]["maillage"]["depends_on"]) == {"postgres", "redis"}
