@@ -27,10 +27,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import psutil
 import pytest
-from nio import AsyncClient, AsyncClientConfig, LoginError
 
 from maillage.config import Config
 from maillage.deploy.provisioning import ensure_admin_token
@@ -39,7 +37,7 @@ from maillage.synapse_admin import SynapseAdmin
 from tests.benchmarks.report import percentile, record
 from tests.benchmarks.test_scale_bench import profile_stack
 from tests.deploy.test_launcher import maillage
-from tests.harness.matrix import Agent
+from tests.harness.matrix import Agent, login_agent
 
 pytestmark = pytest.mark.benchmark
 
@@ -84,7 +82,9 @@ async def _agents(homeserver: str, bot: str, accounts: list[tuple[str, str, str]
     agents: list[tuple[Agent, str]] = []
     try:
         for user_id, password, room in accounts:
-            agents.append((await login_from(homeserver, user_id, password, stores / user_id[1:].split(":")[0]), room))
+            store = stores / user_id[1:].split(":")[0]
+            agents.append((await login_agent(homeserver, user_id, password, store,
+                                             local_address=loopback_address(user_id)), room))
         for agent, room in agents:  # each room's key reaches its members (and the bot) once, now
             await agent.send_text(room, "Bonjour")
         await asyncio.sleep(5)
@@ -97,25 +97,12 @@ async def _agents(homeserver: str, bot: str, accounts: list[tuple[str, str, str]
             await agent.close()
 
 
-async def login_from(homeserver: str, user_id: str, password: str, store: Path) -> Agent:
-    """Log in as :func:`login_agent` does, from a loopback address of the agent's own: 200
-    people log in from 200 machines, and Synapse's login rate limit (per address, 0.15/s in
-    the rendered config) would otherwise spread this benchmark's logins over 20 minutes."""
-    store.mkdir(parents=True, exist_ok=True)
+def loopback_address(user_id: str) -> str:
+    """An agent's own loopback address: 200 people log in from 200 machines, and Synapse's
+    login limit (per address, 0.15/s in the rendered config) would otherwise spread this
+    benchmark's logins over 20 minutes."""
     number = int(user_id[len("@charge"):].split(":")[0])
-    client = AsyncClient(homeserver, user_id, store_path=str(store),
-                         config=AsyncClientConfig(encryption_enabled=True, store_sync_tokens=True))
-    client.client_session = aiohttp.ClientSession(
-        timeout=aiohttp.ClientTimeout(total=client.config.request_timeout),
-        connector=aiohttp.TCPConnector(local_addr=(f"127.0.{1 + number // 250}.{1 + number % 250}", 0)))
-    response = await client.login(password, device_name="charge")
-    if isinstance(response, LoginError):
-        await client.close()
-        raise AssertionError(f"login of {user_id} refused: {response.message}")
-    agent = Agent(client=client, password=password)
-    agent.start_syncing()
-    await agent.synced()
-    return agent
+    return f"127.0.{1 + number // 250}.{1 + number % 250}"
 
 
 async def _step(agents: list[tuple[Agent, str]], bot: str, rate: float, seconds: float) -> dict[str, Any]:

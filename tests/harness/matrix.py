@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from nio import (
     AsyncClient,
     AsyncClientConfig,
@@ -209,13 +210,19 @@ class Agent:
         await self.client.close()
 
 
-async def login_agent(homeserver: str, user_id: str, password: str, store: Path) -> Agent:
-    """Log in with a password and an E2EE store; starts syncing."""
+async def login_agent(homeserver: str, user_id: str, password: str, store: Path, *,
+                      local_address: str | None = None) -> Agent:
+    """Log in with a password and an E2EE store; starts syncing. ``local_address``: the
+    loopback address its requests leave from (Synapse limits logins per address)."""
     store.mkdir(parents=True, exist_ok=True)
     client = AsyncClient(
         homeserver, user_id, store_path=str(store),
         config=AsyncClientConfig(encryption_enabled=True, store_sync_tokens=True),
     )
+    if local_address:
+        client.client_session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=client.config.request_timeout),
+            connector=aiohttp.TCPConnector(local_addr=(local_address, 0)))
     response = await client.login(password, device_name="tests maillage")
     if isinstance(response, LoginError):
         await client.close()
