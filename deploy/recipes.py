@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from maillage.config import Config
 from maillage.deploy.grafana import dashboard
 from maillage.deploy.services import Service, stack_services
-from maillage.homeserver.workers import routing_table, scaled_ports, upstreams
+from maillage.homeserver.workers import bots_door_lines, route_locations, upstream_lines, upstreams
 from maillage.i18n import t
 from maillage.secretstore import Secrets, write_private
 
@@ -124,6 +124,10 @@ WantedBy=multi-user.target
 """
 
 
+PROXY_SETTINGS = ("proxy_http_version 1.1;", "proxy_read_timeout 180s;", "proxy_buffering off;",
+                  'proxy_set_header Connection "";')  # keepalive to the upstreams; a sync waits 30 s
+
+
 def _proxy(upstream: str) -> str:
     return (f"proxy_pass http://{upstream}; proxy_set_header Host $host; "
             "proxy_set_header X-Forwarded-For $remote_addr; proxy_set_header X-Forwarded-Proto $scheme;")
@@ -144,17 +148,15 @@ def nginx_site(config: Config, host: str, certificate: str, key: str) -> str:
               "    location / { return 301 https://$host$request_uri; }", "}", ""]
     lines += ["server {", "    listen 443 ssl http2;", "    listen [::]:443 ssl http2;", f"    server_name {host};",
               tls.rstrip("\n"), f"    client_max_body_size {config.synapse.taille_max_fichier_mo + 1}m;",
-              "    proxy_http_version 1.1;", "    proxy_read_timeout 180s;", "    proxy_buffering off;",
+              *(f"    {setting}" for setting in PROXY_SETTINGS),
               "    # The admin API stays on loopback (the portal and the stack use it there).",
-              '    proxy_set_header Connection "";',
               "    location ^~ /_synapse/admin { return 404; }"]
     if config.federation.active:  # partners reach Synapse's federation listener through this host (delegation)
         lines += ["    location ~ ^/_matrix/(federation|key)/ {",
                   f"        proxy_pass https://127.0.0.1:{config.federation.port}; proxy_ssl_verify off;",
                   "        proxy_set_header Host $host; proxy_set_header X-Forwarded-For $remote_addr;", "    }"]
     if config.deploiement.profil == "reparti":
-        for pattern, upstream in routing_table(config):
-            lines.append(f'    location ~ "{pattern}" {{ {_proxy(upstream)} }}')
+        lines += route_locations(config, "    ", _proxy)
     main = "principal" if config.deploiement.profil == "reparti" else "synapse"
     lines += [f"    location ~ ^/(_matrix|_synapse/client) {{ {_proxy(main)} }}"]
     if server_name == host:
@@ -164,12 +166,7 @@ def nginx_site(config: Config, host: str, certificate: str, key: str) -> str:
         lines += ["server {", "    listen 443 ssl http2;", "    listen [::]:443 ssl http2;",
                   f"    server_name {server_name};", tls.rstrip("\n"), *_well_known(host), "}", ""]
     if config.deploiement.profil == "reparti":  # the bots' door, on loopback (see workers.py)
-        lines += ["server {", f"    listen 127.0.0.1:{scaled_ports(config).bots_door};",
-                  "    proxy_http_version 1.1;", "    proxy_read_timeout 180s;", "    proxy_buffering off;",
-                  '    proxy_set_header Connection "";',
-                  *(f'    location ~ "{pattern}" {{ {_proxy(upstream)} }}'
-                    for pattern, upstream in routing_table(config, for_bots=True)),
-                  f"    location / {{ {_proxy('principal')} }}", "}", ""]
+        lines += [*bots_door_lines(config, "", _proxy, PROXY_SETTINGS), ""]
     if portal_host:
         lines += ["server {", "    listen 443 ssl http2;", "    listen [::]:443 ssl http2;",
                   f"    server_name {portal_host};", tls.rstrip("\n"), "    client_max_body_size 20m;",
@@ -184,12 +181,7 @@ def _upstreams(config: Config) -> list[str]:
         blocks |= upstreams(config)
     else:
         blocks["synapse"] = [config.reseau.port_synapse]
-    lines = []
-    for name, ports in blocks.items():
-        hashing = ["    hash $http_authorization$arg_access_token consistent;"] if name == "lecteurs" else []
-        lines += [f"upstream {name} {{", *hashing, *(f"    server 127.0.0.1:{port};" for port in ports),
-                  "    keepalive 16;", "}"]
-    return [*lines, ""]
+    return [*upstream_lines(blocks, "", keepalive=16), ""]
 
 
 def _well_known(host: str) -> list[str]:

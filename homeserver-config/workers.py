@@ -21,6 +21,7 @@ Every internal port — replication included — listens on 127.0.0.1 only.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -200,6 +201,35 @@ def upstreams(config: Config) -> dict[str, list[int]]:
             **{w.name: [w.port] for w in workers if w.routes and not is_agents_reader(w)}}
 
 
+def upstream_lines(blocks: dict[str, list[int]], indent: str, keepalive: int) -> list[str]:
+    """nginx ``upstream`` blocks; the agents' readers hashed by token, so that one agent's
+    syncs go to one reader and its caches stay warm."""
+    lines: list[str] = []
+    for name, ports in blocks.items():
+        lines.append(f"{indent}upstream {name} {{")
+        if name == "lecteurs":
+            lines.append(f"{indent}    hash $http_authorization$arg_access_token consistent;")
+        lines += [f"{indent}    server {LOOPBACK}:{port};" for port in ports]
+        lines += [f"{indent}    keepalive {keepalive};", f"{indent}}}"]
+    return lines
+
+
+def route_locations(config: Config, indent: str, proxy: Callable[[str], str], *, for_bots: bool = False) -> list[str]:
+    """One nginx ``location`` per route of the routing table, ``proxy(upstream)`` its body."""
+    return [f'{indent}location ~ "{pattern}" {{ {proxy(upstream)} }}'
+            for pattern, upstream in routing_table(config, for_bots=for_bots)]
+
+
+def bots_door_lines(config: Config, indent: str, proxy: Callable[[str], str],
+                    settings: tuple[str, ...] = ()) -> list[str]:
+    """The bots' door: a server on loopback with their own routing table (see the module's
+    docstring); ``settings`` are the proxy settings the server needs of its own."""
+    return [f"{indent}server {{", f"{indent}    listen {LOOPBACK}:{scaled_ports(config).bots_door};",
+            *(f"{indent}    {setting}" for setting in settings),
+            *route_locations(config, indent + "    ", proxy, for_bots=True),
+            f"{indent}    location / {{ {proxy('principal')} }}", f"{indent}}}"]
+
+
 def render_nginx(config: Config, directory: Path, logs_dir: Path) -> Path:
     """The front door's nginx.conf (run by the launcher as the stack's own user, no daemon)."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -232,20 +262,16 @@ def render_nginx(config: Config, directory: Path, logs_dir: Path) -> Path:
         "    proxy_set_header X-Forwarded-Proto $scheme;",
         '    proxy_set_header Connection "";',
     ]
-    for name, ports in upstreams(config).items():
-        lines.append(f"    upstream {name} {{")
-        if name == "lecteurs":  # one agent's syncs to one reader: its caches stay warm
-            lines.append("        hash $http_authorization$arg_access_token consistent;")
-        lines += [f"        server {LOOPBACK}:{port};" for port in ports]
-        lines += ["        keepalive 32;", "    }"]
-    doors = ((f"{listen}:{config.reseau.port_synapse}", False),
-             (f"{LOOPBACK}:{scaled_ports(config).bots_door}", True))
-    for address, for_bots in doors:
-        lines += ["    server {", f"        listen {address};"]
-        for pattern, upstream in routing_table(config, for_bots=for_bots):
-            lines += [f'        location ~ "{pattern}" {{ proxy_pass http://{upstream}; }}']
-        lines += ["        location / { proxy_pass http://principal; }", "    }"]
+    lines += upstream_lines(upstreams(config), "    ", keepalive=32)
+    lines += ["    server {", f"        listen {listen}:{config.reseau.port_synapse};",
+              *route_locations(config, "        ", _pass),
+              f"        location / {{ {_pass('principal')} }}", "    }"]
+    lines += bots_door_lines(config, "    ", _pass)
     lines += ["}", ""]
     path = directory / "nginx.conf"
     path.write_text("\n".join(lines))
     return path
+
+
+def _pass(upstream: str) -> str:
+    return f"proxy_pass http://{upstream};"  # the headers are set once for the whole http block
