@@ -158,16 +158,41 @@ async def test_an_agent_answers_from_the_thread_and_the_correspondent_s_client_t
         assert "Adresse du correspondant refusée" in await bot_reply(owner, room, COURRIEL, f"!mail nouveau {typed}")
 
 
+async def mail_thread(agents: AgentFactory, synapse: ServerStack, name: str, prefix: str) -> tuple[Agent, str, str]:
+    """A room with a mailbox of its own and Jean's mail shown there: (owner, room, the mail's event)."""
+    address = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    owner, room = await room_with_mailbox(agents, synapse, name, address)
+    to = f"{address}@{DOMAIN}"
+    await asyncio.to_thread(smtp_send, synapse, mail("Demande", "Bonjour.", to=to), "jean.dupont@exemple.fr", [to])
+    shown = await owner.wait_for_text(room, lambda m: m.sender == JEAN, timeout=60)
+    return owner, room, shown.event_id
+
+
+async def told_in_thread(owner: Agent, room: str, thread: str, timeout: float = 60) -> str:
+    """What the bridge says in the mail's thread (a refusal, a wait): its text."""
+    told = await owner.wait_for_text(room, lambda m: m.sender == COURRIEL and m.thread_root == thread,
+                                     timeout=timeout)
+    return told.body
+
+
+@contextlib.contextmanager
+def bridge_running_with(bridge: ServiceProcess, variant: Path) -> Iterator[None]:
+    """The bridge restarted on a variant of the config, and on the usual one afterwards."""
+    bridge.stop()
+    try:
+        bridge.start(load_config(variant))
+        yield
+    finally:
+        bridge.stop()
+        bridge.start()
+
+
 async def test_a_reply_the_relay_never_takes_is_given_up_after_two_days_and_said_in_the_thread(
         synapse: ServerStack, bridge: ServiceProcess, agents: AgentFactory) -> None:
     """No relay listening (no ``relay`` fixture here): the reply is kept and tried again with
     back-off; two days later it is given up, and the thread is told."""
-    address = f"sans-relais-{uuid.uuid4().hex[:6]}"
-    owner, room = await room_with_mailbox(agents, synapse, "Sans relais", address)
-    to = f"{address}@{DOMAIN}"
-    await asyncio.to_thread(smtp_send, synapse, mail("Demande", "Bonjour.", to=to), "jean.dupont@exemple.fr", [to])
-    shown = await owner.wait_for_text(room, lambda m: m.sender == JEAN, timeout=60)
-    await owner.send_text(room, "Réponse qui ne partira pas.", in_thread=shown.event_id)
+    owner, room, thread = await mail_thread(agents, synapse, "Sans relais", "sans-relais")
+    await owner.send_text(room, "Réponse qui ne partira pas.", in_thread=thread)
 
     database = synapse.config.data_dir / "courriel" / "courriel.db"
 
@@ -180,18 +205,16 @@ async def test_a_reply_the_relay_never_takes_is_given_up_after_two_days_and_said
     while await asyncio.to_thread(attempts) < 1 and time.monotonic() < deadline:
         await asyncio.sleep(0.5)
     assert await asyncio.to_thread(attempts) >= 1  # tried, refused by the closed port, kept for later
-    assert not [m for m in owner.received if m.room_id == room and m.sender == COURRIEL
-                and m.thread_root == shown.event_id]
+    assert not [m for m in owner.received if m.room_id == room and m.sender == COURRIEL and m.thread_root == thread]
 
     def two_days_pass() -> None:  # the queued reply's age, as if written three days ago
         with sqlite3.connect(database, timeout=10) as db:
             db.execute("UPDATE courriel_sortant SET cree_ms = cree_ms - ? WHERE room_id=?", (3 * 86_400_000, room))
 
     await asyncio.to_thread(two_days_pass)
-    told = await owner.wait_for_text(room, lambda m: m.sender == COURRIEL and m.thread_root == shown.event_id,
-                                     timeout=90)
-    assert told.body.startswith("Le courriel à jean.dupont@exemple.fr n’a pas été remis : le relais de messagerie "
-                                "n’a pas répondu pendant deux jours"), told.body
+    told = await told_in_thread(owner, room, thread, timeout=90)
+    assert told.startswith("Le courriel à jean.dupont@exemple.fr n’a pas été remis : le relais de messagerie "
+                           "n’a pas répondu pendant deux jours"), told
 
 
 async def test_without_a_relay_configured_the_answer_waits_and_the_thread_is_told(
@@ -200,23 +223,11 @@ async def test_without_a_relay_configured_the_answer_waits_and_the_thread_is_tol
     variant = source.with_name("maillage-courriel-sans-relais.toml")
     variant.write_text(source.read_text().replace('relais_hote = "127.0.0.1"', 'relais_hote = ""'))
     assert 'relais_hote = ""' in variant.read_text()
-    bridge.stop()
-    try:
-        bridge.start(load_config(variant))
-        address = f"sans-config-{uuid.uuid4().hex[:6]}"
-        owner, room = await room_with_mailbox(agents, synapse, "Sans relais configuré", address)
-        to = f"{address}@{DOMAIN}"
-        await asyncio.to_thread(smtp_send, synapse, mail("Demande", "Bonjour.", to=to), "jean.dupont@exemple.fr",
-                                [to])
-        shown = await owner.wait_for_text(room, lambda m: m.sender == JEAN, timeout=60)
-        await owner.send_text(room, "Réponse en attente d’un relais.", in_thread=shown.event_id)
-        told = await owner.wait_for_text(room, lambda m: m.sender == COURRIEL and m.thread_root == shown.event_id,
-                                         timeout=60)
-        assert told.body.startswith("Le courriel à jean.dupont@exemple.fr n’est pas encore parti : aucun relais"), \
-            told.body
-    finally:
-        bridge.stop()
-        bridge.start()
+    with bridge_running_with(bridge, variant):
+        owner, room, thread = await mail_thread(agents, synapse, "Sans relais configuré", "sans-config")
+        await owner.send_text(room, "Réponse en attente d’un relais.", in_thread=thread)
+        told = await told_in_thread(owner, room, thread)
+        assert told.startswith("Le courriel à jean.dupont@exemple.fr n’est pas encore parti : aucun relais"), told
 
 
 RELAY_USER, RELAY_PASSWORD = "passerelle", "Mot-de-passe-relais-8c1d"
@@ -257,30 +268,21 @@ async def test_answers_go_through_a_relay_that_wants_starttls_and_a_password_and
         variant = synapse.config.source.with_name("maillage-courriel-relais-tls.toml")
         variant.write_text(text)
         update_secrets(data_dir, smtp_password="Pas-le-bon-mot-de-passe-1")
-        bridge.stop()
         try:
-            bridge.start(load_config(variant))
-            address = f"tls-{uuid.uuid4().hex[:6]}"
-            owner, room = await room_with_mailbox(agents, synapse, "Relais protégé", address)
-            to = f"{address}@{DOMAIN}"
-            await asyncio.to_thread(smtp_send, synapse, mail("Demande", "Bonjour.", to=to), "jean.dupont@exemple.fr",
-                                    [to])
-            shown = await owner.wait_for_text(room, lambda m: m.sender == JEAN, timeout=60)
-            await owner.send_text(room, "Réponse par le relais protégé.", in_thread=shown.event_id)
-            told = await owner.wait_for_text(
-                room, lambda m: m.sender == COURRIEL and m.thread_root == shown.event_id, timeout=60)
-            assert "le relais de messagerie refuse l’identifiant de la passerelle (535)" in told.body, told.body
-            assert "Pas-le-bon" not in told.body and not relay_seen.received
+            with bridge_running_with(bridge, variant):
+                owner, room, thread = await mail_thread(agents, synapse, "Relais protégé", "tls")
+                await owner.send_text(room, "Réponse par le relais protégé.", in_thread=thread)
+                told = await told_in_thread(owner, room, thread)
+                assert "le relais de messagerie refuse l’identifiant de la passerelle (535)" in told, told
+                assert "Pas-le-bon" not in told and not relay_seen.received
 
-            # The password corrected and the bridge restarted: the kept answer goes, over TLS.
-            update_secrets(data_dir, smtp_password=RELAY_PASSWORD)
-            bridge.stop()
-            bridge.start(load_config(variant))
-            answer = await asyncio.to_thread(relay_seen.wait_for, lambda m: "relais protégé" in plain(m), 90)
-            assert answer["To"] == "jean.dupont@exemple.fr"
-            log = (data_dir / "logs" / "courriel.log").read_text()
-            assert "Pas-le-bon-mot-de-passe-1" not in log and RELAY_PASSWORD not in log
-        finally:
+                # The password corrected and the bridge restarted: the kept answer goes, over TLS.
+                update_secrets(data_dir, smtp_password=RELAY_PASSWORD)
+                bridge.stop()
+                bridge.start(load_config(variant))
+                answer = await asyncio.to_thread(relay_seen.wait_for, lambda m: "relais protégé" in plain(m), 90)
+                assert answer["To"] == "jean.dupont@exemple.fr"
+                log = (data_dir / "logs" / "courriel.log").read_text()
+                assert "Pas-le-bon-mot-de-passe-1" not in log and RELAY_PASSWORD not in log
+        finally:  # the usual relay takes no password: the bridge restarted before it is put back is fine
             update_secrets(data_dir, smtp_password=before)
-            bridge.stop()
-            bridge.start()
