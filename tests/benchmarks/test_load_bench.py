@@ -4,7 +4,15 @@ rate raised step by step; for each step the messages a second delivered, the p95
 from send to each other member's sync, the bot's reply time — single profile and scaled
 profile, each on its own stack, on the same machine.
 
-    ./maillage bench -k load -s
+    ./maillage bench -k load_of_200 -s
+
+Two kinds of agents. **E2EE agents** (``load_of_200_agents``): matrix-nio clients in
+encrypted rooms, as in every end-to-end test. On this machine their decryption and nio's
+checking of every event cost more CPU than the stack itself (docs/benchmarks.md), so a
+second variant, **light agents** (``load_of_200_light``), puts the same load on the server
+through plain HTTP clients in unencrypted rooms — a filtered, lazy-loading long-poll sync
+and a ``PUT …/send`` each, what an Element tab asks of Synapse — to find where the *server*
+saturates. The bot answers ``!aide`` in both.
 
 Where a profile saturates: the first step where fewer than 95 % of the offered messages
 reach every member within the step (plus a grace of ``GRACE_SECONDS``), or where the p95
@@ -26,7 +34,9 @@ import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+import httpx
 import psutil
 import pytest
 
@@ -37,7 +47,7 @@ from maillage.synapse_admin import SynapseAdmin
 from tests.benchmarks.report import percentile, record
 from tests.benchmarks.test_scale_bench import profile_stack
 from tests.deploy.test_launcher import maillage
-from tests.harness.matrix import Agent, login_agent
+from tests.harness.matrix import Agent, Received, login_agent
 
 pytestmark = pytest.mark.benchmark
 
@@ -48,11 +58,14 @@ HELP_EVERY = 10  # in the bot's rooms, one message in ten is « !aide »
 SATURATED_DELIVERY, SATURATED_P95_S = 0.95, 1.0
 
 
-async def provision(config: Config, admin_token: str, bot: str) -> list[list[tuple[str, str, str]]]:
-    """The accounts and rooms (made once per stack): per process, its (user id, password, room)."""
+async def provision(config: Config, admin_token: str, bot: str, *,
+                    encrypted: bool) -> list[list[tuple[str, str, str, bool]]]:
+    """The accounts and rooms (made once per stack): per process, its (user id, password, room,
+    whether the bot is in the room)."""
     server = config.collectivite.nom_serveur
     password = f"Charge-{secrets.token_hex(8)}-A1"
-    members: list[list[tuple[str, str, str]]] = [[] for _ in range(PROCESSES)]
+    members: list[list[tuple[str, str, str, bool]]] = [[] for _ in range(PROCESSES)]
+    encryption = {"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}}
     async with SynapseAdmin(config.synapse_url, admin_token) as admin:
         for index in range(AGENTS):
             user_id = f"@charge{index:03d}:{server}"
@@ -60,32 +73,98 @@ async def provision(config: Config, admin_token: str, bot: str) -> list[list[tup
             await admin.override_ratelimit(user_id)
         per_room = AGENTS // ROOMS
         for room_index in range(ROOMS):
-            room = await admin.create_room({
-                "name": f"Charge {room_index:02d}", "preset": "private_chat",
-                "initial_state": [{"type": "m.room.encryption", "state_key": "",
-                                   "content": {"algorithm": "m.megolm.v1.aes-sha2"}}]})
+            # Synapse encrypts every invite-only room from its creation (the rendered config): the
+            # light agents' rooms are open to the server's accounts instead, not listed anywhere.
+            room = await admin.create_room({"name": f"Charge {room_index:02d}",
+                                            "preset": "private_chat" if encrypted else "public_chat",
+                                            "initial_state": [encryption] if encrypted else []})
             users = [f"@charge{room_index * per_room + k:03d}:{server}" for k in range(per_room)]
-            for user_id in users + ([bot] if room_index < BOT_ROOMS else []):
+            for user_id in users + [bot] * (room_index < BOT_ROOMS):
                 await admin.force_join(room, user_id)
             # a room's members live in one process: a message and its readers share a clock
-            members[room_index % PROCESSES] += [(user_id, password, room) for user_id in users]
+            with_bot = room_index < BOT_ROOMS
+            members[room_index % PROCESSES] += [(user_id, password, room, with_bot) for user_id in users]
     return members
 
 
-def _agents_process(homeserver: str, bot: str, accounts: list[tuple[str, str, str]], stores: str,
-                    conn: Connection) -> None:
-    asyncio.run(_agents(homeserver, bot, accounts, Path(stores), conn))
+class LightAgent:
+    """An agent as the server sees an Element tab, without the client's own cost: plain HTTP,
+    a long-poll sync filtered as Element's (lazy-loaded members, no presence), a ``PUT`` per
+    message. Unencrypted rooms only."""
+
+    SYNC_FILTER = json.dumps({"room": {"state": {"lazy_load_members": True}, "timeline": {"limit": 20}},
+                              "presence": {"not_types": ["*"]}})
+
+    def __init__(self, http: httpx.AsyncClient, user_id: str) -> None:
+        self.http, self.user_id = http, user_id
+        self.received: list[Received] = []
+        self._sync_task: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def login(cls, homeserver: str, user_id: str, password: str, local_address: str) -> LightAgent:
+        http = httpx.AsyncClient(base_url=homeserver, timeout=120,
+                                 transport=httpx.AsyncHTTPTransport(local_address=local_address))
+        response = await http.post("/_matrix/client/v3/login", json={
+            "type": "m.login.password", "identifier": {"type": "m.id.user", "user": user_id}, "password": password})
+        response.raise_for_status()
+        http.headers["Authorization"] = f"Bearer {response.json()['access_token']}"
+        agent = cls(http, user_id)
+        since = (await agent._sync(None, 0))["next_batch"]  # what came before is not this load's
+        agent._sync_task = asyncio.create_task(agent._sync_forever(since))
+        return agent
+
+    async def _sync(self, since: str | None, timeout_ms: int) -> dict[str, Any]:
+        params = {"filter": self.SYNC_FILTER, "timeout": str(timeout_ms), **({"since": since} if since else {})}
+        response = await self.http.get("/_matrix/client/v3/sync", params=params)
+        response.raise_for_status()
+        return dict(response.json())
+
+    async def _sync_forever(self, since: str) -> None:
+        while True:
+            body = await self._sync(since, 30_000)
+            arrived = time.perf_counter()
+            for room_id, room in body.get("rooms", {}).get("join", {}).items():
+                for event in room.get("timeline", {}).get("events", []):
+                    content = event.get("content", {})
+                    if event.get("type") == "m.room.message" and "body" in content:
+                        reply_to = ((content.get("m.relates_to") or {}).get("m.in_reply_to") or {}).get("event_id")
+                        self.received.append(Received(
+                            room_id=room_id, sender=event["sender"], body=content["body"], encrypted=False,
+                            event_id=event["event_id"], server_timestamp=event.get("origin_server_ts", 0),
+                            arrived=arrived, reply_to=reply_to))
+            since = body["next_batch"]
+
+    async def send_text(self, room_id: str, body: str) -> str:
+        response = await self.http.put(
+            f"/_matrix/client/v3/rooms/{quote(room_id)}/send/m.room.message/{secrets.token_hex(8)}",
+            json={"msgtype": "m.text", "body": body})
+        response.raise_for_status()
+        return str(response.json()["event_id"])
+
+    async def close(self) -> None:
+        if self._sync_task:
+            self._sync_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._sync_task
+        await self.http.aclose()
 
 
-async def _agents(homeserver: str, bot: str, accounts: list[tuple[str, str, str]], stores: Path,
-                  conn: Connection) -> None:
-    agents: list[tuple[Agent, str]] = []
+def _agents_process(homeserver: str, bot: str, accounts: list[tuple[str, str, str, bool]], stores: str,
+                    light: bool, conn: Connection) -> None:
+    asyncio.run(_agents(homeserver, bot, accounts, Path(stores), light, conn))
+
+
+async def _agents(homeserver: str, bot: str, accounts: list[tuple[str, str, str, bool]], stores: Path,
+                  light: bool, conn: Connection) -> None:
+    agents: list[tuple[Agent | LightAgent, str, bool]] = []
     try:
-        for user_id, password, room in accounts:
-            store = stores / user_id[1:].split(":")[0]
-            agents.append((await login_agent(homeserver, user_id, password, store,
-                                             local_address=loopback_address(user_id)), room))
-        for agent, room in agents:  # each room's key reaches its members (and the bot) once, now
+        for user_id, password, room, with_bot in accounts:
+            address = loopback_address(user_id)
+            agent = (await LightAgent.login(homeserver, user_id, password, address) if light else
+                     await login_agent(homeserver, user_id, password, stores / user_id[1:].split(":")[0],
+                                       local_address=address))
+            agents.append((agent, room, with_bot))
+        for agent, room, _ in agents:  # each room's key reaches its members (and the bot) once, now
             await agent.send_text(room, "Bonjour")
         await asyncio.sleep(5)
         conn.send("prêt")
@@ -93,7 +172,7 @@ async def _agents(homeserver: str, bot: str, accounts: list[tuple[str, str, str]
             rate, seconds = order
             conn.send(await _step(agents, bot, rate, seconds))
     finally:
-        for agent, _ in agents:
+        for agent, _, _ in agents:
             await agent.close()
 
 
@@ -105,17 +184,18 @@ def loopback_address(user_id: str) -> str:
     return f"127.0.{1 + number // 250}.{1 + number % 250}"
 
 
-async def _step(agents: list[tuple[Agent, str]], bot: str, rate: float, seconds: float) -> dict[str, Any]:
+async def _step(agents: list[tuple[Agent | LightAgent, str, bool]], bot: str, rate: float,
+                seconds: float) -> dict[str, Any]:
     """Open-loop load: a message every 1/rate s round-robin over the agents (each send its own
     task, so a slow server does not slow the offer); then each (message, other member) pair's
     latency, and the bot's replies."""
-    marks = {id(agent): len(agent.received) for agent, _ in agents}
+    marks = {id(agent): len(agent.received) for agent, _, _ in agents}
     sent: dict[str, tuple[float, str, str]] = {}  # body → (when, room, sender)
     helps: dict[str, tuple[float, str]] = {}  # the command's event id → when it was sent, by whom
     failures = 0
-    bot_rooms = {room for agent, room in agents if bot in agent.client.rooms[room].users}
+    bot_rooms = {room for _, room, with_bot in agents if with_bot}
 
-    async def send(agent: Agent, room: str, body: str, is_help: bool) -> None:
+    async def send(agent: Agent | LightAgent, room: str, body: str, is_help: bool) -> None:
         nonlocal failures
         before = time.perf_counter()
         try:
@@ -131,7 +211,7 @@ async def _step(agents: list[tuple[Agent, str]], bot: str, rate: float, seconds:
     tasks = []
     started, count = time.perf_counter(), 0
     while time.perf_counter() - started < seconds:
-        agent, room = agents[count % len(agents)]
+        agent, room, _ = agents[count % len(agents)]
         is_help = room in bot_rooms and count % HELP_EVERY == 0
         tasks.append(asyncio.create_task(send(agent, room, f"Charge {id(agents)}-{count}", is_help)))
         count += 1
@@ -140,7 +220,7 @@ async def _step(agents: list[tuple[Agent, str]], bot: str, rate: float, seconds:
     await asyncio.sleep(GRACE_SECONDS)
     latencies, delivered_to = [], dict.fromkeys(sent, 0)
     replies = []
-    for agent, _ in agents:
+    for agent, _, _ in agents:
         for message in agent.received[marks[id(agent)]:]:
             if message.body in sent and message.sender != agent.user_id:
                 latencies.append(message.arrived - sent[message.body][0])
@@ -149,7 +229,7 @@ async def _step(agents: list[tuple[Agent, str]], bot: str, rate: float, seconds:
                 when, by = helps[message.reply_to]
                 if by == agent.user_id:
                     replies.append(message.arrived - when)
-    readers = {room: sum(1 for _, r in agents if r == room) - 1 for _, room in agents}
+    readers = {room: sum(1 for _, r, _ in agents if r == room) - 1 for _, room, _ in agents}
     fully = sum(1 for body, n in delivered_to.items() if n >= readers[sent[body][1]])
     return {"offered": count, "sent": len(sent) + len(helps), "failures": failures, "fully_delivered": fully,
             "latencies": latencies, "help_commands": len(helps), "help_replies": replies}
@@ -166,19 +246,35 @@ def service_processes(config: Config) -> dict[str, list[psutil.Process]]:
     return found
 
 
+def machine_servers() -> dict[str, list[psutil.Process]]:
+    """The machine's PostgreSQL and Redis (every process of each, looked up again at each step:
+    PostgreSQL starts a backend per connection), which nothing else uses during the run."""
+    found: dict[str, list[psutil.Process]] = {"postgresql": [], "redis": []}
+    for process in psutil.process_iter(["name"]):
+        if process.info["name"] in ("postgres", "postmaster"):
+            found["postgresql"].append(process)
+        elif process.info["name"] == "redis-server":
+            found["redis"].append(process)
+    return found
+
+
 def cpu_seconds(processes: dict[str, list[psutil.Process]]) -> dict[str, float]:
     times = {}
     for name, members in processes.items():
-        with contextlib.suppress(psutil.Error):
-            times[name] = sum(sum(p.cpu_times()[:2]) for p in members)
+        times[name] = 0.0
+        for process in members:
+            with contextlib.suppress(psutil.Error):  # gone since: its time is lost, not the service's
+                times[name] += sum(process.cpu_times()[:2])
     return times
 
 
 def rss_mb(processes: dict[str, list[psutil.Process]]) -> dict[str, float]:
     sizes = {}
     for name, members in processes.items():
-        with contextlib.suppress(psutil.Error):
-            sizes[name] = sum(p.memory_info().rss for p in members) / 1e6
+        sizes[name] = 0.0
+        for process in members:
+            with contextlib.suppress(psutil.Error):
+                sizes[name] += process.memory_info().rss / 1e6
     return sizes
 
 
@@ -204,18 +300,28 @@ def summarise(rate: float, parts: list[dict[str, Any]]) -> dict[str, Any]:
 
 @pytest.mark.parametrize("profile", ["simple", "reparti"])
 async def test_load_of_200_agents_in_50_rooms(profile: str, tmp_path: Path) -> None:
-    async with profile_stack(profile, f"charge-{profile}", fresh=True) as config:
+    await run_load(profile, tmp_path, light=False)
+
+
+@pytest.mark.parametrize("profile", ["simple", "reparti"])
+async def test_load_of_200_light_agents_in_50_rooms(profile: str, tmp_path: Path) -> None:
+    await run_load(profile, tmp_path, light=True)
+
+
+async def run_load(profile: str, tmp_path: Path, *, light: bool) -> None:
+    kind = "light" if light else "e2ee"
+    async with profile_stack(profile, f"charge-{kind}-{profile}", fresh=True) as config:
         admin_token = await ensure_admin_token(config, ensure_secrets(config.data_dir))
         bot = f"@documents:{config.collectivite.nom_serveur}"
         started = time.perf_counter()
-        members = await provision(config, admin_token, bot)
+        members = await provision(config, admin_token, bot, encrypted=not light)
         setup_s = time.perf_counter() - started
         spawn = multiprocessing.get_context("spawn")
         pipes, processes = [], []
         for index, accounts in enumerate(members):
             conn, child_end = spawn.Pipe()
             process = spawn.Process(target=_agents_process, daemon=True, args=(
-                config.synapse_url, bot, accounts, str(tmp_path / f"p{index}"), child_end))
+                config.synapse_url, bot, accounts, str(tmp_path / f"p{index}"), light, child_end))
             process.start()
             pipes.append(conn)
             processes.append(process)
@@ -225,9 +331,11 @@ async def test_load_of_200_agents_in_50_rooms(profile: str, tmp_path: Path) -> N
                 assert await asyncio.to_thread(conn.poll, 900), "the agents did not log in within 15 min"
                 conn.recv()
             services = service_processes(config)
-            # the scripted agents too: on 2 cores their encryption competes with the stack
-            services["agents (nio)"] = [psutil.Process(p.pid) for p in processes if p.pid is not None]
+            # the scripted agents too: on 2 cores they compete with the stack
+            services[f"agents ({'http' if light else 'nio'})"] = [psutil.Process(p.pid) for p in processes
+                                                                   if p.pid is not None]
             for rate in STEPS:
+                services |= machine_servers()
                 cpu_before, started = cpu_seconds(services), time.perf_counter()
                 for conn in pipes:
                     conn.send((rate / PROCESSES, STEP_SECONDS))
@@ -239,8 +347,9 @@ async def test_load_of_200_agents_in_50_rooms(profile: str, tmp_path: Path) -> N
                 steps.append(summarise(rate, parts) | {
                     "cpu_share_by_service": {name: (cpu_after[name] - cpu_before[name]) / elapsed
                                              for name in cpu_after if name in cpu_before},
-                    "rss_mb_by_service": rss_mb(services)})
-                print(f"  {profile} {rate:g}/s: {steps[-1]['delivered_per_s']:.1f}/s delivered,"
+                    # PostgreSQL's backends share its buffers: their RSS summed would count them many times
+                    "rss_mb_by_service": rss_mb({k: v for k, v in services.items() if k != "postgresql"})})
+                print(f"  {kind} {profile} {rate:g}/s: {steps[-1]['delivered_per_s']:.1f}/s delivered,"
                       f" p95 {steps[-1]['latency_ms'] and round(steps[-1]['latency_ms']['p95'])} ms", flush=True)
                 if steps[-1]["saturated"] and len(steps) > 1 and steps[-2]["saturated"]:
                     break  # two saturated steps: the rest would only say it louder
@@ -252,11 +361,13 @@ async def test_load_of_200_agents_in_50_rooms(profile: str, tmp_path: Path) -> N
                 with contextlib.suppress(Exception):
                     process.kill()
     sustained = [s for s in steps if not s["saturated"]]
-    record(f"load_200_agents_{profile}", {
-        "what": f"{AGENTS} matrix-nio agents in {ROOMS} encrypted rooms ({AGENTS // ROOMS} each), the @documents"
+    agents = ("light HTTP agents (plain sync and send) in {} unencrypted" if light
+              else "matrix-nio agents in {} encrypted").format(ROOMS)
+    record(f"load_200_{'light_' if light else ''}agents_{profile}", {
+        "what": f"{AGENTS} {agents} rooms ({AGENTS // ROOMS} each), the @documents"
                 f" bot in {BOT_ROOMS} of them answering !aide (one message in {HELP_EVERY} there); the offered rate"
                 f" raised by steps of {STEP_SECONDS:g} s; profile « {profile} »",
-        "profile": profile, "setup_s": setup_s, "steps": steps,
+        "profile": profile, "agents": kind, "setup_s": setup_s, "steps": steps,
         "sustained_per_s": max((s["delivered_per_s"] for s in sustained), default=0.0),
         "saturates_at_offered_per_s": next((s["offered_per_s"] for s in steps if s["saturated"]), None),
     })

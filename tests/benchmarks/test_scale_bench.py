@@ -57,9 +57,11 @@ FILL_AT_ONCE = {"simple": 4, "reparti": 12}  # SQLite writes alone; the scaled p
 
 
 @asynccontextmanager
-async def profile_stack(profile: str, name: str = "", *, fresh: bool = False) -> AsyncIterator[Config]:
+async def profile_stack(profile: str, name: str = "", *, fresh: bool = False,
+                        from_single: bool = False) -> AsyncIterator[Config]:
     """The demo stack of ``profile`` (simple or reparti), made once and kept in
-    build/bench-stacks/<name or profile> (made anew if ``fresh``); up for the test."""
+    build/bench-stacks/<name or profile> (made anew if ``fresh``); up for the test. A scaled
+    stack ``from_single`` is the kept single stack moved to PostgreSQL, if there is one."""
     data_dir = STACKS / (name or profile)
     prefix = f"banc_{name or profile}".replace("-", "_")
     if fresh and data_dir.exists():
@@ -67,7 +69,7 @@ async def profile_stack(profile: str, name: str = "", *, fresh: bool = False) ->
         shutil.rmtree(data_dir)
         drop_databases(prefix)
     if not (data_dir / "maillage.toml").exists():
-        if profile == "reparti" and (STACKS / "simple" / "maillage.toml").exists():
+        if profile == "reparti" and from_single and (STACKS / "simple" / "maillage.toml").exists():
             await asyncio.to_thread(migrated_copy, STACKS / "simple", data_dir, prefix)
         elif profile == "reparti":
             scaled_stack(data_dir, prefix)
@@ -173,7 +175,7 @@ async def fill_until(config: Config, admin_token: str, bot: str, total: int, at_
 
 @pytest.mark.parametrize("profile", ["simple", "reparti"])
 async def test_aide_many_rooms_over_the_floor(profile: str, tmp_path: Path) -> None:
-    async with profile_stack(profile) as config:
+    async with profile_stack(profile, from_single=True) as config:
         admin_token = await ensure_admin_token(config, ensure_secrets(config.data_dir))
         server = config.collectivite.nom_serveur
         bot = f"@documents:{server}"
