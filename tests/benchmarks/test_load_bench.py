@@ -42,6 +42,7 @@ import pytest
 
 from maillage.config import Config
 from maillage.deploy.provisioning import ensure_admin_token
+from maillage.homeserver.access_policy import ACCESS_EVENT_TYPE, AccessKind
 from maillage.secretstore import ensure_secrets
 from maillage.synapse_admin import SynapseAdmin
 from tests.benchmarks.report import percentile, record
@@ -66,6 +67,7 @@ async def provision(config: Config, admin_token: str, bot: str, *,
     password = f"Charge-{secrets.token_hex(8)}-A1"
     members: list[list[tuple[str, str, str, bool]]] = [[] for _ in range(PROCESSES)]
     encryption = {"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}}
+    public = {"type": ACCESS_EVENT_TYPE, "state_key": "", "content": {"acces": AccessKind.PUBLIC.value}}
     async with SynapseAdmin(config.synapse_url, admin_token) as admin:
         for index in range(AGENTS):
             user_id = f"@charge{index:03d}:{server}"
@@ -73,11 +75,10 @@ async def provision(config: Config, admin_token: str, bot: str, *,
             await admin.override_ratelimit(user_id)
         per_room = AGENTS // ROOMS
         for room_index in range(ROOMS):
-            # Synapse encrypts every invite-only room from its creation (the rendered config): the
-            # light agents' rooms are open to the server's accounts instead, not listed anywhere.
-            room = await admin.create_room({"name": f"Charge {room_index:02d}",
-                                            "preset": "private_chat" if encrypted else "public_chat",
-                                            "initial_state": [encryption] if encrypted else []})
+            # Maillage's access rules encrypt every room from its creation but a « public » one
+            # (homeserver-config/access_rules.py): the light agents' rooms are of that kind.
+            room = await admin.create_room({"name": f"Charge {room_index:02d}", "preset": "private_chat",
+                                            "initial_state": [encryption if encrypted else public]})
             users = [f"@charge{room_index * per_room + k:03d}:{server}" for k in range(per_room)]
             for user_id in users + [bot] * (room_index < BOT_ROOMS):
                 await admin.force_join(room, user_id)
