@@ -76,8 +76,10 @@ async def provision(config: Config, admin_token: str, bot: str, *,
         per_room = AGENTS // ROOMS
         for room_index in range(ROOMS):
             # Maillage's access rules encrypt every room from its creation but a « public » one
-            # (homeserver-config/access_rules.py): the light agents' rooms are of that kind.
-            room = await admin.create_room({"name": f"Charge {room_index:02d}", "preset": "private_chat",
+            # (homeserver-config/access_rules.py), and Synapse every invite-only one (the
+            # rendered config): the light agents' rooms are of the public kind, open to join.
+            room = await admin.create_room({"name": f"Charge {room_index:02d}",
+                                            "preset": "private_chat" if encrypted else "public_chat",
                                             "initial_state": [encryption if encrypted else public]})
             users = [f"@charge{room_index * per_room + k:03d}:{server}" for k in range(per_room)]
             for user_id in users + [bot] * (room_index < BOT_ROOMS):
