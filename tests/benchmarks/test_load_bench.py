@@ -48,7 +48,7 @@ from maillage.synapse_admin import SynapseAdmin
 from tests.benchmarks.report import percentile, record
 from tests.benchmarks.test_scale_bench import profile_stack
 from tests.deploy.test_launcher import maillage
-from tests.harness.matrix import Agent, Received, login_agent
+from tests.harness.matrix import Agent, Received, login_agent, reply_target
 
 pytestmark = pytest.mark.benchmark
 
@@ -82,10 +82,10 @@ async def provision(config: Config, admin_token: str, bot: str, *,
                                             "preset": "private_chat" if encrypted else "public_chat",
                                             "initial_state": [encryption if encrypted else public]})
             users = [f"@charge{room_index * per_room + k:03d}:{server}" for k in range(per_room)]
-            for user_id in users + [bot] * (room_index < BOT_ROOMS):
+            with_bot = room_index < BOT_ROOMS
+            for user_id in users + [bot] * with_bot:
                 await admin.force_join(room, user_id)
             # a room's members live in one process: a message and its readers share a clock
-            with_bot = room_index < BOT_ROOMS
             members[room_index % PROCESSES] += [(user_id, password, room, with_bot) for user_id in users]
     return members
 
@@ -130,11 +130,10 @@ class LightAgent:
                 for event in room.get("timeline", {}).get("events", []):
                     content = event.get("content", {})
                     if event.get("type") == "m.room.message" and "body" in content:
-                        reply_to = ((content.get("m.relates_to") or {}).get("m.in_reply_to") or {}).get("event_id")
                         self.received.append(Received(
                             room_id=room_id, sender=event["sender"], body=content["body"], encrypted=False,
                             event_id=event["event_id"], server_timestamp=event.get("origin_server_ts", 0),
-                            arrived=arrived, reply_to=reply_to))
+                            arrived=arrived, reply_to=reply_target(content)))
             since = body["next_batch"]
 
     async def send_text(self, room_id: str, body: str) -> str:
@@ -167,7 +166,8 @@ async def _agents(homeserver: str, bot: str, accounts: list[tuple[str, str, str,
                      await login_agent(homeserver, user_id, password, stores / user_id[1:].split(":")[0],
                                        local_address=address))
             agents.append((agent, room, with_bot))
-        for agent, room, _ in agents:  # each room's key reaches its members (and the bot) once, now
+        # a first message each: in encrypted rooms each room's key reaches its members (and the bot) now
+        for agent, room, _ in agents:
             await agent.send_text(room, "Bonjour")
         await asyncio.sleep(5)
         conn.send("prêt")

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import shutil
 import sqlite3
 import time
@@ -43,9 +42,8 @@ from maillage.secretstore import ensure_secrets
 from tests.benchmarks.report import judge, record, summary
 from tests.benchmarks.test_bots_bench import ROUNDS, SERIES, HelpBench
 from tests.deploy.test_launcher import init_stack, maillage
-from tests.deploy.test_scaled_profile import scaled_stack
+from tests.deploy.test_scaled_profile import scaled_stack, set_scaled_settings
 from tests.harness.matrix import AgentFactory
-from tests.harness.servers import free_port_range
 
 pytestmark = pytest.mark.benchmark
 
@@ -89,18 +87,15 @@ def migrated_copy(single: Path, data_dir: Path, prefix: str) -> None:
     """A copy of the (stopped) single stack moved to PostgreSQL and the scaled profile; the time
     the move took is written beside it (``migration.json``)."""
     shutil.copytree(single, data_dir, symlinks=True, ignore=shutil.ignore_patterns("run", "*.pid"))
-    config_file = data_dir / "maillage.toml"
-    text = re.sub(r'^prefixe_bases = .*$', f'prefixe_bases = "{prefix}"', config_file.read_text(), count=1, flags=re.M)
-    config_file.write_text(re.sub(r"^port_interne = .*$", f"port_interne = {free_port_range(32)}", text,
-                                  count=1, flags=re.M))
+    set_scaled_settings(data_dir / "maillage.toml", prefix)
     drop_databases(prefix)
     started = time.perf_counter()
     moved = maillage(data_dir, "migre-postgresql", timeout=7200)
     assert moved.returncode == 0, moved.stdout + moved.stderr
-    (data_dir / "migration.json").write_text(json.dumps({"seconds": time.perf_counter() - started,
-                                                         "synapse_db_bytes": (single / "synapse" / "homeserver.db")
-                                                         .stat().st_size}))
-    print(f"  moved to PostgreSQL in {time.perf_counter() - started:.0f} s", flush=True)
+    seconds = time.perf_counter() - started
+    database_bytes = (single / "synapse" / "homeserver.db").stat().st_size
+    (data_dir / "migration.json").write_text(json.dumps({"seconds": seconds, "synapse_db_bytes": database_bytes}))
+    print(f"  moved to PostgreSQL in {seconds:.0f} s", flush=True)
 
 
 def moved_from_single(config: Config) -> dict[str, Any] | None:

@@ -27,9 +27,8 @@ from webdav3.client import Client as WebDavClient
 from maillage.deploy.backup import prune
 from tests.bots.test_documents import post_file
 from tests.deploy.test_launcher import init_stack, maillage
-from tests.deploy.test_scaled_profile import postgres  # noqa: F401 — the fixture
+from tests.deploy.test_scaled_profile import postgres, set_scaled_settings  # noqa: F401 — the fixture
 from tests.harness.matrix import Received, login_agent, restore_agent
-from tests.harness.servers import free_port_range
 
 
 def small_data_dir(data_dir: Path) -> None:
@@ -272,8 +271,7 @@ async def test_a_backup_made_while_the_stack_runs_brings_everything_back_on_an_e
 
     # The commune outgrows SQLite: the restored stack moves to PostgreSQL and the scaled profile.
     config_file = target / "maillage.toml"
-    text = config_file.read_text().replace('prefixe_bases = "maillage"', f'prefixe_bases = "{postgres}"')
-    config_file.write_text(text.replace("port_interne = 18400", f"port_interne = {free_port_range(32)}"))
+    set_scaled_settings(config_file, postgres)
     migrated = maillage(target, "migre-postgresql", timeout=900)
     assert migrated.returncode == 0, migrated.stdout + migrated.stderr
     assert "Migration terminée" in migrated.stdout and 'profil = "reparti"' in config_file.read_text()

@@ -63,15 +63,21 @@ def postgres() -> Iterator[str]:
     connection.close()
 
 
-def scaled_stack(data_dir: Path, prefix: str, **deploiement: str) -> dict[str, int]:
-    ports = init_stack(data_dir)
+def set_scaled_settings(config_file: Path, prefix: str, **deploiement: str) -> int:
+    """Databases under ``prefix`` and internal ports of their own in a stack's maillage.toml
+    (other ``[deploiement]`` keys as given, raw TOML values): the internal base port."""
     internal = free_port_range(32)
     settings = {"prefixe_bases": f'"{prefix}"', "port_interne": str(internal), **deploiement}
-    path = data_dir / "maillage.toml"
-    text = path.read_text()
+    text = config_file.read_text()
     for key, value in settings.items():
         text = re.sub(rf"^{key} = .*$", f"{key} = {value}", text, count=1, flags=re.M)
-    path.write_text(text)
+    config_file.write_text(text)
+    return internal
+
+
+def scaled_stack(data_dir: Path, prefix: str, **deploiement: str) -> dict[str, int]:
+    ports = init_stack(data_dir)
+    internal = set_scaled_settings(data_dir / "maillage.toml", prefix, **deploiement)
     for name in ("synapse-evenements", "synapse-federation_envoi", "synapse-medias", "synapse-appservice_pousse",
                  "synapse-lecteur1", "synapse-lecteur_robots", "routeur"):
         SERVER_LOGS.append(data_dir / "logs" / f"{name}.log")

@@ -52,6 +52,11 @@ class Received:
     formatted: str = ""  # its HTML body, if any
 
 
+def reply_target(content: dict[str, Any]) -> str | None:
+    """The event a message answers (``m.in_reply_to``), if any."""
+    return ((content.get("m.relates_to") or {}).get("m.in_reply_to") or {}).get("event_id")
+
+
 def _thread_of(content: dict[str, Any]) -> str | None:
     relation = content.get("m.relates_to") or {}
     return str(relation["event_id"]) if relation.get("rel_type") == "m.thread" else None
@@ -90,8 +95,7 @@ class Agent:
             room_id=room.room_id, sender=event.sender, body=event.body,
             encrypted=bool(event.decrypted), event_id=event.event_id,
             server_timestamp=event.server_timestamp, arrived=time.perf_counter(),
-            reply_to=(event.source.get("content", {}).get("m.relates_to") or {}).get("m.in_reply_to", {}).get(
-                "event_id"),
+            reply_to=reply_target(event.source.get("content", {})),
             thread_root=_thread_of(event.source.get("content", {})),
             formatted=str(getattr(event, "formatted_body", "") or ""),
         ))
