@@ -77,10 +77,18 @@ from mautrix.util.async_db import Database, UpgradeTable
 
 from maillage.bots.runtime.binding import Binding, RoomBindings
 from maillage.bots.runtime.commands import CommandError, CommandSet, command_text, help_message, reply_content
+from maillage.bots.runtime.crypto import AtomicOlmMachine, RevertibleCryptoStore
 from maillage.bots.runtime.direct import DirectRooms
 from maillage.bots.runtime.media import Attachment, CorruptAttachment, EncryptingStream, HomeserverMedia
 from maillage.bots.runtime.metrics import Metrics
-from maillage.bots.runtime.store import BotStore, Credentials, HandledSyncStore, PendingEvent, upgrade_table
+from maillage.bots.runtime.store import (
+    BotStore,
+    Credentials,
+    HandledSyncStore,
+    PendingEvent,
+    lost_connection,
+    upgrade_table,
+)
 from maillage.bots.runtime.sync import BOT_FILTER, GaplessClient
 from maillage.config import Config
 from maillage.i18n import t
@@ -396,7 +404,7 @@ class Bot:
             return True
         if isinstance(error, MatrixRequestError) and error.http_status in (502, 503, 504):
             return True
-        return not await self.store.alive()
+        return lost_connection(error) or not await self.store.alive()
 
     async def _decrypted(self, event: EncryptedEvent, wait: float) -> Readable | _MissingKey | None:
         """The message, MISSING_KEY while its key is not here, None if it cannot be read at all."""
@@ -604,9 +612,9 @@ class BotRuntime:
         client.max_gap = self.config.bots.rattrapage_max
         client.on_gap_truncated = bot.on_gap_truncated
         # One crypto account per device: a new login never reuses another device's keys.
-        crypto_store = PgCryptoStore(account_id=f"{bot.user_id}|{credentials.device_id}",
-                                     pickle_key=self._pickle_key(), db=self.db)
-        machine = OlmMachine(client, crypto_store, state_store)
+        crypto_store = RevertibleCryptoStore(account_id=f"{bot.user_id}|{credentials.device_id}",
+                                             pickle_key=self._pickle_key(), db=self.db)
+        machine = AtomicOlmMachine(client, crypto_store, state_store)
         await crypto_store.open()
         client.crypto = machine
         await machine.load()
@@ -709,8 +717,10 @@ async def _store_keys(bot: Bot, machine: OlmMachine, event: ToDeviceEvent) -> No
         # message needs it (Bot._ask_for_key).
         log.info("%s: to-device message from %s not readable: %s", bot.localpart, event.sender, error)
         return
-    except Exception:
-        if not await bot.store.alive():  # keys not stored: read this sync's to-device messages again
+    except Exception as error:
+        # Nothing of it was stored (AtomicOlmMachine): when the database was away, even for a
+        # moment, this sync's to-device messages are read again and the key is not lost.
+        if lost_connection(error) or not await bot.store.alive():
             cast(GaplessClient, bot.client).handling_failed = True
         raise
     await bot.keys_arrived(event)

@@ -8,9 +8,11 @@ their own tables in the same database.
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import asyncpg
 from mautrix.client import SyncStore
 from mautrix.types import SyncToken
 from mautrix.util.async_db import Connection, Database, UpgradeTable
@@ -26,6 +28,18 @@ async def transaction(db: Database) -> AsyncIterator[Connection]:
     conn: Connection
     async with db.acquire() as conn, conn.transaction():
         yield conn
+
+
+def lost_connection(error: BaseException) -> bool:
+    """The database went away under a query (a restart, the network), whatever answers now.
+
+    Checking that the database answers is not enough: a fast restart is over before the
+    check, and the write that failed would then be taken for the query's own fault.
+    """
+    if isinstance(error, sqlite3.OperationalError):
+        return any(word in str(error) for word in ("locked", "disk I/O", "unable to open"))
+    return isinstance(error, OSError | asyncpg.PostgresConnectionError | asyncpg.InterfaceError
+                      | asyncpg.exceptions.OperatorInterventionError)
 
 
 async def _initial(conn: Connection) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 import asyncpg
 import pytest
 
-from maillage.config import load_config
+from maillage.config import Config, load_config
 from tests.bots.test_runtime import _bot_answer, _room_with_bot, documents_id
 from tests.conftest import IN_CI, BotProcess, ServerStack
 from tests.harness.matrix import AgentFactory, Received
@@ -39,34 +39,42 @@ def postgres_url() -> Iterator[str]:
     asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-async def test_the_bots_run_on_postgresql(
-    synapse: ServerStack, bot_process: BotProcess, postgres_url: str, agents: AgentFactory
-) -> None:
+@pytest.fixture
+def bots_on_postgresql(synapse: ServerStack, bot_process: BotProcess, postgres_url: str) -> Iterator[Config]:
+    """The bots restarted on a database of their own in PostgreSQL; their configuration."""
     source = synapse.config.source
-    variant = source.with_name("maillage-postgresql.toml")
+    variant = source.with_name(f"maillage-{postgres_url.rsplit('/', 1)[1]}.toml")
     variant.write_text(source.read_text().replace("[bots]", f'[bots]\nbase_de_donnees = "{postgres_url}"'))
     bot_process.stop()
     try:
-        bot_process.start(load_config(variant))
-        owner, room = await _room_with_bot(agents, synapse, "Sur PostgreSQL")
-        answer = await _bot_answer(owner, room, synapse, "!aide")
-        assert "!doc lier <dossier>" in answer
-
-        connection = await asyncpg.connect(postgres_url)
-        try:
-            handled = await connection.fetchval(
-                "SELECT count(*) FROM maillage_handled_event WHERE user_id=$1", documents_id(synapse))
-            versions = await connection.fetchval("SELECT max(version) FROM maillage_bots_version")
-        finally:
-            await connection.close()
-        assert handled >= 1 and versions >= 3
-
-        bot_process.stop()  # restarted on PostgreSQL: the device and its keys are kept
-        bot_process.start(load_config(variant))
-        assert "!doc lier <dossier>" in await _bot_answer(owner, room, synapse, "!help")
+        config = load_config(variant)
+        bot_process.start(config)
+        yield config
     finally:
         bot_process.stop()
         variant.unlink(missing_ok=True)
+
+
+async def test_the_bots_run_on_postgresql(
+    synapse: ServerStack, bot_process: BotProcess, bots_on_postgresql: Config, postgres_url: str,
+    agents: AgentFactory
+) -> None:
+    owner, room = await _room_with_bot(agents, synapse, "Sur PostgreSQL")
+    answer = await _bot_answer(owner, room, synapse, "!aide")
+    assert "!doc lier <dossier>" in answer
+
+    connection = await asyncpg.connect(postgres_url)
+    try:
+        handled = await connection.fetchval(
+            "SELECT count(*) FROM maillage_handled_event WHERE user_id=$1", documents_id(synapse))
+        versions = await connection.fetchval("SELECT max(version) FROM maillage_bots_version")
+    finally:
+        await connection.close()
+    assert handled >= 1 and versions >= 3
+
+    bot_process.stop()  # restarted on PostgreSQL: the device and its keys are kept
+    bot_process.start(bots_on_postgresql)
+    assert "!doc lier <dossier>" in await _bot_answer(owner, room, synapse, "!help")
 
 
 def _restart_postgresql() -> None:
@@ -84,35 +92,26 @@ def _restart_postgresql() -> None:
 
 
 async def test_postgresql_restarted_under_the_bots_loses_no_command(
-    synapse: ServerStack, bot_process: BotProcess, postgres_url: str, agents: AgentFactory
+    synapse: ServerStack, bots_on_postgresql: Config, postgres_url: str, agents: AgentFactory
 ) -> None:
-    source = synapse.config.source
-    variant = source.with_name("maillage-postgresql-redemarrage.toml")
-    variant.write_text(source.read_text().replace("[bots]", f'[bots]\nbase_de_donnees = "{postgres_url}"'))
-    bot_process.stop()
-    try:
-        bot_process.start(load_config(variant))
-        owner, room = await _room_with_bot(agents, synapse, "PostgreSQL redémarré")
-        await _bot_answer(owner, room, synapse, "!aide")
-        words = [f"pg-{index:02d}" for index in range(30)]
+    owner, room = await _room_with_bot(agents, synapse, "PostgreSQL redémarré")
+    await _bot_answer(owner, room, synapse, "!aide")
+    words = [f"pg-{index:02d}" for index in range(30)]
 
-        async def send() -> None:
-            for word in words:
-                await owner.send_text(room, f"!doc {word}")
-                await asyncio.sleep(0.2)
-
-        sending = asyncio.create_task(send())
-        await asyncio.sleep(1.5)
-        await asyncio.to_thread(_restart_postgresql)
-        await sending
+    async def send() -> None:
         for word in words:
-            await owner.wait_for_text(room, answer_about(documents_id(synapse), word), timeout=120)
-        await asyncio.sleep(5)
-        replies = [m.body for m in owner.received if m.room_id == room and m.sender == documents_id(synapse)]
-        assert all(sum(f"« {word} »" in body for body in replies) == 1 for word in words), replies
-    finally:
-        bot_process.stop()
-        variant.unlink(missing_ok=True)
+            await owner.send_text(room, f"!doc {word}")
+            await asyncio.sleep(0.2)
+
+    sending = asyncio.create_task(send())
+    await asyncio.sleep(1.5)
+    await asyncio.to_thread(_restart_postgresql)
+    await sending
+    for word in words:
+        await owner.wait_for_text(room, answer_about(documents_id(synapse), word), timeout=120)
+    await asyncio.sleep(5)
+    replies = [m.body for m in owner.received if m.room_id == room and m.sender == documents_id(synapse)]
+    assert all(sum(f"« {word} »" in body for body in replies) == 1 for word in words), replies
 
 
 def answer_about(bot: str, word: str) -> Callable[[Received], bool]:
@@ -121,32 +120,59 @@ def answer_about(bot: str, word: str) -> Callable[[Received], bool]:
 
 
 async def test_a_validation_circuit_runs_on_postgresql(
-    synapse: ServerStack, webdav: str, bot_process: BotProcess, postgres_url: str, agents: AgentFactory
+    synapse: ServerStack, webdav: str, bots_on_postgresql: Config, postgres_url: str, agents: AgentFactory
 ) -> None:
     from tests.bots.test_circuits import answer, circuit_room, filed_pdf, number_of
 
-    source = synapse.config.source
-    variant = source.with_name("maillage-postgresql-circuits.toml")
-    variant.write_text(source.read_text().replace("[bots]", f'[bots]\nbase_de_donnees = "{postgres_url}"'))
-    bot_process.stop()
+    owner, room, people = await circuit_room(agents, synapse, "pg/arretes", "chef", "maire")
+    chef, maire = people.values()
+    path, _, _ = await filed_pdf(owner, room, synapse, "Arrêté sur PostgreSQL")
+    number = number_of(await answer(owner, room, synapse, f"!circuit lance {path.rpartition('/')[2]} "
+                                                          f"visa: {chef.user_id}, signature: {maire.user_id}"))
+    assert "Visa enregistré" in await answer(chef, room, synapse, f"!circuit vise {number}")
+    assert "est validé" in await answer(maire, room, synapse, f"!circuit signe {number}")
+    await owner.wait_for_text(room, lambda m: m.body.startswith(f"✅ Circuit n°{number} "), timeout=60)
+    connection = await asyncpg.connect(postgres_url)
     try:
-        bot_process.start(load_config(variant))
-        owner, room, people = await circuit_room(agents, synapse, "pg/arretes", "chef", "maire")
-        chef, maire = people.values()
-        path, _, _ = await filed_pdf(owner, room, synapse, "Arrêté sur PostgreSQL")
-        number = number_of(await answer(owner, room, synapse, f"!circuit lance {path.rpartition('/')[2]} "
-                                                              f"visa: {chef.user_id}, signature: {maire.user_id}"))
-        assert "Visa enregistré" in await answer(chef, room, synapse, f"!circuit vise {number}")
-        assert "est validé" in await answer(maire, room, synapse, f"!circuit signe {number}")
-        await owner.wait_for_text(room, lambda m: m.body.startswith(f"✅ Circuit n°{number} "), timeout=60)
-        connection = await asyncpg.connect(postgres_url)
-        try:
-            actions = [row["action"] for row in await connection.fetch(
-                "SELECT action FROM circuit_transition WHERE circuit_id=$1 ORDER BY seq", number)]
-            state = await connection.fetchval("SELECT state FROM circuit WHERE id=$1", number)
-        finally:
-            await connection.close()
-        assert actions == ["lance", "vise", "signe"] and state == "termine"
+        actions = [row["action"] for row in await connection.fetch(
+            "SELECT action FROM circuit_transition WHERE circuit_id=$1 ORDER BY seq", number)]
+        state = await connection.fetchval("SELECT state FROM circuit WHERE id=$1", number)
     finally:
-        bot_process.stop()
-        variant.unlink(missing_ok=True)
+        await connection.close()
+    assert actions == ["lance", "vise", "signe"] and state == "termine"
+
+
+# The connection that stores a room's key is cut in the middle of the INSERT, once: the
+# server itself ends the backend (as a PostgreSQL restart does), and answers again at once.
+CUT_THE_KEY_INSERT = """
+CREATE SEQUENCE essai_coupure;
+CREATE FUNCTION essai_couper_une_fois() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.room_id = '{room}' AND nextval('essai_coupure') = 1 THEN
+        PERFORM pg_terminate_backend(pg_backend_pid());
+        PERFORM pg_sleep(5);
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER essai_coupure BEFORE INSERT ON crypto_megolm_inbound_session
+    FOR EACH ROW EXECUTE FUNCTION essai_couper_une_fois();
+"""
+
+
+async def test_a_room_key_whose_storing_is_cut_is_stored_when_read_again(
+    synapse: ServerStack, bots_on_postgresql: Config, postgres_url: str, agents: AgentFactory
+) -> None:
+    """The key of a room arrives as PostgreSQL restarts: the bot still reads the room.
+
+    The cut comes after the key's Olm message was decrypted (the Olm session has moved on) and
+    before the key is stored: unless every change the message made is undone together and the
+    message read again, the key is lost and the bot never reads that agent's messages.
+    """
+    owner, room = await _room_with_bot(agents, synapse, "Clé coupée")
+    connection = await asyncpg.connect(postgres_url)
+    try:
+        await connection.execute(CUT_THE_KEY_INSERT.replace("{room}", room))
+        assert "!doc lier <dossier>" in await _bot_answer(owner, room, synapse, "!aide")
+        assert await connection.fetchval("SELECT last_value FROM essai_coupure") >= 2  # cut, then stored
+    finally:
+        await connection.close()
