@@ -16,9 +16,7 @@ import contextlib
 from typing import Any, cast
 
 from mautrix.crypto import OlmMachine, PgCryptoStore
-from mautrix.types import DecryptedOlmEvent, EventType, IdentityKey, ToDeviceEvent, UserID
-from mautrix.util.async_db import aiosqlite
-from mautrix.util.async_db.database import conn_var
+from mautrix.types import DecryptedOlmEvent, EventType, ToDeviceEvent
 
 from maillage.bots.runtime.store import transaction
 
@@ -83,9 +81,3 @@ class AtomicOlmMachine(OlmMachine):
             self.account = await self.crypto_store.get_account()
             self._olm_state_stale = False
 
-    async def _unwedge_session(self, sender: UserID, sender_key: IdentityKey) -> None:
-        # Started as a task inside the transaction, it inherits its connection: it must take its own.
-        conn_var.set(None)
-        with contextlib.suppress(LookupError):
-            aiosqlite.in_transaction.set(False)
-        await super()._unwedge_session(sender, sender_key)

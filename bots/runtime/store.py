@@ -7,19 +7,57 @@ their own tables in the same database.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 from mautrix.client import SyncStore
 from mautrix.types import SyncToken
 from mautrix.util.async_db import Connection, Database, UpgradeTable
+from mautrix.util.async_db.database import conn_var
 
 from maillage.bots.runtime.direct import create_table as direct_table
 
 upgrade_table = UpgradeTable(version_table_name="maillage_bots_version")
+
+
+# The task that took the connection mautrix's ``conn_var`` holds (see confine_connections).
+_connection_owner: ContextVar[asyncio.Task[Any] | None] = ContextVar("maillage_connection_owner", default=None)
+
+
+def confine_connections(db: Database) -> None:
+    """A connection taken for a transaction serves its own task only.
+
+    mautrix keeps the connection of a transaction in a context variable, so that the
+    queries made inside use it; but a task started inside (mautrix starts some, so do
+    handlers) inherits the variable, and would send its queries on the same connection,
+    at the same time: asyncpg then fails with an « internal client error », on which mautrix
+    ends the process (seen in CI, the bots silent). Here a task that inherited another
+    task's connection takes one of its own.
+    """
+    take = db.acquire_direct
+
+    @contextlib.asynccontextmanager
+    async def acquire() -> AsyncIterator[Connection]:
+        current = asyncio.current_task()
+        held = conn_var.get(None)
+        if held is not None and _connection_owner.get() is current:
+            yield held
+            return
+        async with take() as conn:
+            connection, owner = conn_var.set(conn), _connection_owner.set(current)
+            try:
+                yield conn
+            finally:
+                conn_var.reset(connection)
+                _connection_owner.reset(owner)
+
+    db.acquire = acquire  # type: ignore[method-assign,assignment]
 
 
 @contextlib.asynccontextmanager
@@ -151,6 +189,22 @@ async def _room_bindings(conn: Connection) -> None:
 
 upgrade_table.register(_room_bindings, description="Room bindings of every bot")
 upgrade_table.register(direct_table, description="Each bot's direct rooms with agents")
+
+
+async def _appservice_inbox(conn: Connection) -> None:
+    # Transactions pushed by Synapse, kept until every bot has handled them. ``ordre``
+    # gives the order they came in; ``body`` is the transaction as received.
+    await conn.execute(
+        """CREATE TABLE maillage_appservice_inbox (
+            txn_id TEXT PRIMARY KEY,
+            ordre BIGINT NOT NULL,
+            body TEXT NOT NULL,
+            recu_ms BIGINT NOT NULL
+        )"""
+    )
+
+
+upgrade_table.register(_appservice_inbox, description="Transactions pushed by Synapse, until handled")
 
 
 @dataclass(frozen=True)
