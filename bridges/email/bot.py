@@ -148,8 +148,15 @@ class CourrielBot(Bot):
         if relation is None or str(relation.rel_type) != "m.thread" or not relation.event_id:
             return
         thread = await self.mail.thread(str(event.room_id), str(relation.event_id))
-        if thread:
-            await queue_reply(self, event, thread)
+        if not thread:
+            return
+        if thread[0].address not in await self.mail.addresses_of(str(event.room_id)):
+            # The address was taken off the room since: sent from it, the correspondent's
+            # answer would reach no room, or another one.
+            await self.reply(event, t("mail.address_gone", address=self.full(thread[0].address),
+                                      to=thread[0].correspondent))
+            return
+        await queue_reply(self, event, thread)
 
     async def send_forever(self) -> None:
         while True:

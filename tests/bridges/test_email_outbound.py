@@ -286,3 +286,20 @@ async def test_answers_go_through_a_relay_that_wants_starttls_and_a_password_and
                 assert "Pas-le-bon-mot-de-passe-1" not in log and RELAY_PASSWORD not in log
         finally:  # the usual relay takes no password: the bridge restarted before it is put back is fine
             update_secrets(data_dir, smtp_password=before)
+
+
+async def test_an_answer_from_a_room_without_its_mailbox_stays_in_the_room_and_the_agent_is_told(
+        synapse: ServerStack, bridge: ServiceProcess, agents: AgentFactory, relay: Relay) -> None:
+    """The room's address taken off after a mail came: an answer in its thread would go out from
+    an address whose replies reach no room; it is not sent, and the agent is told why."""
+    owner, room, thread = await mail_thread(agents, synapse, "Adresse retirée", "retiree")
+    address = (await owner.client.room_get_state_event(room, "fr.maillage.courriel")).content["adresses"][0]
+    assert "ne mène plus à ce salon" in await bot_reply(owner, room, COURRIEL, f"!mail retire {address}")
+
+    await owner.send_text(room, "Réponse après le retrait.", in_thread=thread)
+    told = await told_in_thread(owner, room, thread)
+    assert told.startswith("Ce message n’est pas parti à jean.dupont@exemple.fr : ce salon n’a plus l’adresse "
+                           f"{address}@{DOMAIN}."), told
+    assert "Ce salon n’a pas d’adresse de courriel" in await bot_reply(
+        owner, room, COURRIEL, "!mail nouveau marie.martin@exemple.fr Réunion publique")
+    assert not [m for *_, m in relay.received if f"{address}@" in str(m["From"])]  # nothing was queued
