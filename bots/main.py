@@ -28,14 +28,16 @@ async def run_bots(config: Config) -> None:
     stack_secrets = load_secrets(config.data_dir)
     admin_token = await ensure_admin_token(config, stack_secrets)
     metrics = Metrics()
-    runtime = BotRuntime(config, load_secrets(config.data_dir), admin_token, BOTS, metrics)
+    runtime = BotRuntime(config, load_secrets(config.data_dir), admin_token, BOTS, metrics,
+                         pushed=config.bots.reception == "appservice")
     callers = Callers(config.bots_homeserver_url)
     projects = ProjectsApi(callers, lambda: runtime.bot_of(ProjetsBot))
     for_portal = PortalApi(callers, user_id(config, ADMIN_LOCALPART), lambda: runtime.bot_of(ProjetsBot),
                            lambda: runtime.bot_of(DocumentsBot))
     health = await serve_health(metrics, config.reseau.adresse_ecoute, config.bots.port_sante, runtime.health,
                                 routes={"/api/projets": projects.projects, "/api/travail": for_portal.work,
-                                        "/api/tableau": for_portal.dashboard})
+                                        "/api/tableau": for_portal.dashboard},
+                                mount=runtime.pushed.mount if runtime.pushed is not None else None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -321,6 +321,10 @@ class Bots(_Section):
     rattrapage_max: int = Field(default=10_000, ge=100, le=1_000_000)
     # How long a message that cannot be decrypted yet waits for its key before its sender is told.
     attente_cles_secondes: int = Field(default=600, ge=5, le=86_400)
+    # How the bots receive their rooms' messages: « synchronisation » (each bot syncs, like any
+    # client), or « appservice » (Synapse pushes them, on port_sante): a sync costs the
+    # homeserver in proportion to the rooms an account is in, a push does not.
+    reception: Literal["synchronisation", "appservice"] = "synchronisation"
 
 
 class Portail(_Section):

@@ -51,6 +51,9 @@ class Secrets:
     # The email bridge's appservice: what it shows Synapse, and what Synapse would show it.
     courriel_as_token: str = ""
     courriel_hs_token: str = ""
+    # The bots' appservice ([bots] reception = "appservice"): Synapse pushes them their rooms' events.
+    bots_as_token: str = ""
+    bots_hs_token: str = ""
     # Shared by Synapse and the TURN server (coturn's use-auth-secret): calls through NAT.
     turn_secret: str = ""
 
@@ -60,7 +63,7 @@ class Secrets:
 
 # Generated secrets that older stacks lack: made at their next start.
 ADDED_LATER = ("portal_oidc_secret", "portal_bots_token", "synapse_oidc_secret", "courriel_as_token",
-               "courriel_hs_token", "turn_secret")
+               "courriel_hs_token", "turn_secret", "bots_as_token", "bots_hs_token")
 
 
 def _token(length: int = 48) -> str:

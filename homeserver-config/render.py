@@ -88,7 +88,7 @@ def render_synapse(
         # Agents sign in to Matrix through the portal, which signs them in at ProConnect.
         "oidc_provider": provider_settings(config, secrets.synapse_oidc_secret),
         "sso_templates": write_sso_templates(directory / "modeles", config.collectivite.langue),
-        "appservices": [str(write_email_registration(config, secrets))] if config.courriel.active else [],
+        "appservices": appservice_registrations(config, secrets),
     }
     if config.deploiement.profil == "reparti":
         values |= scaled_values(config, secrets, directory)
@@ -147,25 +147,51 @@ def write_sso_templates(directory: Path, language: str) -> Path:
     return directory
 
 
+def appservice_registrations(config: Config, secrets: Secrets) -> list[str]:
+    """The registrations Synapse loads: the email bridge's, the bots' when Synapse pushes them events."""
+    files = [write_email_registration(config, secrets)] if config.courriel.active else []
+    if config.bots.reception == "appservice":
+        files.append(write_bots_registration(config, secrets))
+    return [str(path) for path in files]
+
+
+# The bots' accounts (each bot class's ``localpart``), named here so that rendering
+# Synapse's configuration does not load the bots.
+BOT_LOCALPARTS = ("documents", "agenda", "projets")
+BOTS_SENDER = "_maillage_robots"
+
+
+def write_bots_registration(config: Config, secrets: Secrets) -> Path:
+    """The bots' appservice registration: Synapse pushes every event of the rooms the bots
+    are in to their process (``/_matrix/app/v1/transactions`` on ``[bots] port_sante``), so
+    no bot has to sync a timeline whose cost grows with its rooms. Not exclusive: the bots
+    keep their accounts, devices and access tokens; the namespace only says what to push."""
+    server = re.escape(config.collectivite.nom_serveur)
+    return _write_registration(config, "robots-registration.yaml", {
+        "id": "maillage-robots", "url": f"http://127.0.0.1:{config.bots.port_sante}",
+        "as_token": secrets.bots_as_token, "hs_token": secrets.bots_hs_token, "sender_localpart": BOTS_SENDER,
+    }, {"exclusive": False, "regex": f"@({'|'.join(BOT_LOCALPARTS)}):{server}"})
+
+
+def _write_registration(config: Config, name: str, service: dict[str, object], users: dict[str, object]) -> Path:
+    """An appservice registration (0600: it holds its two tokens) in Synapse's folder."""
+    registration = {**service, "rate_limited": False,
+                    "namespaces": {"users": [users], "aliases": [], "rooms": []}}
+    path = synapse_dir(config) / name
+    write_private(path, yaml.safe_dump(registration, allow_unicode=True, sort_keys=False))
+    return path
+
+
 GHOST_PREFIX = "_mail_"
 BRIDGE_SENDER = "_mail_passerelle"
 
 
 def write_email_registration(config: Config, secrets: Secrets) -> Path:
-    """The email bridge's appservice registration (0600: it holds its tokens). Its ghosts
-    (``@_mail_…``, one per correspondent) are its own; Synapse pushes it nothing (``url``
-    null): the bridge reads rooms as its bot, and acts as its ghosts with its token."""
-    server = config.collectivite.nom_serveur
-    registration = {
-        "id": "maillage-courriel",
-        "url": None,
-        "as_token": secrets.courriel_as_token,
-        "hs_token": secrets.courriel_hs_token,
-        "sender_localpart": BRIDGE_SENDER,
-        "rate_limited": False,
-        "namespaces": {"users": [{"exclusive": True, "regex": f"@{GHOST_PREFIX}.*:{re.escape(server)}"}],
-                       "aliases": [], "rooms": []},
-    }
-    path = synapse_dir(config) / "courriel-registration.yaml"
-    write_private(path, yaml.safe_dump(registration, allow_unicode=True, sort_keys=False))
-    return path
+    """The email bridge's appservice registration. Its ghosts (``@_mail_…``, one per
+    correspondent) are its own; Synapse pushes it nothing (``url`` null): the bridge reads
+    rooms as its bot, and acts as its ghosts with its token."""
+    server = re.escape(config.collectivite.nom_serveur)
+    return _write_registration(config, "courriel-registration.yaml", {
+        "id": "maillage-courriel", "url": None, "as_token": secrets.courriel_as_token,
+        "hs_token": secrets.courriel_hs_token, "sender_localpart": BRIDGE_SENDER,
+    }, {"exclusive": True, "regex": f"@{GHOST_PREFIX}.*:{server}"})

@@ -53,6 +53,9 @@ CLIENT_READ_ROUTES = (
     r"^/_matrix/client/(api/v1|r0|v3|unstable)/search$",
     r"^/_matrix/client/(r0|v3|unstable)/user/.*/filter(/|$)",
 )
+# An appservice's ping makes Synapse send at once the transactions it kept for it (after a
+# restart of the bots): only the process that sends them can, so the ping goes there.
+APPSERVICE_PING_ROUTES = (r"^/_matrix/client/v1/appservice/[^/]*/ping$",)
 MEDIA_ROUTES = (
     r"^/_matrix/media/",
     r"^/_matrix/client/v1/media/",
@@ -97,7 +100,8 @@ def workers_of(config: Config) -> list[Worker]:
         Worker("evenements", "Synapse — écriture des événements", base + 2, ("replication", "metrics")),
         Worker("federation_envoi", "Synapse — envoi de fédération", base + 3, ("metrics",)),
         Worker("medias", "Synapse — médias", base + 4, ("media", "client", "metrics"), MEDIA_ROUTES),
-        Worker("appservice_pousse", "Synapse — passerelles et notifications", base + 5, ("metrics",)),
+        Worker("appservice_pousse", "Synapse — passerelles et notifications", base + 5, ("client", "metrics"),
+               APPSERVICE_PING_ROUTES),
         Worker(BOTS_READER, "Synapse — lecture des robots", base + 8, ("client", "metrics"),
                SYNC_ROUTES + CLIENT_READ_ROUTES),
         *readers,

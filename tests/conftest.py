@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import signal
 import subprocess
@@ -223,14 +224,22 @@ def standalone_stack(directory: Path, **sections: Any) -> Iterator[tuple[ServerS
         homeserver.stop()
 
 
+@contextlib.asynccontextmanager
+async def agents_of_stack(stack: ServerStack, directory: Path) -> AsyncIterator[AgentFactory]:
+    """Agents on a stack of a test's own (``standalone_stack``)."""
+    factory = AgentFactory(stack.homeserver, stack.server_name, await ensure_admin_token(stack.config, stack.secrets),
+                           directory)
+    try:
+        yield factory
+    finally:
+        await factory.close()
+
+
 @pytest.fixture
 async def own_agents(external: tuple[ServerStack, ServiceProcess, str], tmp_path: Path) -> AsyncIterator[AgentFactory]:
     """Agents on the stack of a module's ``external`` fixture (a stack with another DAV server)."""
-    stack = external[0]
-    factory = AgentFactory(stack.homeserver, stack.server_name, await ensure_admin_token(stack.config, stack.secrets),
-                           tmp_path / "nio")
-    yield factory
-    await factory.close()
+    async with agents_of_stack(external[0], tmp_path / "nio") as factory:
+        yield factory
 
 
 @pytest.fixture(scope="session")

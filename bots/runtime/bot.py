@@ -75,6 +75,7 @@ from mautrix.types import (
 )
 from mautrix.util.async_db import Database, UpgradeTable
 
+from maillage.bots.runtime.appservice import DEVICE_ONLY_FILTER, PushedEvents
 from maillage.bots.runtime.binding import Binding, RoomBindings
 from maillage.bots.runtime.commands import CommandError, CommandSet, command_text, help_message, reply_content
 from maillage.bots.runtime.crypto import AtomicOlmMachine, RevertibleCryptoStore
@@ -86,6 +87,7 @@ from maillage.bots.runtime.store import (
     Credentials,
     HandledSyncStore,
     PendingEvent,
+    confine_connections,
     lost_connection,
     upgrade_table,
 )
@@ -161,6 +163,7 @@ class Bot:
     # True while the sync being handled is an initial one (first start, or a lost
     # sync position): its invitations are accepted, its old messages are not commands.
     in_initial_sync: bool = field(init=False, default=True)
+    events_pushed: bool = field(init=False, default=False)  # by Synapse, as an appservice
     # Set while the homeserver does not answer the bot's syncs (reported by /sante).
     homeserver_unreachable: bool = field(init=False, default=False)
     client: Client = field(init=False)
@@ -559,7 +562,8 @@ class BotRuntime:
     """Starts every bot and keeps them syncing until stopped."""
 
     def __init__(self, config: Config, stack_secrets: Secrets, admin_token: str,
-                 bot_classes: list[type[Bot]], metrics: Metrics, database: str | None = None) -> None:
+                 bot_classes: list[type[Bot]], metrics: Metrics, database: str | None = None,
+                 pushed: bool = False) -> None:
         self.config = config
         self.database = database or database_url(config)  # the email bridge has its own
         self.secrets = stack_secrets
@@ -569,6 +573,8 @@ class BotRuntime:
         self.bots: list[Bot] = []
         self.db: Database | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        # Synapse pushes the rooms' events ([bots] reception = "appservice"); else each bot syncs them.
+        self.pushed = PushedEvents(self) if pushed else None
 
     async def start(self) -> None:
         self.db = await open_database(self.database, self.bot_classes)
@@ -577,6 +583,8 @@ class BotRuntime:
             bot = bot_class(context)
             await self._start_bot(bot)
             self.bots.append(bot)
+        if self.pushed is not None:
+            self._tasks.append(await self.pushed.start())
 
     def bot_of(self, bot_class: type[BotT]) -> BotT | None:
         """The running bot of that class (None while it starts)."""
@@ -645,7 +653,12 @@ class BotRuntime:
         client.remove_event_handler(EventType.TO_DEVICE_ENCRYPTED, machine.handle_to_device_event)
         client.add_event_handler(EventType.TO_DEVICE_ENCRYPTED, lambda e: _store_keys(bot, machine, e),
                                  wait_sync=True)
-        client.start(BOT_FILTER)
+        if self.pushed is not None:  # the rooms come as pushed transactions: the sync is the device's alone
+            bot.in_initial_sync = False
+            bot.events_pushed = True
+            client.start(DEVICE_ONLY_FILTER)
+        else:
+            client.start(BOT_FILTER)
         self._tasks.append(asyncio.create_task(bot.run_pending()))
 
     async def _valid_credentials(self, bot: Bot) -> tuple[Credentials, bool]:
@@ -727,7 +740,8 @@ async def _store_keys(bot: Bot, machine: OlmMachine, event: ToDeviceEvent) -> No
 
 
 async def _note_sync_kind(bot: Bot, event: dict[str, Any]) -> None:
-    bot.in_initial_sync = bool(event["data"].get("net.maunium.mautrix", {}).get("is_initial"))
+    if not bot.events_pushed:  # pushed events are all new: none is the history of a first sync
+        bot.in_initial_sync = bool(event["data"].get("net.maunium.mautrix", {}).get("is_initial"))
     if bot.homeserver_unreachable:
         log.warning("%s: the homeserver answers again", bot.localpart)
     bot.homeserver_unreachable = False
@@ -752,6 +766,7 @@ async def open_database(url: str, bot_classes: Sequence[type[Bot]]) -> Database:
     """The bots' (or the bridge's) database, every table at its latest version: the runtime's,
     mautrix's state and crypto stores, each bot's own."""
     db = Database.create(url, upgrade_table=upgrade_table)
+    confine_connections(db)
     await db.start()
     await PgStateStore.upgrade_table.upgrade(db)
     await PgCryptoStore.upgrade_table.upgrade(db)

@@ -20,6 +20,9 @@ class Metrics:
         self.backlog = Gauge("maillage_bot_backlog", "Events waiting to be handled", ["bot"], registry=self.registry)
         self.dav_requests = Counter("maillage_bot_dav_requests_total", "Requests made to a DAV server",
                                     ["bot", "method"], registry=self.registry)
+        self.pushed = Counter("maillage_bot_pushed_transactions_total",
+                              "Transactions Synapse pushed to the bots and that were stored (reception appservice)",
+                              registry=self.registry)
         # The email bridge (same process model): SMTP answers, deliveries to rooms, replies out.
         self.mail_smtp = Counter("maillage_courriel_smtp_total", "SMTP answers to DATA by kind", ["resultat"],
                                  registry=self.registry)
@@ -34,7 +37,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 async def serve_health(metrics: Metrics, address: str, port: int,
                        status: Callable[[], Awaitable[dict[str, object]]],
-                       routes: dict[str, Handler] | None = None) -> web.AppRunner:
+                       routes: dict[str, Handler] | None = None,
+                       mount: Callable[[web.Application], None] | None = None) -> web.AppRunner:
     """``/sante`` (200 while every bot syncs; 503 before, or while the homeserver is away),
     ``/metrics``, and the bots' read APIs (``routes``)."""
 
@@ -50,6 +54,8 @@ async def serve_health(metrics: Metrics, address: str, port: int,
     app.router.add_get("/metrics", exposition)
     for path, handler in (routes or {}).items():
         app.router.add_get(path, handler)
+    if mount is not None:  # the appservice's endpoints, when Synapse pushes the bots their events
+        mount(app)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, address, port).start()

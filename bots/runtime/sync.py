@@ -68,7 +68,19 @@ class GaplessClient(Client):
     on_gap_truncated: GapTruncated | None = None
     # Set by a handler when it could not finish for a reason outside the event (an outage):
     # the same sync is then fetched and handled again, handled events being skipped by id.
-    handling_failed: bool = False
+    _handling_failed: bool = False
+    # Every such failure, counted: pushed transactions (appservice.py) are handled beside the
+    # sync, whose loop clears the flag at each sync; they compare counts instead.
+    handling_failures: int = 0
+
+    @property
+    def handling_failed(self) -> bool:
+        return self._handling_failed
+
+    @handling_failed.setter
+    def handling_failed(self, failed: bool) -> None:
+        self._handling_failed = failed
+        self.handling_failures += failed
 
     async def sync(self, since: SyncToken | None = None, *args: Any, **kwargs: Any) -> Any:
         data = await super().sync(since, *args, **kwargs)

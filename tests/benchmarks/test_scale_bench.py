@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import sqlite3
 import time
@@ -56,7 +57,7 @@ FILL_AT_ONCE = {"simple": 4, "reparti": 12}  # SQLite writes alone; the scaled p
 
 @asynccontextmanager
 async def profile_stack(profile: str, name: str = "", *, fresh: bool = False,
-                        from_single: bool = False) -> AsyncIterator[Config]:
+                        from_single: bool = False, reception: str = "synchronisation") -> AsyncIterator[Config]:
     """The demo stack of ``profile`` (simple or reparti), made once and kept in
     build/bench-stacks/<name or profile> (made anew if ``fresh``); up for the test. A scaled
     stack ``from_single`` is the kept single stack moved to PostgreSQL, if there is one."""
@@ -73,6 +74,7 @@ async def profile_stack(profile: str, name: str = "", *, fresh: bool = False,
             scaled_stack(data_dir, prefix)
         else:
             init_stack(data_dir)
+    set_bots_reception(data_dir / "maillage.toml", reception)
     args = ("up", "--detach", *(("--profile", "scaled") if profile == "reparti" else ()))
     started = await asyncio.to_thread(maillage, data_dir, *args, timeout=900)
     assert started.returncode == 0, started.stdout + started.stderr
@@ -168,9 +170,16 @@ async def fill_until(config: Config, admin_token: str, bot: str, total: int, at_
             "joined": await bot_rooms(config, admin_token, bot)}
 
 
+def set_bots_reception(source: Path, reception: str) -> None:
+    """``[bots] reception`` in a kept stack's maillage.toml, before its start."""
+    text = re.sub(r"(?m)^reception = .*\n", "", source.read_text())
+    source.write_text(text.replace("[bots]\n", f'[bots]\nreception = "{reception}"\n', 1))
+
+
+@pytest.mark.parametrize("reception", ["synchronisation", "appservice"])
 @pytest.mark.parametrize("profile", ["simple", "reparti"])
-async def test_aide_many_rooms_over_the_floor(profile: str, tmp_path: Path) -> None:
-    async with profile_stack(profile, from_single=True) as config:
+async def test_aide_many_rooms_over_the_floor(profile: str, reception: str, tmp_path: Path) -> None:
+    async with profile_stack(profile, from_single=True, reception=reception) as config:
         admin_token = await ensure_admin_token(config, ensure_secrets(config.data_dir))
         server = config.collectivite.nom_serveur
         bot = f"@documents:{server}"
@@ -184,10 +193,14 @@ async def test_aide_many_rooms_over_the_floor(profile: str, tmp_path: Path) -> N
             run = await bench.ratio_run()
         finally:
             await agents.close()
-    record(f"bots_aide_{ROOMS}_rooms_{profile}", {
+    pushed = reception == "appservice"
+    record(f"bots_aide_{ROOMS}_rooms_{profile}" + ("_appservice" if pushed else ""), {
         "what": f"!aide reply (ms) over the encrypted ping-pong floor (ms), same stack, series alternated; the"
                 f" @documents bot in {ROOMS} silent rooms; profile « {profile} »"
-                + (" (the bots sync from lecteur_robots, the agents from lecteur1)" if profile == "reparti" else ""),
-        "profile": profile, "rounds_per_series": ROUNDS, "series": SERIES, "rooms": filling, **run,
+                + (" (the bots sync from lecteur_robots, the agents from lecteur1)" if profile == "reparti"
+                   and not pushed else "")
+                + ("; the bots' rooms' events pushed by Synapse (reception appservice)" if pushed else ""),
+        "profile": profile, "reception": reception, "rounds_per_series": ROUNDS, "series": SERIES,
+        "rooms": filling, **run,
         "moved_from_single": moved_from_single(config),
-    }, judge(f"!aide ÷ floor, {ROOMS} rooms, {profile}", run["ratio"], GOAL))
+    }, judge(f"!aide ÷ floor, {ROOMS} rooms, {profile}, {reception}", run["ratio"], GOAL))

@@ -16,6 +16,7 @@ import os
 import random
 import re
 import time
+from typing import Any
 
 from tests.bots.test_documents import bound_room, post_file
 from tests.bots.test_runtime import documents_id
@@ -48,11 +49,12 @@ async def send_all(agent: Agent, room: str, room_index: int, rng: random.Random)
     return files
 
 
-async def kill_at_random(bots: ServiceProcess, sending: asyncio.Future[list[list[str]]], rng: random.Random) -> int:
+async def kill_at_random(bots: ServiceProcess, sending: asyncio.Future[Any], rng: random.Random,
+                         min_kills: int = MIN_KILLS) -> int:
     """Kill the bots at random moments — while they start, catch up or work — until the agents are
-    done and at least MIN_KILLS kills happened; leave them running."""
+    done and at least ``min_kills`` kills happened; leave them running."""
     kills = 0
-    while kills < MIN_KILLS or not sending.done():
+    while kills < min_kills or not sending.done():
         await asyncio.sleep(rng.uniform(0.3, 4.0))
         await asyncio.to_thread(bots.kill)
         kills += 1
@@ -64,11 +66,11 @@ async def kill_at_random(bots: ServiceProcess, sending: asyncio.Future[list[list
     return kills + 1
 
 
-def answers_per_token(agent: Agent, room: str, bot: str) -> collections.Counter[str]:
+def answers_per_token(agent: Agent, room: str, bot: str, token: re.Pattern[str] = TOKEN) -> collections.Counter[str]:
     counts: collections.Counter[str] = collections.Counter()
     for message in agent.received:
         if message.room_id == room and message.sender == bot:
-            counts.update(TOKEN.findall(message.body))
+            counts.update(token.findall(message.body))
     return counts
 
 

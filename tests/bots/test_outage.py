@@ -14,9 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from maillage.deploy.provisioning import ensure_admin_token
 from tests.bots.test_runtime import _bot_answer, _room_with_bot, documents_id
-from tests.conftest import ServerStack, ServiceProcess, standalone_stack
+from tests.conftest import ServerStack, ServiceProcess, agents_of_stack, standalone_stack
 from tests.harness.matrix import AgentFactory
 
 
@@ -30,11 +29,8 @@ def own_stack(tmp_path: Path) -> Iterator[tuple[ServerStack, ServiceProcess, Ser
 @pytest.fixture
 async def own_agents(own_stack: tuple[ServerStack, ServiceProcess, ServiceProcess],
                      tmp_path: Path) -> AsyncIterator[AgentFactory]:
-    stack = own_stack[0]
-    token = await ensure_admin_token(stack.config, stack.secrets)
-    factory = AgentFactory(stack.homeserver, stack.server_name, token, tmp_path / "nio")
-    yield factory
-    await factory.close()
+    async with agents_of_stack(own_stack[0], tmp_path / "nio") as factory:
+        yield factory
 
 
 async def _health_until(url: str, expected: str, timeout: float = 60) -> dict[str, object]:

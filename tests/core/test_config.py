@@ -79,6 +79,7 @@ def test_a_misspelt_key_is_refused_not_ignored(tmp_path: Path) -> None:
         ("projets", "rappels_heure", "8h30", "HH:MM"),
         ("projets", "rappels_heure", "24:00", "HH:MM"),
         ("projets", "rappels", "oui", "true ou false"),
+        ("bots", "reception", "push", "'synchronisation' or 'appservice'"),
     ],
 )
 def test_a_wrong_value_names_key_value_and_expectation(
