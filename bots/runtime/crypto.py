@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from contextvars import ContextVar
 from typing import Any, cast
 
 from mautrix.crypto import OlmMachine, PgCryptoStore
-from mautrix.types import DecryptedOlmEvent, EventType, ToDeviceEvent
+from mautrix.types import DecryptedOlmEvent, EventType, SessionID, ToDeviceEvent
 
 from maillage.bots.runtime.store import transaction
+
+# The room keys a to-device message's transaction stored, told to their waiters once committed.
+_KEYS_IN_TRANSACTION: ContextVar[list[SessionID] | None] = ContextVar("maillage_keys_in_transaction", default=None)
 
 
 class RevertibleCryptoStore(PgCryptoStore):
@@ -57,6 +61,8 @@ class AtomicOlmMachine(OlmMachine):
     async def _store_what_it_carries(self, evt: ToDeviceEvent) -> DecryptedOlmEvent | None:
         """Decrypt and store a room key in one transaction; any other event decrypted is returned."""
         await self._read_back_if_stale()
+        received: list[SessionID] = []
+        token = _KEYS_IN_TRANSACTION.set(received)
         try:
             async with transaction(self.crypto_store.db):
                 decrypted = await self._decrypt_olm_event(evt)
@@ -66,7 +72,9 @@ class AtomicOlmMachine(OlmMachine):
                     await self._receive_forwarded_room_key(decrypted)
                 else:
                     return decrypted
-                return None
+            for session_id in received:  # committed: whoever waits for these keys can read them now
+                super()._mark_session_received(session_id)
+            return None
         except Exception:
             # Rolled back: the memory goes back to what the database holds, before anything
             # else stores the account (now if the database answers, else before the next write).
@@ -75,6 +83,15 @@ class AtomicOlmMachine(OlmMachine):
             with contextlib.suppress(Exception):
                 await self._read_back_if_stale()
             raise
+        finally:
+            _KEYS_IN_TRANSACTION.reset(token)
+
+    def _mark_session_received(self, session_id: SessionID) -> None:
+        received = _KEYS_IN_TRANSACTION.get()
+        if received is None:
+            super()._mark_session_received(session_id)
+        else:  # not committed yet: a message decrypted now would not find its key
+            received.append(session_id)
 
     async def _read_back_if_stale(self) -> None:
         if self._olm_state_stale:
