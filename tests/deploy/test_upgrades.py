@@ -21,6 +21,8 @@ from maillage.portal.db import _alembic, latest_revision, migrate
 
 # Tables a migration replaced, and the query that finds their rows where they went.
 MOVED = {"projet_direct": "SELECT user_id, room_id FROM maillage_direct_room WHERE bot = 'projets'"}
+# Where they went: such a table keeps its own rows and may gain the moved ones.
+RECEIVES_MOVED = {"maillage_direct_room"}
 
 
 def one_release_back(table: UpgradeTable) -> UpgradeTable:
@@ -76,6 +78,9 @@ async def test_the_bots_and_the_bridge_databases_of_the_previous_release_are_bro
                 names = ", ".join(f'"{column[1]}"' for column in lite.execute(f'PRAGMA table_info("{table}")'))
                 assert names, f"{name}: the table {table} of the previous release is gone"
                 now = lite.execute(f'SELECT {names} FROM "{table}"').fetchall()
+                if table in RECEIVES_MOVED:
+                    assert set(rows) <= set(now), (name, table, rows, now)
+                    continue
                 assert len(now) == len(rows), (name, table, rows, now)
                 for old_row, new_row in zip(rows, now, strict=True):  # columns added at the end only
                     assert new_row[:len(old_row)] == old_row, (name, table, old_row, new_row)
