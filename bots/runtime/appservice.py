@@ -32,6 +32,7 @@ from aiohttp import web
 from mautrix.client import SyncStream
 from mautrix.types import JSON, Event, Filter
 
+from maillage.bots.runtime.metrics import Handler
 from maillage.bots.runtime.store import transaction
 from maillage.bots.runtime.sync import GaplessClient, pause_after
 
@@ -88,10 +89,10 @@ class PushedEvents:
         return self.runtime.secrets.bots_hs_token
 
     def mount(self, app: web.Application) -> None:
-        app.router.add_put(PREFIX + "/transactions/{txn_id}", self.on_transaction)
-        app.router.add_post(PREFIX + "/ping", self.on_ping)
-        app.router.add_get(PREFIX + "/users/{user_id}", self.on_query)
-        app.router.add_get(PREFIX + "/rooms/{alias}", self.on_query)
+        app.router.add_put(PREFIX + "/transactions/{txn_id}", self._only_synapse(self.on_transaction))
+        app.router.add_post(PREFIX + "/ping", self._only_synapse(self.on_ping))
+        app.router.add_get(PREFIX + "/users/{user_id}", self._only_synapse(self.on_query))
+        app.router.add_get(PREFIX + "/rooms/{alias}", self._only_synapse(self.on_query))
 
     async def start(self) -> asyncio.Task[None]:
         """Once every bot runs: learn their rooms, hand out what waits in the inbox, and ask
@@ -106,13 +107,16 @@ class PushedEvents:
 
     # --- Synapse's side -----------------------------------------------------------
 
-    def _from_synapse(self, request: web.Request) -> bool:
-        given = request.headers.get("Authorization", "").removeprefix("Bearer ")
-        return hmac.compare_digest(given.encode(), self.hs_token.encode())
+    def _only_synapse(self, handler: Handler) -> Handler:
+        """Every endpoint answers Synapse alone: its hs_token, or 403."""
+        async def checked(request: web.Request) -> web.StreamResponse:
+            given = request.headers.get("Authorization", "").removeprefix("Bearer ")
+            if not self.hs_token or not hmac.compare_digest(given.encode(), self.hs_token.encode()):
+                return web.json_response({"errcode": "M_FORBIDDEN"}, status=403)
+            return await handler(request)
+        return checked
 
     async def on_transaction(self, request: web.Request) -> web.Response:
-        if not self._from_synapse(request):
-            return web.json_response({"errcode": "M_FORBIDDEN"}, status=403)
         body = await request.text()
         try:
             if not isinstance(json.loads(body), dict):
@@ -132,13 +136,9 @@ class PushedEvents:
         return web.json_response({})
 
     async def on_ping(self, request: web.Request) -> web.Response:
-        if not self._from_synapse(request):
-            return web.json_response({"errcode": "M_FORBIDDEN"}, status=403)
         return web.json_response({})
 
     async def on_query(self, request: web.Request) -> web.Response:
-        if not self._from_synapse(request):
-            return web.json_response({"errcode": "M_FORBIDDEN"}, status=403)
         return web.json_response({"errcode": "M_NOT_FOUND"}, status=404)  # the bots make no users nor rooms
 
     async def ping(self) -> None:

@@ -82,6 +82,8 @@ async def test_the_bots_answer_what_synapse_pushes_them_and_refuse_anyone_else(
         for headers in ({}, {"Authorization": "Bearer pas-le-bon-jeton"}):
             refused = await http.put("/_matrix/app/v1/transactions/faux-1", json=fake, headers=headers)
             assert refused.status_code == 403, refused.text
+            assert (await http.post("/_matrix/app/v1/ping", json={}, headers=headers)).status_code == 403
+            assert (await http.get(f"/_matrix/app/v1/users/{claire.user_id}", headers=headers)).status_code == 403
         garbled = await http.put("/_matrix/app/v1/transactions/faux-2", content=b"{pas du json",
                                  headers={"Authorization": f"Bearer {stack.secrets.bots_hs_token}"})
         assert garbled.status_code == 400
