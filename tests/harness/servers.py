@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,33 +22,52 @@ SERVER_LOGS: list[Path] = []
 _HANDED_OUT: set[int] = set()
 
 
-def free_port() -> int:
-    """A loopback port free now and never handed out before in this run: the kernel may offer
-    the same just-closed port twice in a row, and a config with one port twice is refused."""
-    while True:
+def _ephemeral_ports() -> range:
+    """The ports the kernel hands to outgoing connections: a server port taken from them may be
+    taken back by any client connection (PostgreSQL, Redis, HTTP) before its server binds it."""
+    try:
+        low, high = (int(part) for part in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return range(low, high + 1)
+
+
+# Server ports come from below the ephemeral range, from an offset of this run's own so that
+# two runs side by side (CI and a benchmark) do not walk the same ports.
+_SERVER_PORTS = range(15_000, _ephemeral_ports().start)
+_next_candidate = _SERVER_PORTS.start + (os.getpid() * 7919) % len(_SERVER_PORTS)
+
+
+def _bindable(port: int) -> bool:
+    try:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = int(probe.getsockname()[1])
-        if port not in _HANDED_OUT:
+            probe.bind(("127.0.0.1", port))
+    except OSError:
+        return False
+    return True
+
+
+def free_port() -> int:
+    """A loopback port free now, never handed out before in this run, and outside the ephemeral
+    range (a config with one port twice is refused, and a client may take an ephemeral one)."""
+    global _next_candidate
+    for _ in range(len(_SERVER_PORTS)):
+        port = _next_candidate
+        _next_candidate = port + 1 if port + 1 < _SERVER_PORTS.stop else _SERVER_PORTS.start
+        if port not in _HANDED_OUT and _bindable(port):
             _HANDED_OUT.add(port)
             return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 def free_port_range(count: int) -> int:
     """The first of ``count`` consecutive loopback ports, all free now and never handed out
     (the scaled profile's internal ports follow one another)."""
-    for start in range(20_000, 60_000, count):
+    for start in range(20_000, _SERVER_PORTS.stop - count, count):
         ports = range(start, start + count)
-        if any(port in _HANDED_OUT for port in ports):
-            continue
-        try:
-            for port in ports:
-                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-                    probe.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        _HANDED_OUT.update(ports)
-        return start
+        if not any(port in _HANDED_OUT for port in ports) and all(_bindable(port) for port in ports):
+            _HANDED_OUT.update(ports)
+            return start
     raise RuntimeError("no range of free ports")
 
 
