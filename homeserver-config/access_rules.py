@@ -106,8 +106,11 @@ class RoomAccessRules:
             check_event_allowed=self.check_event_allowed,
             on_create_room=self.on_create_room,
             check_threepid_can_be_invited=self.check_threepid_can_be_invited,
-            on_new_event=self.on_new_event,
         )
+        # Synapse calls on_new_event in every process (each worker fetches the event and the
+        # room's state for it): the removals it makes, and their notice, are made by one process.
+        if api.should_run_background_tasks():
+            api.register_third_party_rules_callbacks(on_new_event=self.on_new_event)
         api.register_spam_checker_callbacks(
             user_may_create_room=self.user_may_create_room,
             check_username_for_spam=self.check_username_for_spam,
