@@ -29,7 +29,7 @@ async def run_bots(config: Config) -> None:
     admin_token = await ensure_admin_token(config, stack_secrets)
     metrics = Metrics()
     runtime = BotRuntime(config, load_secrets(config.data_dir), admin_token, BOTS, metrics,
-                         pushed=config.bots.reception == "appservice")
+                         pushed=config.bots_pushed)
     callers = Callers(config.bots_homeserver_url)
     projects = ProjectsApi(callers, lambda: runtime.bot_of(ProjetsBot))
     for_portal = PortalApi(callers, user_id(config, ADMIN_LOCALPART), lambda: runtime.bot_of(ProjetsBot),

@@ -323,8 +323,10 @@ class Bots(_Section):
     attente_cles_secondes: int = Field(default=600, ge=5, le=86_400)
     # How the bots receive their rooms' messages: « synchronisation » (each bot syncs, like any
     # client), or « appservice » (Synapse pushes them, on port_sante): a sync costs the
-    # homeserver in proportion to the rooms an account is in, a push does not.
-    reception: Literal["synchronisation", "appservice"] = "synchronisation"
+    # homeserver in proportion to the rooms an account is in, a push does not. « automatique »:
+    # appservice in the scaled profile, synchronisation in the single one (measured:
+    # docs/benchmarks.md, « The bots at the scale of a département »).
+    reception: Literal["automatique", "synchronisation", "appservice"] = "automatique"
 
 
 class Portail(_Section):
@@ -409,6 +411,10 @@ class Deploiement(_Section):
         "postgresql://postgres@127.0.0.1:5432")
     prefixe_bases: str = Field(default="maillage", pattern=r"^[a-z][a-z0-9_]{0,40}$")
     redis: Annotated[str, AfterValidator(_check_service_url(("redis",)))] = "redis://127.0.0.1:6379"
+    # This stack's Redis database: Synapse's shared cache keys carry no server name (a state
+    # group's joined servers, by number), so two stacks on one Redis, each in the same database,
+    # would read each other's and send events to the wrong servers.
+    base_redis: int = Field(default=0, ge=0, le=15)
     # Synapse workers answering sync and the client's reads (one process each).
     lecteurs: int = Field(default=1, ge=1, le=32)
     # The first of the ports the Synapse processes use among themselves, on loopback (the
@@ -552,6 +558,14 @@ class Config(_Section):
     def oidc_issuer(self) -> str:
         """The OIDC provider's issuer: the configured one, else the bundled development provider."""
         return self.portail.oidc_emetteur.rstrip("/") or f"http://localhost:{self.portail.port_oidc_dev}/api/v2"
+
+    @property
+    def bots_pushed(self) -> bool:
+        """Whether Synapse pushes the bots their rooms' events (an application service): asked
+        for, or by default in the scaled profile, where bots sit in thousands of rooms."""
+        if self.bots.reception == "automatique":
+            return self.deploiement.profil == "reparti"
+        return self.bots.reception == "appservice"
 
     @property
     def bots_homeserver_url(self) -> str:

@@ -50,27 +50,33 @@ def scaled_servers_problem(config: Config, secrets: Secrets) -> str | None:
     detail = _redis_problem(config.deploiement.redis, secrets.redis_password)
     if detail:
         return t("scaled.redis_unreachable", url=config.deploiement.redis, detail=detail)
+    refused = _redis_problem(config.deploiement.redis, secrets.redis_password, base=config.deploiement.base_redis)
+    if refused:
+        return t("scaled.redis_base_refused", url=config.deploiement.redis, base=config.deploiement.base_redis,
+                 detail=refused)
     return None
 
 
-def _redis_problem(url: str, password: str) -> str | None:
+def _redis_problem(url: str, password: str, base: int | None = None) -> str | None:
+    """Why Redis does not answer a PING (or, given ``base``, does not open that database)."""
     server = urlsplit(url)
     try:
         with socket.create_connection((server.hostname or "127.0.0.1", server.port or 6379), timeout=TIMEOUT) as conn:
             if password:
-                conn.sendall(_resp("AUTH", password))
+                conn.sendall(redis_command("AUTH", password))
                 if not conn.recv(512).startswith(b"+OK"):
                     return t("scaled.redis_password_refused")
-            conn.sendall(_resp("PING"))
+            conn.sendall(redis_command("PING") if base is None else redis_command("SELECT", str(base)))
             answer = conn.recv(512)
     except OSError as exc:
         return exc.strerror or type(exc).__name__
     if answer.startswith(b"-NOAUTH"):
         return t("scaled.redis_password_needed")
-    return None if answer.startswith(b"+PONG") else answer.decode(errors="replace").strip()[:120]
+    return None if answer.startswith((b"+PONG", b"+OK")) else answer.decode(errors="replace").strip()[:120]
 
 
-def _resp(*words: str) -> bytes:
+def redis_command(*words: str) -> bytes:
+    """A command in Redis's wire protocol (RESP)."""
     encoded = [word.encode() for word in words]
     return f"*{len(encoded)}\r\n".encode() + b"".join(b"$%d\r\n%s\r\n" % (len(w), w) for w in encoded)
 

@@ -150,7 +150,7 @@ def write_sso_templates(directory: Path, language: str) -> Path:
 def appservice_registrations(config: Config, secrets: Secrets) -> list[str]:
     """The registrations Synapse loads: the email bridge's, the bots' when Synapse pushes them events."""
     files = [write_email_registration(config, secrets)] if config.courriel.active else []
-    if config.bots.reception == "appservice":
+    if config.bots_pushed:
         files.append(write_bots_registration(config, secrets))
     return [str(path) for path in files]
 

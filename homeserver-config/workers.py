@@ -114,6 +114,7 @@ def main_process_settings(config: Config, password: str) -> dict[str, object]:
     redis = urlsplit(config.deploiement.redis)
     return {
         "redis": {"enabled": True, "host": redis.hostname, "port": redis.port or 6379,
+                  "dbid": config.deploiement.base_redis,
                   **({"password": password} if password else {})},
         "instance_map": {
             "main": {"host": LOOPBACK, "port": scaled_ports(config).replication},
@@ -141,7 +142,8 @@ def synapse_database(config: Config, passfile: Path | None, process: str = "main
     server = urlsplit(config.deploiement.postgresql)
     args: dict[str, object] = {"user": server.username or "postgres", "host": server.hostname,
                                "port": server.port or 5432, "database": database_name(config, "synapse"),
-                               "cp_min": 1, "cp_max": POOL_SIZES.get(process, WORKER_POOL_SIZE)}
+                               "cp_min": 1, "cp_max": POOL_SIZES.get(process, WORKER_POOL_SIZE),
+                               "application_name": f"synapse-{process}"}  # named in pg_stat_activity
     if passfile is not None:
         args["passfile"] = str(passfile)
     return {"name": "psycopg2", "allow_unsafe_locale": False, "args": args}

@@ -6,7 +6,8 @@ application service costs the same whatever the rooms. Synapse pushes every even
 rooms the bots are in to ``PUT /_matrix/app/v1/transactions/<id>``:
 
 - a transaction is stored in the bots' database before it is acknowledged: killed before,
-  Synapse sends it again; after, it waits in the inbox;
+  Synapse sends it again; after, it waits in the inbox; refused (the database away), Synapse
+  backs off (up to 8.5 min), so it is pinged once the database answers again;
 - the inbox is handed out in arrival order, each event to the bots that are in its room
   (or that it invites), through the bots' own event handlers, as a sync's timeline would be;
 - a transaction leaves the inbox once every bot has handled it; when a handling fails (the
@@ -51,6 +52,13 @@ DEVICE_ONLY_FILTER = Filter.deserialize(JSON({
     "account_data": {"not_types": ["*"]},
     "room": {"rooms": []},
 }))
+# ... asked for every so often rather than long-polled: Synapse wakes a long poll at every event
+# of the account's rooms and works out what changed in all of them (~60 ms for 10,000 rooms),
+# even when the filter leaves every room out (docs/benchmarks.md: 3.04× the floor long-polled,
+# 1.05× polled, with 10,000 rooms). A room key sent with an agent's first message of a session
+# thus reaches the bot within this delay; the message waits for it in line (bot.KEY_WAIT, 5 s),
+# so no key request goes out for it.
+DEVICE_POLL_SECONDS = 2.0
 
 
 class Inbox:
@@ -83,6 +91,7 @@ class PushedEvents:
         self.joined: dict[str, set[str]] = {}
         self._arrived = asyncio.Event()
         self._inbox: Inbox | None = None  # once the runtime has opened its database
+        self._refused = False  # a transaction answered 503 since the last ping
 
     @property
     def hs_token(self) -> str:
@@ -127,9 +136,10 @@ class PushedEvents:
             return web.json_response({"errcode": "M_UNKNOWN"}, status=503)
         try:
             await self._inbox.put(request.match_info["txn_id"], body)
-        except Exception as error:  # not stored: Synapse keeps it and sends it again
+        except Exception as error:  # not stored: Synapse keeps it, and is pinged once the inbox answers
             log.warning("transaction %s not stored (%s); Synapse will send it again",
                         request.match_info["txn_id"], type(error).__name__)
+            self._refused = True
             return web.json_response({"errcode": "M_UNKNOWN"}, status=503)
         self.runtime.metrics.pushed.inc()
         self._arrived.set()
@@ -161,6 +171,7 @@ class PushedEvents:
         while True:
             try:
                 pending = await self._inbox.first()
+                await self._ping_if_refused()
                 if pending is None:
                     self._arrived.clear()
                     failures = 0
@@ -177,6 +188,13 @@ class PushedEvents:
                 log.warning("pushed events not handed out for now (%s)", type(error).__name__)
             failures += 1
             await asyncio.sleep(pause_after(failures))
+
+    async def _ping_if_refused(self) -> None:
+        """The database answers again: Synapse, whose back-off after refused transactions grows to
+        8.5 min, is asked to send them now (at most once per turn of the inbox, 5 s when idle)."""
+        if self._refused:
+            self._refused = False
+            await self.ping()
 
     async def _wait_for_more(self) -> None:
         with contextlib.suppress(TimeoutError):

@@ -75,7 +75,7 @@ from mautrix.types import (
 )
 from mautrix.util.async_db import Database, UpgradeTable
 
-from maillage.bots.runtime.appservice import DEVICE_ONLY_FILTER, PushedEvents
+from maillage.bots.runtime.appservice import DEVICE_ONLY_FILTER, DEVICE_POLL_SECONDS, PushedEvents
 from maillage.bots.runtime.binding import Binding, RoomBindings
 from maillage.bots.runtime.commands import CommandError, CommandSet, command_text, help_message, reply_content
 from maillage.bots.runtime.crypto import AtomicOlmMachine, RevertibleCryptoStore
@@ -656,6 +656,7 @@ class BotRuntime:
         if self.pushed is not None:  # the rooms come as pushed transactions: the sync is the device's alone
             bot.in_initial_sync = False
             bot.events_pushed = True
+            client.poll_seconds = DEVICE_POLL_SECONDS
             client.start(DEVICE_ONLY_FILTER)
         else:
             client.start(BOT_FILTER)

@@ -72,6 +72,10 @@ class GaplessClient(Client):
     # Every such failure, counted: pushed transactions (appservice.py) are handled beside the
     # sync, whose loop clears the flag at each sync; they compare counts instead.
     handling_failures: int = 0
+    # None: a long poll (the homeserver answers as soon as there is something new). Else the
+    # seconds between two syncs that return at once: with the rooms pushed (appservice.py) a
+    # long poll would still be woken, and walk every room of the bot, at each event of its rooms.
+    poll_seconds: float | None = None
 
     @property
     def handling_failed(self) -> bool:
@@ -127,8 +131,10 @@ class GaplessClient(Client):
         while True:
             current = next_batch
             try:
+                if self.poll_seconds is not None and not is_first:
+                    await asyncio.sleep(self.poll_seconds)
                 data = await self.sync(since=current, filter_id=filter_id, set_presence=self.presence,
-                                       timeout=SYNC_TIMEOUT_MS)
+                                       timeout=SYNC_TIMEOUT_MS if self.poll_seconds is None else 0)
             except (asyncio.CancelledError, MUnknownToken):
                 raise
             except Exception as error:

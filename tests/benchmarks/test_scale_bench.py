@@ -1,7 +1,8 @@
 """The bots at the scale of a département (issue 14, item 7): ``!aide`` ÷ the encrypted
 ping-pong floor with the bot in ``MAILLAGE_BENCH_ROOMS`` rooms (10,000 by default), on the
-single profile and on the scaled one (where the bots sync from a reader of their own,
-``lecteur_robots``), each ratio measured in its own run on its own stack.
+single profile and on the scaled one (where the bots reach Synapse through a reader of their
+own, ``lecteur_robots``), each with both ``[bots] reception``: the bots syncing their rooms,
+and Synapse pushing them their rooms' events (an application service).
 
     ./maillage bench -k aide_many_rooms -s
 

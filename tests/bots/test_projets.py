@@ -135,9 +135,11 @@ async def test_tasks_made_in_the_room_are_standard_vtodos_and_their_changes_keep
     assert mine.splitlines()[0] == "Tâches qui vous sont confiées (1) :" and "n°1 — Relancer" in mine
 
     # Comments: in the thread of the bot's answer about the task, or by command; kept in the VTODO.
+    # The answer to this very command: alice's « liste moi » answer may reach the owner's client after it.
     since = len(owner.received)
-    await owner.send_text(room, "!tâche détails 1")
-    answer = await owner.wait_for_text(room, lambda m: m.sender == projets_id(synapse), since=since, timeout=60)
+    asked = await owner.send_text(room, "!tâche détails 1")
+    answer = await owner.wait_for_text(room, lambda m: m.sender == projets_id(synapse) and m.reply_to == asked,
+                                       since=since, timeout=60)
     assert answer.body.endswith("Pour commenter : répondez dans le fil de ce message,"
                                 " ou « !tâche commente 1 <texte> ».")
     await alice.send_text(room, "Architecte relancé, réponse attendue lundi", in_thread=answer.event_id)

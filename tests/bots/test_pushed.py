@@ -4,7 +4,8 @@ A stack of its own (Synapse loads the bots' appservice registration at start). T
 answer in encrypted rooms with no sync of their rooms; a transaction not from Synapse is
 refused; killed with SIGKILL at random moments while agents send commands, the bots answer
 each command exactly once (a transaction is stored before it is acknowledged, Synapse sends
-again what was not, and a ping at start makes it do so at once).
+again what was not, and a ping at start makes it do so at once); a command pushed while the
+bots' database refuses it is answered as soon as the database takes it again.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 import os
 import random
 import re
+import sqlite3
 import stat
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -125,3 +127,27 @@ async def test_sigkill_at_random_moments_with_pushed_events_loses_no_command_and
     for index, (agent, room) in enumerate(rooms):
         twice = {token: count for token, count in answers_per_token(agent, room, bot, TOKEN).items() if count != 1}
         assert not twice, f"seed {seed}: room {index}: answered more than once: {twice}"
+
+
+REFUSED_SECONDS = 35  # Synapse's retries after a refused transaction: 2, 4, 8, 16 s, then 32 s later
+
+
+async def test_a_command_refused_by_the_bots_database_is_answered_once_it_takes_it_again(
+    pushed_stack: tuple[ServerStack, ServiceProcess, ServiceProcess], pushed_agents: AgentFactory
+) -> None:
+    stack, _, _ = pushed_stack
+    claire, room = await _room_with_bot(pushed_agents, stack, "Base indisponible")
+    await _bot_answer(claire, room, stack, "!aide")  # keys shared before
+    database = stack.config.data_dir / "bots" / "bots.db"
+    with sqlite3.connect(database) as connection:  # the inbox refuses every write, as a full disk would
+        connection.execute("CREATE TRIGGER refuser BEFORE INSERT ON maillage_appservice_inbox"
+                           " BEGIN SELECT RAISE(ABORT, 'disque plein'); END")
+    await claire.send_text(room, "!doc pendant-la-panne")
+    await asyncio.sleep(REFUSED_SECONDS)
+    bot = documents_id(stack)
+    assert not [m for m in claire.received if m.room_id == room and m.sender == bot and "pendant-la-panne" in m.body]
+    with sqlite3.connect(database) as connection:
+        connection.execute("DROP TRIGGER refuser")
+    # Synapse would send it again 32 s after its last try; the bots ask it to at once.
+    answer = await claire.wait_for_text(room, lambda m: m.sender == bot and "pendant-la-panne" in m.body, timeout=25)
+    assert "« pendant-la-panne »" in answer.body  # the unknown subcommand, quoted back: it was read

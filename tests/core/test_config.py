@@ -10,7 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from maillage.config import ConfigError, check_data_dir, load_config, parse_config, render_config_template
+from maillage.config import (
+    ConfigError,
+    check_data_dir,
+    load_config,
+    parse_config,
+    render_config_template,
+    with_profile,
+)
 from tests.harness.servers import config_document, toml_dump
 
 
@@ -36,6 +43,21 @@ def test_the_generated_file_loads_with_its_documented_defaults(tmp_path: Path) -
     assert config.data_dir == tmp_path.resolve()
     assert config.federation.partenaires == [] and not config.federation.ouverte
     assert not config.demo.activee
+
+
+@pytest.mark.parametrize(("reception", "single", "scaled"), [
+    ("automatique", False, True),  # the template's: pushed where bots sit in thousands of rooms
+    ("synchronisation", False, False),
+    ("appservice", True, True),
+])
+def test_the_bots_are_pushed_their_events_in_the_scaled_profile_unless_told_otherwise(
+    tmp_path: Path, reception: str, single: bool, scaled: bool
+) -> None:
+    text = render_config_template("Commune d’Exemple", "mairie.example.fr", demo=False)
+    assert 'reception = "automatique"' in text
+    config = load_config(_write(tmp_path, text.replace('reception = "automatique"', f'reception = "{reception}"')))
+    assert config.bots_pushed is single
+    assert with_profile(config, "scaled").bots_pushed is scaled
 
 
 def test_a_missing_file_says_how_to_create_one(tmp_path: Path) -> None:
@@ -79,7 +101,7 @@ def test_a_misspelt_key_is_refused_not_ignored(tmp_path: Path) -> None:
         ("projets", "rappels_heure", "8h30", "HH:MM"),
         ("projets", "rappels_heure", "24:00", "HH:MM"),
         ("projets", "rappels", "oui", "true ou false"),
-        ("bots", "reception", "push", "'synchronisation' or 'appservice'"),
+        ("bots", "reception", "push", "'automatique', 'synchronisation' or 'appservice'"),
     ],
 )
 def test_a_wrong_value_names_key_value_and_expectation(

@@ -7,12 +7,15 @@ scaled``: messages, a bot command, an email, a federation exchange, workers kill
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import random
 import re
 import secrets
 import signal
 import smtplib
+import socket
 import subprocess
 import tarfile
 import time
@@ -20,6 +23,7 @@ from collections.abc import Iterator
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import psycopg2
@@ -27,14 +31,18 @@ import pytest
 
 from maillage.config import load_config, with_profile
 from maillage.deploy.neighbour import SHARED_ROOM
+from maillage.deploy.provisioning import ensure_admin_token
+from maillage.deploy.scaled import redis_command
 from maillage.homeserver.render import render_synapse
 from maillage.homeserver.workers import routing_table, workers_of
 from maillage.secretstore import ensure_secrets
+from tests.bots.test_pushed import pushed_transactions
 from tests.conftest import IN_CI
 from tests.deploy.test_federation_launcher import _agent, _room_named
 from tests.deploy.test_launcher import init_stack, maillage
 from tests.harness.matrix import restore_agent
 from tests.harness.servers import SERVER_LOGS, free_port, free_port_range
+from tests.homeserver.test_access_rules import is_member
 
 
 def _postgres_available() -> str | None:
@@ -63,11 +71,31 @@ def postgres() -> Iterator[str]:
     connection.close()
 
 
+def emptied_redis_database() -> int:
+    """A Redis database (1–15) emptied for a new stack: what an earlier stack's Synapse cached
+    there (a state group's joined servers, by number) would mislead this one's."""
+    base = random.randint(1, 15)
+    with socket.create_connection(("127.0.0.1", 6379), timeout=10) as conn:
+        conn.sendall(redis_command("SELECT", str(base)) + redis_command("FLUSHDB"))
+        answers = b""
+        while answers.count(b"\r\n") < 2:
+            answers += conn.recv(512) or b"\r\n\r\n"
+    assert answers == b"+OK\r\n+OK\r\n", answers
+    return base
+
+
+def set_base_redis(config_file: Path, base: int) -> None:
+    config_file.write_text(re.sub(r"^base_redis = .*$", f"base_redis = {base}", config_file.read_text(), count=1,
+                                  flags=re.M))
+
+
 def set_scaled_settings(config_file: Path, prefix: str, **deploiement: str) -> int:
     """Databases under ``prefix`` and internal ports of their own in a stack's maillage.toml
     (other ``[deploiement]`` keys as given, raw TOML values): the internal base port."""
     internal = free_port_range(32)
-    settings = {"prefixe_bases": f'"{prefix}"', "port_interne": str(internal), **deploiement}
+    base = emptied_redis_database()
+    settings = {"prefixe_bases": f'"{prefix}"', "port_interne": str(internal), "base_redis": str(base),
+                **deploiement}
     text = config_file.read_text()
     for key, value in settings.items():
         text = re.sub(rf"^{key} = .*$", f"{key} = {value}", text, count=1, flags=re.M)
@@ -95,6 +123,8 @@ def test_the_rendered_files_are_what_synapse_and_nginx_accept(tmp_path: Path) ->
     assert main.database.databases[0].config["name"] == "psycopg2"
     assert main.database.databases[0].config["args"]["database"] == "essai_rendu_synapse"
     assert main.redis.redis_enabled and main.worker.writers.events == ["evenements"]
+    assert main.redis.redis_dbid == int(re.findall(r"^base_redis = (\d+)$", (data_dir / "maillage.toml").read_text(),
+                                                   re.M)[0]) > 0  # its own database
     assert main.worker.federation_shard_config.instances == ["federation_envoi"]
     assert {name: getattr(location, "host", None) for name, location in main.worker.instance_map.items()} == {
         "main": "127.0.0.1", "evenements": "127.0.0.1"}  # replication on loopback only
@@ -141,7 +171,21 @@ def test_postgresql_or_redis_not_answering_is_named_and_nothing_starts(stack_dir
     assert refused.returncode == 1
     assert f"Redis ne répond pas à redis://127.0.0.1:{closed}" in refused.stdout, refused.stdout
 
-    path.write_text(path.read_text().replace(f'redis = "redis://127.0.0.1:{closed}"',
+    # A Redis with fewer databases than « base_redis » names: said, not a Synapse crash.
+    with small_redis(databases=2) as redis_port:
+        path.write_text(path.read_text().replace(f'redis = "redis://127.0.0.1:{closed}"',
+                                                 f'redis = "redis://127.0.0.1:{redis_port}"'))
+        set_base_redis(path, 5)
+        refused = maillage(stack_dir, "up", "--profile", "scaled", "--detach")
+    assert refused.returncode == 1
+    assert f"Redis (redis://127.0.0.1:{redis_port}) n’ouvre pas la base 5" in refused.stdout, refused.stdout
+    set_base_redis(path, 16)
+    refused = maillage(stack_dir, "up", "--profile", "scaled", "--detach")
+    assert refused.returncode == 2 and "deploiement.base_redis" in refused.stdout + refused.stderr
+    assert not (stack_dir / "logs" / "synapse.log").exists()
+
+    set_base_redis(path, emptied_redis_database())
+    path.write_text(path.read_text().replace(f'redis = "redis://127.0.0.1:{redis_port}"',
                                              'redis = "redis://127.0.0.1:6379"')
                     .replace('postgresql = "postgresql://postgres@127.0.0.1:5432"',
                              'postgresql = "postgresql://postgres:secret@127.0.0.1:5432"'))
@@ -160,6 +204,26 @@ def test_postgresql_or_redis_not_answering_is_named_and_nothing_starts(stack_dir
     assert "PostgreSQL (postgresql://postgres@127.0.0.1:5432) accepte" in refused.stdout, refused.stdout
     assert "Augmentez max_connections" in refused.stdout
     assert not (stack_dir / "logs" / "synapse.log").exists()
+
+
+@contextlib.contextmanager
+def small_redis(databases: int) -> Iterator[int]:
+    """A Redis server of its own with ``databases`` databases, on a free loopback port."""
+    if not Path("/usr/bin/redis-server").exists():
+        pytest.skip("no redis-server (Debian package redis-server)")
+    port = free_port()
+    server = subprocess.Popen(["/usr/bin/redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                               "--databases", str(databases), "--save", "", "--appendonly", "no"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+            time.sleep(0.1)
+        yield port
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
 
 
 def metric(url: str, name: str, having: str = "") -> float:
@@ -211,7 +275,9 @@ async def test_the_scaled_profile_runs_the_core_end_to_end(tmp_path: Path, postg
             added = await claire.wait_for_text(team, lambda m: m.sender == f"@agenda:{server}", since=since,
                                                timeout=90)
             assert added.body.startswith("Ajouté : n°1 — Conseil"), added.body
-            # The bots heard it through their own reader (only the bots' door leads there).
+            # The bots had it pushed by the appservice sender (the scaled profile's way: a sync
+            # walks every room of a bot), and sync their devices' part through their own reader.
+            assert pushed_transactions(f"http://127.0.0.1:{config.bots.port_sante}") > 0, "the bots were not pushed"
             assert metric(workers["lecteur_robots"], "synapse_http_server_requests_received_total",
                           'servlet="SyncRestServlet"') > 0
 
@@ -235,6 +301,23 @@ async def test_the_scaled_profile_runs_the_core_end_to_end(tmp_path: Path, postg
             await helene.send_text(shared, "Bien reçu, merci.")
             await claire.wait_for_text(shared, "Bien reçu, merci.", timeout=120)
             assert metric(workers["federation_envoi"], "synapse_federation_client_sent_transactions_total") > 0
+
+            # The shared room closed to « interne »: Hélène, the neighbour's, is removed, and the
+            # notice saying so is posted once (Synapse runs the access rules' on_new_event in every
+            # process; one of them acts).
+            admin = await ensure_admin_token(config, ensure_secrets(data_dir))
+            closing = len(claire.received)
+            async with httpx.AsyncClient(base_url=homeserver, timeout=60) as http:
+                closed = await http.put(f"/_matrix/client/v3/rooms/{quote(shared)}/state/fr.maillage.acces/",
+                                        headers={"Authorization": f"Bearer {admin}"}, json={"acces": "interne"})
+            assert closed.status_code == 200, closed.text
+            notice = await claire.wait_for_text(shared, lambda m: "passé en « interne »" in m.body, since=closing,
+                                                timeout=60)
+            assert helene.user_id in notice.body
+            await asyncio.sleep(10)  # time for a second process's notice, were there one
+            notices = [m.body for m in claire.received[closing:] if m.room_id == shared and "passé en" in m.body]
+            assert notices == [notice.body]
+            assert not await is_member(claire, shared, helene.user_id, timeout=2)
 
             # Workers killed (SIGKILL): started again by the launcher; nothing sent is lost.
             for name in ("synapse-lecteur1", "synapse-evenements"):
