@@ -15,6 +15,7 @@ import logging
 import os
 import random
 import re
+import sqlite3
 import time
 from typing import Any
 
@@ -36,13 +37,16 @@ def command_token(room_index: int, number: int) -> str:
     return f"k{room_index}-{number:04d}"
 
 
-async def send_all(agent: Agent, room: str, room_index: int, rng: random.Random) -> list[str]:
-    """The room's commands, with its documents among them at random places; the files' event ids."""
+async def send_all(agent: Agent, room: str, room_index: int, rng: random.Random,
+                   sent: dict[str, str]) -> list[str]:
+    """The room's commands, with its documents among them at random places; the files' event ids.
+    ``sent`` receives each command's event id by its token."""
     file_at = set(rng.sample(range(COMMANDS_PER_ROOM), FILES_PER_ROOM))
     files = []
     for number in range(COMMANDS_PER_ROOM):
         # An unknown subcommand: the answer quotes it, so each answer names its command.
-        await agent.send_text(room, f"!doc {command_token(room_index, number)}")
+        token = command_token(room_index, number)
+        sent[token] = await agent.send_text(room, f"!doc {token}")
         if number in file_at:
             data = f"document {room_index}-{number}\n".encode() + os.urandom(rng.randrange(1_000, 200_000))
             files.append(await post_file(agent, room, data, f"Piece {room_index} {number}.pdf"))
@@ -74,6 +78,27 @@ def answers_per_token(agent: Agent, room: str, bot: str, token: re.Pattern[str] 
     return counts
 
 
+def unanswered_diagnosis(synapse: ServerStack, agent: Agent, room: str, bot: str, missing: set[str],
+                         sent: dict[str, str]) -> str:
+    """Where the first unanswered commands stopped, in the one line CI's summary shows: the bot's
+    record of each, its log lines about it, and the bot's messages the agent could not read."""
+    unread = [event for event in agent.undecryptable if event.room_id == room and event.sender == bot]
+    parts = [f"{len(unread)} messages of the bot unreadable by the agent (sessions "
+             f"{sorted({event.session_id[:8] for event in unread})}), {agent.client.gaps_filled} sync gaps filled"]
+    lines = (synapse.config.data_dir / "logs" / "bots.log").read_text(errors="replace").splitlines()
+    with sqlite3.connect(synapse.config.data_dir / "bots" / "bots.db") as database:
+        for token in sorted(missing)[:3]:
+            event_id = sent[token]
+            handled = database.execute("SELECT count(*) FROM maillage_handled_event WHERE event_id=?",
+                                       (event_id,)).fetchone()[0]
+            kept = database.execute("SELECT user_id, reason FROM maillage_pending_event WHERE event_id=?",
+                                    (event_id,)).fetchall()
+            about = [line[24:200] for line in lines if event_id in line]
+            parts.append(f"{token} {event_id}: handled by {handled} bots, kept {kept}, "
+                         f"{len(about)} log lines, last: {about[-1:]}")
+    return "; ".join(parts)
+
+
 def filed_replies(agent: Agent, room: str, bot: str) -> list[str]:
     return [m.body for m in agent.received if m.room_id == room and m.sender == bot and "Rangé dans" in m.body]
 
@@ -89,7 +114,8 @@ async def test_sigkill_at_random_moments_loses_nothing_and_does_nothing_twice(
     rooms: list[tuple[Agent, str]] = [await bound_room(agents, synapse, f"crash/salle-{index}")
                                       for index in range(ROOMS)]
 
-    sending = asyncio.ensure_future(asyncio.gather(*(send_all(agent, room, index, random.Random(rng.random()))
+    sent: dict[str, str] = {}
+    sending = asyncio.ensure_future(asyncio.gather(*(send_all(agent, room, index, random.Random(rng.random()), sent)
                                                      for index, (agent, room) in enumerate(rooms))))
     kills = await kill_at_random(bot_process, sending, rng)
     file_events: list[list[str]] = sending.result()
@@ -99,15 +125,16 @@ async def test_sigkill_at_random_moments_loses_nothing_and_does_nothing_twice(
     deadline = time.monotonic() + 600
     for index, (agent, room) in enumerate(rooms):
         while True:
+            await agent.retry_undecryptable()  # as a client does when a late room key arrives
             answered = answers_per_token(agent, room, bot)
             missing = expected[index] - set(answered)
             files_done = len(filed_replies(agent, room, bot)) >= len(file_events[index])
             if not missing and files_done:
                 break
             if time.monotonic() > deadline:
-                raise MatrixTimeout(f"seed {seed}: room {index}: {len(missing)} commands unanswered "
-                                    f"(e.g. {sorted(missing)[:5]}), {len(filed_replies(agent, room, bot))}"
-                                    f"/{len(file_events[index])} documents confirmed")
+                raise MatrixTimeout(f"seed {seed}: room {index}: {len(missing)} commands unanswered, "
+                                    f"{len(filed_replies(agent, room, bot))}/{len(file_events[index])} documents "
+                                    f"confirmed; {unanswered_diagnosis(synapse, agent, room, bot, missing, sent)}")
             await asyncio.sleep(1)
     await asyncio.sleep(10)  # a late duplicate would show up now
 
