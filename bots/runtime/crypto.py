@@ -7,17 +7,22 @@ memory has moved on and the database partly so: the message, read again, no long
 and the room key is lost with every message of its session. Here a to-device message is
 handled in one transaction and in arrival order; when it fails, the Olm state in memory is
 dropped and read back from the database, so the message read again decrypts as the first time.
+
+New one-time keys are stored before they are uploaded (mautrix stores them after): a process
+killed between the two would leave on the homeserver keys whose private halves are gone, and
+every agent who opens an Olm session with one of them sends the bot room keys it cannot read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from contextvars import ContextVar
 from typing import Any, cast
 
 from mautrix.crypto import OlmMachine, PgCryptoStore
-from mautrix.types import DecryptedOlmEvent, EventType, SessionID, ToDeviceEvent
+from mautrix.types import DecryptedOlmEvent, EncryptionKeyAlgorithm, EventType, SessionID, ToDeviceEvent
 
 from maillage.bots.runtime.store import transaction
 
@@ -57,6 +62,25 @@ class AtomicOlmMachine(OlmMachine):
         async with self._olm_writes:
             await self._read_back_if_stale()
             await super().share_keys(current_otk_count)
+
+    async def _share_keys(self, current_otk_count: int | None) -> None:
+        """mautrix's, with the account (and the private halves of the new keys) stored before
+        the upload: killed after it, the keys the homeserver hands out are still the bot's; killed
+        before, the next start uploads the same keys, which the homeserver takes again."""
+        account = self.account
+        assert account is not None  # loaded before the first share
+        if current_otk_count is None or (self._last_key_share + 60 > time.monotonic() and current_otk_count < 10):
+            current_otk_count = (await self.client.upload_keys()).get(EncryptionKeyAlgorithm.SIGNED_CURVE25519, 0)
+        device_keys = account.get_device_keys(self.client.mxid, self.client.device_id) if not account.shared else None
+        one_time_keys = account.get_one_time_keys(self.client.mxid, self.client.device_id, current_otk_count)
+        if not device_keys and not one_time_keys:
+            return
+        await self.crypto_store.put_account(account)
+        await self.client.upload_keys(one_time_keys=one_time_keys, device_keys=device_keys)
+        account.shared = True
+        account.mark_keys_as_published()
+        self._last_key_share = time.monotonic()
+        await self.crypto_store.put_account(account)
 
     async def _store_what_it_carries(self, evt: ToDeviceEvent) -> DecryptedOlmEvent | None:
         """Decrypt and store a room key in one transaction; any other event decrypted is returned."""

@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import time
 from collections.abc import Callable, Iterator
 
 import asyncpg
+import httpx
 import pytest
 
 from maillage.config import Config, load_config
 from tests.bots.test_runtime import _bot_answer, _room_with_bot, documents_id
 from tests.conftest import IN_CI, BotProcess, ServerStack
-from tests.harness.matrix import AgentFactory, Received
+from tests.harness.matrix import Agent, AgentFactory, Received
 
 POSTGRES = os.environ.get("MAILLAGE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -176,3 +178,63 @@ async def test_a_room_key_whose_storing_is_cut_is_stored_when_read_again(
         assert await connection.fetchval("SELECT last_value FROM essai_coupure") >= 2  # cut, then stored
     finally:
         await connection.close()
+
+
+# From the moment it is armed, every write of a crypto account fails, as if the process had
+# died at that very write; the sequence tells the test it happened.
+REFUSE_ACCOUNT_WRITES = """
+CREATE SEQUENCE essai_compte;
+CREATE FUNCTION essai_refuser_compte() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM nextval('essai_compte');
+    RAISE EXCEPTION 'essai : le processus meurt ici';
+END $$;
+CREATE TRIGGER essai_compte BEFORE INSERT OR UPDATE ON crypto_account
+    FOR EACH ROW EXECUTE FUNCTION essai_refuser_compte();
+"""
+
+
+async def _claim_every_key(agent: Agent, user_id: str, device_id: str) -> int:
+    """Take every one-time key the homeserver holds for that device, as that many agents
+    opening an Olm session with it would; how many there were."""
+    claimed = 0
+    async with httpx.AsyncClient(base_url=agent.client.homeserver, timeout=30,
+                                 headers={"Authorization": f"Bearer {agent.client.access_token}"}) as http:
+        while claimed < 500:
+            answer = await http.post("/_matrix/client/v3/keys/claim", json={
+                "one_time_keys": {user_id: {device_id: "signed_curve25519"}}})
+            keys = answer.raise_for_status().json()["one_time_keys"].get(user_id, {}).get(device_id, {})
+            if not keys or any(key.get("fallback") for key in keys.values()):
+                return claimed
+            claimed += 1
+    raise AssertionError(f"{user_id}/{device_id} still has one-time keys after {claimed} claims")
+
+
+async def test_one_time_keys_uploaded_just_before_a_crash_still_open_sessions(
+    synapse: ServerStack, bot_process: BotProcess, bots_on_postgresql: Config, postgres_url: str,
+    agents: AgentFactory
+) -> None:
+    """The bot, out of one-time keys, makes new ones and dies before its account is written.
+
+    If the keys were uploaded before the account holding their private halves was stored, the
+    homeserver would hand them to the next agents, whose room keys the bot could never read:
+    that agent's messages would go unanswered for good."""
+    bot = documents_id(synapse)
+    connection = await asyncpg.connect(postgres_url)
+    try:
+        device = await connection.fetchval("SELECT device_id FROM maillage_bot_account WHERE user_id=$1", bot)
+        taker = await agents("preneur")
+        assert await _claim_every_key(taker, bot, device) > 0
+        await connection.execute(REFUSE_ACCOUNT_WRITES)
+        deadline = time.monotonic() + 90  # the bot hears of its empty stock at its next sync
+        while not await connection.fetchval("SELECT is_called FROM essai_compte"):
+            assert time.monotonic() < deadline, "the bot never made new one-time keys"
+            await asyncio.sleep(0.2)
+        bot_process.kill()
+        await connection.execute("DROP TRIGGER essai_compte ON crypto_account")
+    finally:
+        await connection.close()
+    bot_process.start(bots_on_postgresql)
+
+    owner, room = await _room_with_bot(agents, synapse, "Clés neuves")  # claims one of its keys
+    assert "!doc lier <dossier>" in await _bot_answer(owner, room, synapse, "!aide")
