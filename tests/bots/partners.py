@@ -31,13 +31,8 @@ def mairie_bots(federation: Federation) -> Iterator[None]:
 
 
 async def said(agent: Agent, room: str, bot: str, command: str) -> str:
-    since = len(agent.received)
-    await agent.send_text(room, command)
-    return (await agent.wait_for_text(room, lambda m: m.sender == bot, since=since, timeout=60)).body
-
-
-async def answered(agent: Agent, room: str, bot: str, command: str) -> str:
-    """The bot's reply to ``command`` (not what it says meanwhile)."""
+    """The bot's reply to ``command``: not what it says meanwhile (another member's answer that
+    this agent's client happens to see later, a reminder)."""
     since = len(agent.received)
     sent = await agent.send_text(room, command)
     return (await agent.wait_for_text(room, lambda m: m.sender == bot and m.reply_to == sent, since=since,

@@ -20,6 +20,7 @@ from icalendar import Calendar
 from nio import RoomCreateResponse
 from PIL import Image
 
+from tests.bots.partners import said as answer_of
 from tests.conftest import BotProcess, ServerStack, ServiceProcess
 from tests.harness.matrix import Agent, AgentFactory, create_encrypted_room
 from tests.messages import assert_french
@@ -50,12 +51,8 @@ def todos_of(stack: ServerStack, caldav_url: str, list_id: str) -> dict[str, Any
 
 
 async def said(agent: Agent, room: str, stack: ServerStack, command: str) -> str:
-    """The bot's answer to this very command (a reply to it): not the answer to another member's
-    command that this agent's client happens to see later (CI failed on that once)."""
-    since = len(agent.received)
-    sent = await agent.send_text(room, command)
-    return (await agent.wait_for_text(room, lambda m: m.sender == projets_id(stack) and m.reply_to == sent,
-                                      since=since, timeout=60)).body
+    """The projets bot's answer to this very command (CI once took another member's for it)."""
+    return await answer_of(agent, room, projets_id(stack), command)
 
 
 async def project_room(agents: AgentFactory, stack: ServerStack, name: str, *members: Agent) -> tuple[Agent, str]:
