@@ -87,8 +87,8 @@ class GaplessClient(AsyncClient):  # type: ignore[misc]  # nio is untyped
         missing: list[Any] = []
         while token:
             page = await self.room_messages(room_id, start=token, end=since, limit=100)
-            if not isinstance(page, RoomMessagesResponse):
-                raise MatrixTimeout(f"{self.user_id}: a gap in {room_id} could not be fetched: {page}")
+            if not isinstance(page, RoomMessagesResponse):  # the sync is fetched again (Agent._sync)
+                raise LocalProtocolError(f"{self.user_id}: a gap in {room_id} not fetched: {page}")
             if not page.chunk:
                 break
             missing.extend(page.chunk)  # newest first
@@ -135,8 +135,8 @@ class Agent:
         while True:
             try:
                 await self.client.sync_forever(timeout=30_000, full_state=True)
-            except LocalProtocolError:  # its keys query raced with send_text's: nio gives up, we do not
-                continue
+            except LocalProtocolError:  # its keys query raced with send_text's, or a gap was not
+                await asyncio.sleep(0.5)  # fetched: nio gives up, we sync again from the same point
 
     async def _on_text(self, room: MatrixRoom, event: RoomMessageText | RoomMessageNotice) -> None:
         self.received.append(Received(
