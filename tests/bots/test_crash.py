@@ -31,6 +31,7 @@ COMMANDS_PER_ROOM = 250  # 1,000 in all
 FILES_PER_ROOM = 13  # 52 in all
 MIN_KILLS = 20
 TOKEN = re.compile(r"« (k\d+-\d+) »")
+LOG_TIMESTAMP = len("2026-12-07 07:49:38,060 ")  # what each line of the bots' log starts with
 
 
 def command_token(room_index: int, number: int) -> str:
@@ -84,7 +85,8 @@ def unanswered_diagnosis(synapse: ServerStack, agent: Agent, room: str, bot: str
     record of each, its log lines about it, and the bot's messages the agent could not read."""
     unread = [event for event in agent.undecryptable if event.room_id == room and event.sender == bot]
     parts = [f"{len(unread)} messages of the bot unreadable by the agent (sessions "
-             f"{sorted({event.session_id[:8] for event in unread})}), {agent.client.gaps_filled} sync gaps filled"]
+             f"{sorted({event.session_id[:8] for event in unread})}), "
+             f"{agent.client.fetched_after_gaps} events fetched after sync gaps"]
     lines = (synapse.config.data_dir / "logs" / "bots.log").read_text(errors="replace").splitlines()
     with sqlite3.connect(synapse.config.data_dir / "bots" / "bots.db") as database:
         for token in sorted(missing)[:3]:
@@ -93,7 +95,7 @@ def unanswered_diagnosis(synapse: ServerStack, agent: Agent, room: str, bot: str
                                        (event_id,)).fetchone()[0]
             kept = database.execute("SELECT user_id, reason FROM maillage_pending_event WHERE event_id=?",
                                     (event_id,)).fetchall()
-            about = [line[24:200] for line in lines if event_id in line]
+            about = [line[LOG_TIMESTAMP:200] for line in lines if event_id in line]
             parts.append(f"{token} {event_id}: handled by {handled} bots, kept {kept}, "
                          f"{len(about)} log lines, last: {about[-1:]}")
     return "; ".join(parts)

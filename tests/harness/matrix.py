@@ -73,7 +73,7 @@ class GaplessClient(AsyncClient):  # type: ignore[misc]  # nio is untyped
     Element does, the events in between are fetched back to that sync, and put in front of the
     sync's own before nio handles it, so every message is seen, in order."""
 
-    gaps_filled = 0
+    fetched_after_gaps = 0  # events a sync left out, fetched
 
     async def receive_response(self, response: Any) -> None:
         if isinstance(response, SyncResponse) and self.next_batch:
@@ -93,9 +93,9 @@ class GaplessClient(AsyncClient):  # type: ignore[misc]  # nio is untyped
                 break
             missing.extend(page.chunk)  # newest first
             token = page.end
-        self.gaps_filled += 1
         seen = {event.event_id for event in after}
         earlier = [event for event in reversed(missing) if event.event_id not in seen]
+        self.fetched_after_gaps += len(earlier)
         log.info("%s: %d events fetched after a gap in %s", self.user_id, len(earlier), room_id)
         return earlier
 
